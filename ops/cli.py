@@ -1,0 +1,47 @@
+"""The ``agentgym`` command.
+
+Sub-commands live in ``ops/commands/<name>.py`` and are imported only when used,
+so ``agentgym --help`` stays fast and each needs only its own extras installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+__all__ = ["main"]
+
+# name -> "module:attribute" of a click command or group
+COMMANDS: dict[str, tuple[str, str]] = {
+    "kafka": ("ops.commands.kafka:kafka", "run the local Apache Kafka broker (KRaft)"),
+    "topics": ("ops.commands.kafka:topics", "create Agent Gym's topics"),
+    "demo": ("ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr = COMMANDS[name][0].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="agentgym")
+def main() -> None:
+    """Agent Gym: deployed AI agents that learn from their own experience."""
+
+
+if __name__ == "__main__":
+    sys.exit(main())

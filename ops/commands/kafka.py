@@ -1,0 +1,85 @@
+"""``agentgym kafka start|stop|status`` and ``agentgym topics create``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ops.exceptions import StackError
+from ops.kafka.broker import KafkaBroker
+from ops.settings import StackSettings
+
+
+def _broker(port: int | None, data_dir: Path | None) -> KafkaBroker:
+    overrides: dict[str, object] = {}
+    if port is not None:
+        overrides["kafka_port"] = port
+    if data_dir is not None:
+        overrides["kafka_data_dir"] = data_dir
+    return KafkaBroker.from_settings(StackSettings(**overrides))
+
+
+_port = click.option("--port", type=int, default=None, help="client port on 127.0.0.1 [env AGENTGYM_KAFKA_PORT; 9092]")
+_data = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="data directory [env AGENTGYM_KAFKA_DATA_DIR; ~/.agentgym/kafka-data]")
+
+
+@click.group()
+def kafka() -> None:
+    """Run the local Apache Kafka broker (KRaft mode, jars from Maven Central)."""
+
+
+@kafka.command()
+@_port
+@_data
+@click.option("--wait", "wait_s", type=float, default=90.0, show_default=True, help="seconds to wait for metadata")
+def start(port: int | None, data_dir: Path | None, wait_s: float) -> None:
+    """Start the broker (provisioning and formatting on first use) and create the topics."""
+    from ops.topics import ensure_topics
+
+    broker = _broker(port, data_dir)
+    try:
+        st = broker.start(wait_s=wait_s)
+        created = ensure_topics(st.bootstrap_servers)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"kafka running: pid {st.pid}, bootstrap {st.bootstrap_servers}, data {st.data_dir}")
+    if created:
+        click.echo(f"created topics: {', '.join(created)}")
+
+
+@kafka.command()
+@_port
+@_data
+def stop(port: int | None, data_dir: Path | None) -> None:
+    """Stop the broker cleanly."""
+    broker = _broker(port, data_dir)
+    click.echo("kafka stopped" if broker.stop() else "kafka was not running")
+
+
+@kafka.command()
+@_port
+@_data
+def status(port: int | None, data_dir: Path | None) -> None:
+    """Say whether the broker runs and serves metadata (exit code 1 if not)."""
+    st = _broker(port, data_dir).status()
+    click.echo(f"kafka: {st.detail}; pid {st.pid}; bootstrap {st.bootstrap_servers}; data {st.data_dir}")
+    sys.exit(0 if st.running else 1)
+
+
+@click.group()
+def topics() -> None:
+    """Agent Gym's Kafka topics."""
+
+
+@topics.command("create")
+@click.option("--bootstrap-servers", envvar="AGENTGYM_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True)
+def create(bootstrap_servers: str) -> None:
+    """Create the topics that do not exist yet."""
+    from ops.topics import ensure_topics
+
+    created = ensure_topics(bootstrap_servers)
+    click.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")

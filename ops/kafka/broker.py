@@ -1,0 +1,293 @@
+"""A real Apache Kafka broker (KRaft: one process is controller and broker) on loopback.
+
+No Docker here: the broker's jars are resolved from Maven Central with ``mvn`` (see
+``pom.xml`` beside this file) into a cache outside git, the storage directory is
+formatted with Kafka's own ``StorageTool``, and ``kafka.Kafka`` runs under Java 17.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops.exceptions import MissingToolError, StackError
+
+__all__ = ["KafkaBroker", "BrokerStatus", "free_port", "resolve_jars"]
+
+_HERE = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _require(tool: str, what: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise MissingToolError(
+            f"`{tool}` not found on PATH: the local Kafka broker needs {what}. "
+            "On Debian/Ubuntu: `apt-get install -y openjdk-17-jre-headless maven`."
+        )
+    return path
+
+
+def resolve_jars(version: str, cache: Path, quiet: bool = False) -> Path:
+    """Resolves Kafka ``version`` and its runtime dependencies into ``cache/<version>/libs``.
+
+    Cached: a second call returns at once. Raises ``MissingToolError`` without mvn/java.
+    """
+    libs = cache / version / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    _require("java", "Java 17 or newer")
+    mvn = _require("mvn", "Apache Maven (to fetch the broker's jars from Maven Central)")
+    libs.mkdir(parents=True, exist_ok=True)
+    if not quiet:
+        print(f"resolving Apache Kafka {version} from Maven Central into {libs} (once) ...", file=sys.stderr)
+    cmd = [
+        mvn, "-q", "-B", "-f", str(_HERE / "pom.xml"),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={libs}",
+        "-DincludeScope=runtime",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StackError(f"mvn could not resolve Kafka {version}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        raise StackError(f"mvn finished but no kafka_2.13 jar is in {libs}")
+    marker.write_text(version)
+    return libs
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap_servers: str
+    data_dir: Path
+    detail: str = ""
+
+
+class KafkaBroker:
+    """One local KRaft broker.
+
+    Args:
+        data_dir: log and metadata directory; also holds ``broker.pid``, ``broker.log``
+            and ``server.properties``.
+        port: client port on 127.0.0.1.
+        controller_port: KRaft controller port (default ``port + 1``).
+        version: Apache Kafka version from Maven Central.
+        jar_cache: where jars are cached (outside git).
+        heap: the JVM's ``-Xmx``.
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int = 9092,
+        controller_port: int | None = None,
+        version: str = "4.1.1",
+        jar_cache: Path | str | None = None,
+        heap: str = "512m",
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.controller_port = controller_port or port + 1
+        self.version = version
+        self.jar_cache = Path(jar_cache) if jar_cache else Path.home() / ".cache" / "agentgym" / "kafka"
+        self.heap = heap
+
+    @classmethod
+    def from_settings(cls, settings: "StackSettings") -> "KafkaBroker":  # noqa: F821
+        return cls(
+            settings.data_dir, settings.kafka_port, settings.controller_port,
+            settings.kafka_version, settings.jar_cache, settings.kafka_heap,
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def _pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def _properties(self) -> str:
+        logs = self.data_dir / "logs"
+        return "\n".join([
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=PLAINTEXT",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            f"log.dirs={logs}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=6",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            "log.cleaner.backoff.ms=1000",
+            "",
+        ])
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self._pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        # a recycled pid belonging to something else is not our broker
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"kafka.Kafka" not in cmdline:
+                return None
+        except OSError:
+            pass
+        return pid
+
+    def _java(self, libs: Path, main: str, *args: str, heap: str = "256m") -> list[str]:
+        java = _require("java", "Java 17 or newer")
+        return [
+            java, f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={_HERE / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", main, *args,
+        ]
+
+    def _serves_metadata(self, timeout: float = 2.0) -> bool:
+        from confluent_kafka.admin import AdminClient  # local: keep ops importable without it
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0}).list_topics(timeout=timeout)
+            return bool(md.brokers)
+        except Exception:
+            return False
+
+    def start(self, wait_s: float = 90.0, quiet: bool = False) -> BrokerStatus:
+        """Starts the broker (formatting storage on first use) and waits until it serves metadata.
+
+        Idempotent: returns the running broker's status if it is already up.
+        """
+        pid = self._pid()
+        if pid is not None:
+            return self.status()
+        libs = resolve_jars(self.version, self.jar_cache, quiet=quiet)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text(self._properties())
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            cluster_id = self._cluster_id()
+            fmt = subprocess.run(
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
+                capture_output=True, text=True,
+            )
+            if fmt.returncode != 0:
+                raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}")
+        for p in (self.port, self.controller_port):
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", p)) == 0:
+                    raise StackError(f"port {p} on 127.0.0.1 is taken by another process; choose another (AGENTGYM_KAFKA_PORT)")
+        log = open(self.log_file, "ab")
+        proc = subprocess.Popen(
+            self._java(libs, "kafka.Kafka", str(props), heap=self.heap),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal does not kill the broker mid-write
+        )
+        log.close()
+        self._pid_file.write_text(str(proc.pid))
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise StackError(f"Kafka broker exited with code {proc.returncode}; last log lines:\n{self._tail()}")
+            if self._serves_metadata():
+                return self.status()
+            time.sleep(0.3)
+        self.stop()
+        raise StackError(f"Kafka broker did not serve metadata within {wait_s:.0f}s; last log lines:\n{self._tail()}")
+
+    def _cluster_id(self) -> str:
+        # Kafka cluster ids are base64url UUIDs without padding (what `random-uuid` prints).
+        import base64
+
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+    def _tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return "(no broker log)"
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stops the broker cleanly (SIGTERM, then SIGKILL after ``timeout_s``). True if it was running."""
+        pid = self._pid()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                # reap if it is our child; otherwise just probe
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:
+                pass
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        self._pid_file.unlink(missing_ok=True)
+        return True
+
+    def kill(self) -> None:
+        """Kills the broker at once (SIGKILL), as a crash would."""
+        pid = self._pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                time.sleep(0.5)
+            self._pid_file.unlink(missing_ok=True)
+
+    def status(self) -> BrokerStatus:
+        pid = self._pid()
+        if pid is None:
+            return BrokerStatus(False, None, self.bootstrap_servers, self.data_dir, "not running")
+        ok = self._serves_metadata()
+        return BrokerStatus(ok, pid, self.bootstrap_servers, self.data_dir, "serving metadata" if ok else "process up, not serving yet")

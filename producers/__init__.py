@@ -1,0 +1,8 @@
+"""The thin producer SDK agents import: ``from producers import AgentGym``."""
+
+from producers.client import SDK_VERSION, AgentGym
+from producers.exceptions import ConfigError, InvalidEventError
+from producers.run import Run, Step
+from producers.settings import ProducerSettings
+
+__all__ = ["AgentGym", "ProducerSettings", "Run", "Step", "InvalidEventError", "ConfigError", "SDK_VERSION"]

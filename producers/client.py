@@ -1,0 +1,459 @@
+"""The thin producer SDK: what an agent imports to send experience and feedback.
+
+    from producers import AgentGym
+
+    gym = AgentGym(tenant_id="acme", agent_id="support-bot")   # or AGENTGYM_* env
+    with gym.run(input="Where is my order?", model_name="llama-3.2-1b", model_version="v3") as run:
+        with run.step("lookup_order", kind="tool", input={"id": 42}) as step:
+            step.output = {"status": "shipped"}
+        run.output = "It shipped yesterday."
+    gym.record_feedback(run.trace_id, thumbs_up=True)
+    gym.close()
+
+Guarantees: ``record_*`` never blocks on Kafka and never raises because of it
+(asynchronous, idempotent produce with ``acks=all``, compression and batching);
+events Kafka cannot take within ``delivery_timeout_s`` go to a local durable spool
+and are replayed, in order, when the broker is back. Misuse raises
+:class:`InvalidEventError` naming the field.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from producers.exceptions import ConfigError, InvalidEventError
+from producers.run import Run
+from producers.settings import ProducerSettings
+from producers.spool import Spool, read_segment
+from schemas.codec import AvroCodec
+from schemas.exceptions import SchemaValidationError
+from schemas.topics import TOPICS
+
+__all__ = ["AgentGym", "SDK_VERSION"]
+
+SDK_VERSION = "agentgym-py/0.1.0"
+log = logging.getLogger("agentgym")
+
+_EXPERIENCES = TOPICS["experiences"].name
+_FEEDBACK = TOPICS["feedback"].name
+_RUN_STATUSES = frozenset({"ok", "error", "timeout", "cancelled"})
+_FEEDBACK_SOURCES = frozenset({"human", "ai", "system"})
+# Settings the SDK's guarantees rest on: a pass-through config may not contradict them.
+_PINNED = {"enable.idempotence": True, "acks": "all"}
+_ACKS_ALL = {"all", "-1", -1}
+
+
+def _new_id() -> str:
+    return os.urandom(16).hex()
+
+
+def _messages(value: Any, field: str) -> list[dict[str, Any]]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    if isinstance(value, Mapping):
+        value = [value]
+    if not isinstance(value, Sequence):
+        raise InvalidEventError("Experience", field, f"expected a string or a list of messages, got {type(value).__name__}")
+    out = []
+    for i, m in enumerate(value):
+        if not isinstance(m, Mapping) or "content" not in m:
+            raise InvalidEventError("Experience", f"{field}[{i}]", "a message needs 'role' and 'content'")
+        if type(m) is dict and m.keys() <= {"role", "content", "name", "tool_call_id"}:
+            out.append(m)  # already in wire shape: no copy on the hot path
+        else:
+            out.append({"role": str(m.get("role", "user")), "content": m["content"],
+                        "name": m.get("name"), "tool_call_id": m.get("tool_call_id")})
+    return out
+
+
+def _str_map(value: Mapping[str, Any] | None, field: str, record: str) -> dict[str, str]:
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidEventError(record, field, f"expected a mapping, got {type(value).__name__}")
+    return {str(k): v if isinstance(v, str) else str(v) for k, v in value.items()}
+
+
+class AgentGym:
+    """A client that records experiences and feedback to Kafka.
+
+    Args:
+        bootstrap_servers: Kafka bootstrap servers (env ``AGENTGYM_BOOTSTRAP_SERVERS``).
+        tenant_id: tenant of every event (env ``AGENTGYM_TENANT_ID``).
+        agent_id: this agent's id (env ``AGENTGYM_AGENT_ID``).
+        settings: a full :class:`ProducerSettings`; explicit arguments override it.
+        **overrides: any other :class:`ProducerSettings` field (``spool_dir``,
+            ``delivery_timeout_s``, ``kafka_config``, ...).
+
+    Raises:
+        ConfigError: a setting is invalid or a pass-through Kafka setting contradicts
+            idempotence / ``acks=all``.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | None = None,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        *,
+        settings: ProducerSettings | None = None,
+        **overrides: Any,
+    ) -> None:
+        explicit = {k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("tenant_id", tenant_id), ("agent_id", agent_id)) if v is not None}
+        explicit.update(overrides)
+        try:
+            if settings is None:
+                settings = ProducerSettings(**explicit)
+            elif explicit:
+                settings = settings.model_copy(update=ProducerSettings(**{**settings.model_dump(), **explicit}).model_dump())
+        except Exception as exc:  # pydantic's ValidationError names the field
+            raise ConfigError(f"invalid AgentGym settings: {exc}") from exc
+        self.settings = settings
+        self.tenant_id = settings.tenant_id
+        self.agent_id = settings.agent_id
+        registry = None
+        if settings.schema_registry_url:
+            from schemas.confluent import SchemaRegistryClient
+
+            registry = SchemaRegistryClient(settings.schema_registry_url)
+        self._codec = AvroCodec(registry=registry)
+        self._encode = self._codec.encode
+        self._spool = Spool(settings.spool_dir)
+        try:
+            self._producer = Producer(self._kafka_config(settings))
+        except KafkaException as exc:  # librdkafka rejects unknown keys and bad values
+            self._spool.close()
+            raise ConfigError(f"invalid Kafka producer setting: {exc.args[0].str()}") from exc
+        self._produce = self._producer.produce
+        self._closed = False
+        self._stop = threading.Event()
+        self.stats = {"produced": 0, "spooled": 0, "replayed": 0, "delivery_errors": 0}
+        self._last_error: str | None = None
+        self._thread = threading.Thread(target=self._background, name="agentgym-producer", daemon=True)
+        self._thread.start()
+        # flush on interpreter exit even if the agent forgets close()
+        atexit.register(self.close)
+
+    # -- configuration --------------------------------------------------------
+    def _kafka_config(self, s: ProducerSettings) -> dict[str, Any]:
+        extra = dict(s.kafka_config)
+        for key, want in _PINNED.items():
+            if key in extra:
+                got = extra[key]
+                ok = (str(got).lower() in {"true", "1"} or got is True) if key == "enable.idempotence" else got in _ACKS_ALL
+                if not ok:
+                    raise ConfigError(f"kafka_config[{key!r}]={got!r} contradicts the SDK's guarantee ({key}={want}): remove it")
+        if "bootstrap.servers" in extra and extra["bootstrap.servers"] != s.bootstrap_servers:
+            raise ConfigError("kafka_config['bootstrap.servers'] contradicts bootstrap_servers: give it once")
+        for key in ("on_delivery", "delivery.report.only.error", "message.timeout.ms", "delivery.timeout.ms"):
+            if key in extra:
+                raise ConfigError(f"kafka_config[{key!r}] is managed by the SDK (use delivery_timeout_s)")
+        conf: dict[str, Any] = {
+            "bootstrap.servers": s.bootstrap_servers,
+            "client.id": f"agentgym-{s.tenant_id}-{s.agent_id}",
+            "enable.idempotence": True,
+            "acks": "all",
+            "compression.type": s.compression,
+            "linger.ms": s.linger_ms,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+            "message.timeout.ms": int(s.delivery_timeout_s * 1000),
+            "delivery.report.only.error": True,  # successes cost nothing on the callback path
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_error,
+            "logger": logging.getLogger("agentgym.kafka"),  # librdkafka logs via Python logging
+        }
+        conf.update(extra)
+        return conf
+
+    # -- the hot path ---------------------------------------------------------
+    def _send(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            self._produce(topic, value, key)
+            self.stats["produced"] += 1
+        except BufferError:
+            # local queue full (broker away for long): spool instead of blocking the agent
+            self._spool.append(topic, key.encode(), value)
+            self.stats["spooled"] += 1
+        except (KafkaException, RuntimeError) as exc:
+            # a fatal producer error or a closed producer must not crash the agent
+            self._last_error = str(exc)
+            self._spool.append(topic, key.encode(), value)
+            self.stats["spooled"] += 1
+
+    def record_experience(
+        self,
+        *,
+        input: str | Sequence[Mapping[str, Any]],
+        output: str | None,
+        model_name: str,
+        model_version: str,
+        latency_ms: float,
+        trace_id: str | None = None,
+        steps: Iterable[Mapping[str, Any]] = (),
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float = 0.0,
+        status: str = "ok",
+        error: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        assignment: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Records one agent run. Returns its trace id.
+
+        Args:
+            input: the user's message, or the list of chat messages (``role``, ``content``).
+            output: the agent's final answer (``None`` if it produced none).
+            model_name / model_version: which model served the run.
+            latency_ms: wall time of the run, milliseconds.
+            trace_id: the run's id (generated when omitted); feedback refers to it.
+            steps: llm/tool/retrieval calls, dicts with ``name``, ``kind`` and optionally
+                ``input``, ``output`` (JSON text or objects), ``error``, ``latency_ms``,
+                ``prompt_tokens``, ``completion_tokens``.
+            prompt_tokens / completion_tokens / cost_usd: usage of the whole run.
+            status: ``ok``, ``error``, ``timeout`` or ``cancelled``.
+            assignment: the experiment variant, ``experiment_id``, ``variant``,
+                ``unit_type``, ``unit_id``.
+            metadata: free string key/values.
+
+        Raises:
+            InvalidEventError: naming the field, for a missing or mistyped argument.
+        """
+        if status not in _RUN_STATUSES:
+            raise InvalidEventError("Experience", "status", f"{status!r} is not one of {sorted(_RUN_STATUSES)}")
+        trace_id = trace_id or _new_id()
+        record = {
+            "event_id": event_id or _new_id(),
+            "tenant_id": self.tenant_id,
+            "agent_id": self.agent_id,
+            "trace_id": trace_id,
+            "timestamp_ms": timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000,
+            "session_id": session_id,
+            "user_id": user_id,
+            "input": _messages(input, "input"),
+            "steps": [Run.step_record(s, i) for i, s in enumerate(steps)] if steps else [],
+            "output": output,
+            "model_name": model_name,
+            "model_version": model_version,
+            "assignment": dict(assignment) if assignment else None,
+            "latency_ms": latency_ms,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cost_usd": cost_usd,
+            "status": status,
+            "error": error,
+            "metadata": _str_map(metadata, "metadata", "Experience"),
+            "sdk_version": SDK_VERSION,
+        }
+        self._send(_EXPERIENCES, trace_id, self._encode_checked("Experience", record))
+        return trace_id
+
+    def _encode_checked(self, name: str, record: dict[str, Any]) -> bytes:
+        try:
+            return self._encode(name, record)
+        except InvalidEventError:
+            raise
+        except SchemaValidationError as exc:
+            raise InvalidEventError(exc.record, exc.field, exc.reason) from None
+
+    def record_feedback(
+        self,
+        trace_id: str,
+        *,
+        rating: float | None = None,
+        rating_scale: float = 5.0,
+        thumbs_up: bool | None = None,
+        comment: str | None = None,
+        correction: str | None = None,
+        signal: str | None = None,
+        value: float | None = None,
+        source: str = "human",
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> str:
+        """Records feedback on the run ``trace_id``. Returns the feedback's event id.
+
+        Give one of ``rating`` (0..``rating_scale``), ``thumbs_up``, ``comment``,
+        ``correction`` (the output the agent should have given) or ``signal`` (an
+        implicit signal: ``retry``, ``abandon``, ``escalate``, ``copy``, ``task_completed``).
+        ``source`` is ``human``, ``ai`` (a judge model) or ``system``.
+        """
+        if not isinstance(trace_id, str) or not trace_id:
+            raise InvalidEventError("Feedback", "trace_id", "must be a non-empty string (the run's trace id)")
+        if source not in _FEEDBACK_SOURCES:
+            raise InvalidEventError("Feedback", "source", f"{source!r} is not one of {sorted(_FEEDBACK_SOURCES)}")
+        if rating is not None:
+            if isinstance(rating, bool) or not isinstance(rating, (int, float)):
+                raise InvalidEventError("Feedback", "rating", f"expected a number, got {type(rating).__name__}")
+            if not 0 <= rating <= rating_scale:
+                raise InvalidEventError("Feedback", "rating", f"{rating} is outside [0, {rating_scale}]")
+        if correction is not None:
+            kind = "correction"
+        elif rating is not None:
+            kind = "rating"
+        elif thumbs_up is not None:
+            kind = "thumbs"
+        elif signal is not None:
+            kind = "implicit"
+        elif comment is not None:
+            kind = "comment"
+        else:
+            raise InvalidEventError("Feedback", "rating", "no feedback given: pass rating, thumbs_up, comment, correction or signal")
+        event_id = event_id or _new_id()
+        record = {
+            "event_id": event_id,
+            "tenant_id": self.tenant_id,
+            "agent_id": self.agent_id,
+            "trace_id": trace_id,
+            "timestamp_ms": timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000,
+            "kind": kind,
+            "source": source,
+            "rating": None if rating is None else float(rating),
+            "rating_scale": float(rating_scale),
+            "thumbs_up": thumbs_up,
+            "comment": comment,
+            "correction": correction,
+            "signal": signal,
+            "value": value,
+            "user_id": user_id,
+            "metadata": _str_map(metadata, "metadata", "Feedback"),
+        }
+        self._send(_FEEDBACK, trace_id, self._encode_checked("Feedback", record))
+        return event_id
+
+    def run(
+        self,
+        input: str | Sequence[Mapping[str, Any]],
+        *,
+        model_name: str,
+        model_version: str,
+        trace_id: str | None = None,
+        **fields: Any,
+    ) -> Run:
+        """A context manager that times a run and records it on exit (errors included).
+
+        Inside, call ``run.step(...)`` for each llm/tool/retrieval call and set
+        ``run.output``; an exception marks the run ``error`` and is re-raised.
+        """
+        return Run(self, input=input, model_name=model_name, model_version=model_version, trace_id=trace_id or _new_id(), fields=fields)
+
+    # -- delivery failures, spool and replay -----------------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            return
+        self.stats["delivery_errors"] += 1
+        self._last_error = err.str()
+        self._spool.append(msg.topic(), msg.key(), msg.value())
+        self.stats["spooled"] += 1
+
+    def _on_error(self, err: KafkaError) -> None:
+        self._last_error = err.str()
+        if err.fatal():
+            log.error("agentgym: fatal Kafka producer error: %s; events go to the spool", err.str())
+        else:
+            log.debug("agentgym: Kafka: %s", err.str())
+
+    def _broker_reachable(self) -> bool:
+        try:
+            return bool(self._producer.list_topics(timeout=2).brokers)
+        except Exception:
+            return False
+
+    def replay_spool(self, timeout_s: float | None = None) -> int:
+        """Re-sends spooled events, oldest first. Returns how many were handed to Kafka.
+
+        Called by the background thread every ``spool_replay_interval_s`` while the
+        spool is not empty; callable directly. A segment is deleted only once every
+        record in it has been acknowledged or spooled again.
+        """
+        if not self._spool.pending() or not self._broker_reachable():
+            return 0
+        timeout_s = timeout_s if timeout_s is not None else self.settings.delivery_timeout_s + 5
+        sent = 0
+        for seg in self._spool.take_segments():
+            for topic, key, value in read_segment(seg):
+                while True:
+                    try:
+                        self._producer.produce(topic, value, key)
+                        break
+                    except BufferError:
+                        self._producer.poll(0.1)
+                sent += 1
+            if self._producer.flush(timeout_s) > 0:
+                log.warning("agentgym: spool replay of %s not acknowledged in %.0fs; kept for later", seg, timeout_s)
+                break
+            seg.unlink()
+            if seg.parent != self._spool.dir:
+                try:
+                    (seg.parent / "lock").unlink(missing_ok=True)
+                    seg.parent.rmdir()
+                except OSError:
+                    pass
+        self.stats["replayed"] += sent
+        if sent:
+            log.info("agentgym: replayed %d spooled events", sent)
+        return sent
+
+    def _background(self) -> None:
+        interval = self.settings.spool_replay_interval_s
+        next_replay = time.monotonic()  # replay leftovers of earlier processes at start
+        while not self._stop.is_set():
+            try:
+                self._producer.poll(0.1)
+                self._spool.sync()
+                if time.monotonic() >= next_replay:
+                    self.replay_spool()
+                    next_replay = time.monotonic() + interval
+            except Exception:  # the agent's process must never die of our thread
+                log.exception("agentgym: background producer loop error")
+                time.sleep(0.5)
+
+    # -- lifecycle -----------------------------------------------------------
+    def flush(self, timeout_s: float = 10.0) -> int:
+        """Waits up to ``timeout_s`` for in-flight events; returns how many are still pending."""
+        return self._producer.flush(timeout_s)
+
+    @property
+    def spool_dir(self) -> Path:
+        return self._spool.dir
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Flushes (up to ``timeout_s``), spools whatever Kafka did not take, and stops.
+
+        Idempotent; also runs at interpreter exit.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._thread.join(timeout=timeout_s + 5)
+        remaining = self._producer.flush(timeout_s)
+        if remaining:
+            # purge what is still queued or in flight: each purged message gets a
+            # delivery report with an error, which spools it — nothing is lost.
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self._producer.flush(1.0)
+        self._spool.close()
+        atexit.unregister(self.close)
+
+    def __enter__(self) -> "AgentGym":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,35 @@
+"""Avro schemas of Agent Gym's records, the codec, and the topic layout."""
+
+from schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec, Decoded
+from schemas.exceptions import (
+    BadMarkerError,
+    CorruptBodyError,
+    DecodeError,
+    SchemaError,
+    SchemaValidationError,
+    TruncatedMessageError,
+    UnknownSchemaError,
+)
+from schemas.registry import RECORD_NAMES, SchemaSet, SchemaVersion, default_schema_set
+from schemas.topics import TOPICS, TopicSpec, spec_for, topic_name
+
+__all__ = [
+    "AvroCodec",
+    "Decoded",
+    "SINGLE_OBJECT_MARKER",
+    "SchemaSet",
+    "SchemaVersion",
+    "default_schema_set",
+    "RECORD_NAMES",
+    "TOPICS",
+    "TopicSpec",
+    "spec_for",
+    "topic_name",
+    "DecodeError",
+    "TruncatedMessageError",
+    "BadMarkerError",
+    "UnknownSchemaError",
+    "CorruptBodyError",
+    "SchemaError",
+    "SchemaValidationError",
+]

@@ -1,0 +1,71 @@
+"""Kafka topics of Agent Gym: names, keys, record types, partitions and compaction.
+
+Topic names are lowercase, hyphenated and carry the record's major version; build
+them only through :func:`topic_name`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["TopicSpec", "TOPICS", "topic_name", "spec_for"]
+
+PREFIX = "gym"
+
+
+def topic_name(base: str, major_version: int = 1, prefix: str = PREFIX) -> str:
+    """``topic_name("experiences") == "gym-experiences-v1"``."""
+    if not base or not all(c.islower() or c.isdigit() or c == "-" for c in base):
+        raise ValueError(f"topic base {base!r} must be lowercase letters, digits and hyphens")
+    return f"{prefix}-{base}-v{major_version}"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: what it carries and how it is laid out."""
+
+    base: str
+    record: str
+    key_field: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int = 7 * 24 * 3600 * 1000
+    major_version: int = 1
+
+    @property
+    def name(self) -> str:
+        return topic_name(self.base, self.major_version)
+
+    def config(self) -> dict[str, str]:
+        """Topic-level configuration for the admin client."""
+        if self.compacted:
+            return {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"}
+        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+
+
+# experiences, feedback and outcomes share key and partition count (co-partitioned),
+# so everything about one trace lands in the same partition of each.
+_TRACE_PARTITIONS = 6
+
+TOPICS: dict[str, TopicSpec] = {
+    s.base: s
+    for s in (
+        TopicSpec("experiences", "Experience", "trace_id", _TRACE_PARTITIONS),
+        TopicSpec("feedback", "Feedback", "trace_id", _TRACE_PARTITIONS),
+        TopicSpec("outcomes", "Outcome", "trace_id", _TRACE_PARTITIONS),
+        TopicSpec("experiments", "ExperimentConfig", "experiment_id", 1, compacted=True),
+        TopicSpec("experiment-stats", "StatsSnapshot", "experiment_id", 3),
+        TopicSpec("decisions", "Decision", "experiment_id", 1),
+        TopicSpec("datasets", "DatasetReady", "dataset_id", 1),
+        TopicSpec("models", "ModelVersion", "model_version", 1, compacted=True),
+        TopicSpec("deadletter", "DeadLetter", "key", 3, retention_ms=30 * 24 * 3600 * 1000),
+    )
+}
+
+
+def spec_for(topic: str) -> TopicSpec:
+    """The spec of a full topic name (``gym-outcomes-v1``)."""
+    for s in TOPICS.values():
+        if s.name == topic:
+            return s
+    raise KeyError(f"unknown topic {topic!r}; known: {', '.join(s.name for s in TOPICS.values())}")

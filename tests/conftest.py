@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Kafka broker (KRaft) for the whole test session.
+
+The broker runs from the same code as ``agentgym kafka start``: jars from Maven
+Central (cached), a free port, a temporary data directory. A broker that cannot
+start fails the tests that need it; nothing is skipped or mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ops.kafka.broker import KafkaBroker, free_port
+from ops.settings import StackSettings
+
+
+def start_broker(data_dir: Path) -> KafkaBroker:
+    s = StackSettings()
+    broker = KafkaBroker(data_dir, port=free_port(), controller_port=free_port(), version=s.kafka_version, jar_cache=s.jar_cache)
+    broker.start(wait_s=120, quiet=True)
+    return broker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    broker = start_broker(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(kafka_broker: KafkaBroker) -> str:
+    """Bootstrap servers of the session's broker, with every Agent Gym topic created."""
+    from ops.topics import ensure_topics
+
+    ensure_topics(kafka_broker.bootstrap_servers)
+    return kafka_broker.bootstrap_servers
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for topics, groups and tenants of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # keep tests away from the user's ~/.agentgym (spool, stack state)
+    monkeypatch.setenv("AGENTGYM_HOME", str(tmp_path / "agentgym-home"))
+    monkeypatch.setenv("AGENTGYM_SPOOL_DIR", str(tmp_path / "spool"))
+    for var in ("AGENTGYM_BOOTSTRAP_SERVERS", "AGENTGYM_TENANT_ID", "AGENTGYM_AGENT_ID", "AGENTGYM_SCHEMA_REGISTRY_URL"):
+        monkeypatch.delenv(var, raising=False)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

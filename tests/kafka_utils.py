@@ -1,0 +1,43 @@
+"""Helpers for integration tests: read back what landed in a topic."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from schemas.codec import AvroCodec
+
+
+def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, match: Any = None) -> list[Any]:
+    """Reads ``topic`` from the beginning until ``expected`` messages (passing ``match``) arrived."""
+    c = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+        "auto.offset.reset": "earliest", "enable.auto.commit": False,
+    })
+    c.subscribe([topic])
+    got: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(got) < expected and time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is None or m.error():
+                continue
+            if match is None or match(m):
+                got.append(m)
+        # a short extra read, to see duplicates that arrive after the expected count
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            m = c.poll(0.2)
+            if m is not None and not m.error() and (match is None or match(m)):
+                got.append(m)
+    finally:
+        c.close()
+    return got
+
+
+def decode_all(messages: list[Any], codec: AvroCodec | None = None) -> list[dict[str, Any]]:
+    codec = codec or AvroCodec()
+    return [codec.decode(m.value()).record for m in messages]
