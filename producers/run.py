@@ -126,7 +126,7 @@ class Run:
         self._gym.record_experience(
             input=self.input, output=None if self.output is None else str(self.output),
             model_name=self.model_name, model_version=self.model_version, latency_ms=latency_ms,
-            trace_id=self.trace_id, steps=self.steps, prompt_tokens=pt, completion_tokens=ct,
+            trace_id=self.trace_id, steps=[Run.step_record(s, i) for i, s in enumerate(self.steps)], prompt_tokens=pt, completion_tokens=ct,
             cost_usd=self.cost_usd, status=status, error=error, metadata=self.metadata, **self.fields,
         )
         # never swallow the agent's exception
