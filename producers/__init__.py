@@ -1,5 +1,10 @@
 """The thin producer SDK agents import: ``from producers import AgentGym``."""
 
+import logging
+
+# A library does not configure logging: the agent's own handlers decide what shows.
+logging.getLogger("agentgym").addHandler(logging.NullHandler())
+
 from producers.client import SDK_VERSION, AgentGym
 from producers.exceptions import ConfigError, InvalidEventError
 from producers.run import Run, Step
