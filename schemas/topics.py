@@ -28,6 +28,7 @@ class TopicSpec:
     record: str
     key_field: str
     partitions: int
+    table: str  # the ClickHouse table the sink materialises it into
     compacted: bool = False
     retention_ms: int = 7 * 24 * 3600 * 1000
     major_version: int = 1
@@ -50,15 +51,15 @@ _TRACE_PARTITIONS = 6
 TOPICS: dict[str, TopicSpec] = {
     s.base: s
     for s in (
-        TopicSpec("experiences", "Experience", "trace_id", _TRACE_PARTITIONS),
-        TopicSpec("feedback", "Feedback", "trace_id", _TRACE_PARTITIONS),
-        TopicSpec("outcomes", "Outcome", "trace_id", _TRACE_PARTITIONS),
-        TopicSpec("experiments", "ExperimentConfig", "experiment_id", 1, compacted=True),
-        TopicSpec("experiment-stats", "StatsSnapshot", "experiment_id", 3),
-        TopicSpec("decisions", "Decision", "experiment_id", 1),
-        TopicSpec("datasets", "DatasetReady", "dataset_id", 1),
-        TopicSpec("models", "ModelVersion", "model_version", 1, compacted=True),
-        TopicSpec("deadletter", "DeadLetter", "key", 3, retention_ms=30 * 24 * 3600 * 1000),
+        TopicSpec("experiences", "Experience", "trace_id", _TRACE_PARTITIONS, "experiences"),
+        TopicSpec("feedback", "Feedback", "trace_id", _TRACE_PARTITIONS, "feedback"),
+        TopicSpec("outcomes", "Outcome", "trace_id", _TRACE_PARTITIONS, "outcomes"),
+        TopicSpec("experiments", "ExperimentConfig", "experiment_id", 1, "experiments", compacted=True),
+        TopicSpec("experiment-stats", "StatsSnapshot", "experiment_id", 3, "stats_snapshots"),
+        TopicSpec("decisions", "Decision", "experiment_id", 1, "decisions"),
+        TopicSpec("datasets", "DatasetReady", "dataset_id", 1, "datasets"),
+        TopicSpec("models", "ModelVersion", "model_version", 1, "model_versions", compacted=True),
+        TopicSpec("deadletter", "DeadLetter", "key", 3, "dead_letters", retention_ms=30 * 24 * 3600 * 1000),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Agent Gym's stream processors and the ClickHouse store they write through."""
