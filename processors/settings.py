@@ -24,6 +24,8 @@ class ProcessorSettings(BaseSettings):
     sink_group: str = Field("agentgym-clickhouse-sink", description="consumer group of the ClickHouse sink")
     http_port: int = Field(8123, ge=0, le=65535, description="embedded mode: the read-only ClickHouse HTTP interface (0: off)")
     processors: str = Field("sink,labeller", description="comma-separated processors this worker runs")
+    faust_store: str = Field("memory://", description="Faust table store; tables are changelog-backed either way")
+    faust_datadir: str | None = Field(None, description="Faust's data directory (default: <AGENTGYM_HOME>/faust)")
     faust_web_port: int = Field(6066, ge=1, le=65535, description="the Faust worker's web port")
 
     @property

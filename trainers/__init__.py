@@ -1,0 +1,1 @@
+"""Agent Gym's trainers: datasets, Ray Train fine-tuning, model registry, validation gate."""
