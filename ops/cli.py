@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "kafka": ("ops.commands.kafka:kafka", "run the local Apache Kafka broker (KRaft)"),
     "topics": ("ops.commands.kafka:topics", "create Agent Gym's topics"),
     "demo": ("ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
+    "gateway": ("ops.commands.gateway:gateway", "run the HTTP ingestion gateway"),
     "processors": ("ops.commands.processors:processors", "run the stream processors (Faust worker)"),
     "sql": ("ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
 }

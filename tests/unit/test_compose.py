@@ -49,7 +49,7 @@ REQUIRED_SERVICES = frozenset(
 # `agentgym <group> <command>` invocations in compose.yaml that are still being written.
 # Each is an xfail(strict=True): the day the command exists its test passes, strict
 # turns that into a failure, and the entry must be removed here (so the list cannot rot).
-PENDING_COMMANDS = frozenset({("gateway", "run"), ("trainer", "run")})
+PENDING_COMMANDS = frozenset({("trainer", "run")})
 
 # Ports of the clickhouse/clickhouse-server image's default configuration.
 CLICKHOUSE_HTTP_PORT = 8123
