@@ -34,6 +34,7 @@ RECORD_NAMES = (
     "DatasetReady",
     "ModelVersion",
     "DeadLetter",
+    "DriftAlert",
 )
 
 

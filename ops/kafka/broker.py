@@ -234,10 +234,15 @@ class KafkaBroker:
         raise StackError(f"Kafka broker did not serve metadata within {wait_s:.0f}s; last log lines:\n{self._tail()}")
 
     def _cluster_id(self) -> str:
-        # Kafka cluster ids are base64url UUIDs without padding (what `random-uuid` prints).
+        # Kafka cluster ids are base64url UUIDs without padding (what `random-uuid` prints);
+        # like Kafka's own Uuid.randomUuid(), never one starting with "-", which the
+        # storage tool would read as an option.
         import base64
 
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        while True:
+            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            if not cid.startswith("-"):
+                return cid
 
     def _tail(self, n: int = 30) -> str:
         try:

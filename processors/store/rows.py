@@ -155,6 +155,18 @@ _SPECS: dict[str, tuple[str, list[ColumnSpec]]] = {
         _Col("reason", "reason", _str),
         _Col("processor", "processor", _str),
     ]),
+    "DriftAlert": ("drift_alerts", [
+        _Col("event_id", "event_id", _str),
+        _Col("tenant_id", "tenant_id", _str),
+        _Col("agent_id", "agent_id", _str),
+        _Col("model_version", "model_version", _str),
+        _Col("ts", "timestamp_ms", _ts),
+        _Col("metric", "metric", _str),
+        _Col("detector", "detector", _str),
+        _Col("estimate_before", "estimate_before", _f64),
+        _Col("estimate_after", "estimate_after", _f64),
+        _Col("n", "n", _i64),
+    ]),
     "ExperimentConfig": ("experiments", [
         _Col("event_id", "event_id", _str),
         _Col("tenant_id", "tenant_id", _str),

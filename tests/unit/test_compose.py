@@ -40,6 +40,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "ops.settings:StackSettings",
     "processors.settings:ProcessorSettings",
     "processors.store.settings:StoreSettings",
+    "processors.labelling.settings:LabellerSettings",
 )
 
 REQUIRED_SERVICES = frozenset(

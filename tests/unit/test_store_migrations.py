@@ -35,11 +35,11 @@ from tests import store_samples as samples
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 
-RAW_TABLES = {"experiences", "feedback", "outcomes", "dead_letters"}
+RAW_TABLES = {"experiences", "feedback", "outcomes", "dead_letters", "drift_alerts"}
 REGISTRY_TABLES = {"experiments", "stats_snapshots", "decisions", "datasets", "model_versions"}
 VIEWS = {
     "v_experiences", "v_feedback", "v_outcomes_latest", "v_dead_letters", "v_experiments", "v_stats_snapshots",
-    "v_decisions", "v_datasets", "v_model_versions", "v_runs", "v_rollup_hourly",
+    "v_decisions", "v_datasets", "v_model_versions", "v_runs", "v_rollup_hourly", "v_drift_alerts",
 }
 
 
@@ -80,7 +80,7 @@ def test_migrations_create_every_table_view_and_rollup(store: ChdbStore) -> None
     assert tables["mv_rollup_hourly"] == "MaterializedView"
     assert tables["schema_migrations"] == "ReplacingMergeTree"
     versions = [v for (v,) in store.query("SELECT version FROM schema_migrations FINAL ORDER BY version").rows]
-    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4]
+    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5]
 
 
 def test_migrating_again_is_a_no_op(store: ChdbStore) -> None:
@@ -97,7 +97,7 @@ def test_a_new_database_gets_every_migration_and_an_edited_one_is_refused(store:
     shutil.copytree(SQL_DIR, sql_dir)
     database = f"agentgym_{unique}"
     try:
-        assert migrate(store, database, sql_dir) == [1, 2, 3, 4]
+        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5]
         assert RAW_TABLES <= set(_tables(store, database))
         # the views of that database read that database's tables
         assert store.query(f"SELECT count() FROM {database}.v_runs").scalar() == 0
@@ -401,9 +401,9 @@ def test_a_second_directory_in_one_process_is_a_clear_error(store: ChdbStore, tm
 
 def test_stores_on_one_directory_share_the_engine_and_close_independently(store: ChdbStore) -> None:
     second = open_store(f"chdb://{store.path}")
-    assert second.query("SELECT count() FROM schema_migrations FINAL").scalar() == 4
+    assert second.query("SELECT count() FROM schema_migrations FINAL").scalar() == len(load_migrations())
     second.close()
     second.close()  # idempotent
     with pytest.raises(StoreClosedError):
         second.query("SELECT 1")
-    assert store.query("SELECT count() FROM schema_migrations FINAL").scalar() == 4
+    assert store.query("SELECT count() FROM schema_migrations FINAL").scalar() == len(load_migrations())

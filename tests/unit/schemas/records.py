@@ -52,6 +52,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                          "relative_estimate": 0.14, "relative_ci_low": -0.03, "relative_ci_high": 0.31,
                          "p_value": 0.2, "fixed_horizon_p_value": 0.03}],
         "srm_p_value": 0.8, "status": "running", "message": "",
+        "role": "primary", "config_version": 3, "alpha": 0.05, "mixing_rho": 0.063, "srm_chi_square_p_value": 0.7,
+        "srm_log_bayes_factor": -2.1, "details_json": '{"treatment": {"adjusted_p_value": 0.2}}',
     },
     "Decision": {
         "event_id": "d1", "tenant_id": "acme", "experiment_id": "exp1", "timestamp_ms": 1_700_000_004_000,
@@ -74,5 +76,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "event_id": "dl1", "tenant_id": "", "timestamp_ms": 1_700_000_007_000, "source_topic": "gym-experiences-v1",
         "source_partition": 3, "source_offset": 42, "key": b"t1", "payload": b"\x00garbage",
         "error_type": "BadMarkerError", "reason": "not an Agent Gym Avro message", "processor": "sink",
+    },
+    "DriftAlert": {
+        "event_id": "drift:acme:bot:v3:0:120", "tenant_id": "acme", "agent_id": "bot", "model_version": "v3",
+        "timestamp_ms": 1_700_000_008_000, "metric": "success_rate", "detector": "ADWIN(delta=0.002)",
+        "estimate_before": 0.82, "estimate_after": 0.41, "n": 120,
     },
 }
