@@ -285,7 +285,7 @@ def agentgym_service_env() -> Iterator[tuple[str, str, str | None]]:
 @pytest.mark.parametrize("path", SETTINGS_CLASSES)
 def test_settings_class_exists_and_reads_the_agentgym_prefix(path: str) -> None:
     cls = _load(path)
-    assert cls.model_config.get("env_prefix") == PREFIX, f"{path} must read {PREFIX}* variables"
+    assert str(cls.model_config.get("env_prefix")).startswith(PREFIX), f"{path} must read {PREFIX}* variables"
     assert env_names(cls), f"{path} has no fields"
 
 
