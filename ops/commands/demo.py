@@ -72,6 +72,7 @@ def _start_processors(settings: StackSettings, bootstrap: str, processors: str) 
                AGENTGYM_HTTP_PORT=str(port), AGENTGYM_HOME=str(settings.home),
                AGENTGYM_FAUST_WEB_PORT=os.environ.get("AGENTGYM_FAUST_WEB_PORT", str(free_port())))
     env.setdefault("AGENTGYM_CLICKHOUSE_URL", f"chdb://{settings.home / 'clickhouse'}")
+    env.setdefault("AGENTGYM_LABELLER_QUIET_PERIOD_S", "3")  # label a demo run 3 s after its last event
     with open(log_path, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "faust", "-A", "processors.app", "worker", "-l", "info"],
                                 env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -136,8 +137,8 @@ def demo(n_runs: int, seed: int, keep_running: bool) -> None:
         ensure_topics(st.bootstrap_servers)
         click.echo(f"      kafka up in {time.monotonic() - t0:.1f}s (pid {st.pid}, data {st.data_dir})")
 
-        click.echo("[2/4] starting the stream processors (Faust worker: ClickHouse sink) ...")
-        worker, port, log_path = _start_processors(settings, st.bootstrap_servers, "sink")
+        click.echo("[2/4] starting the stream processors (Faust worker: ClickHouse sink, labeller) ...")
+        worker, port, log_path = _start_processors(settings, st.bootstrap_servers, "sink,labeller")
         _wait(lambda: _query(port, "SELECT 1"), 120, worker, log_path)
         click.echo(f"      embedded ClickHouse serving reads on http://127.0.0.1:{port} (log: {log_path})")
 
@@ -159,7 +160,7 @@ def demo(n_runs: int, seed: int, keep_running: bool) -> None:
                         gym.record_feedback(trace, rating=float(rng.randint(1, 5)), metadata={"demo_run": demo_run})
                         sent["feedback"] += 1
 
-        click.echo("[4/4] waiting until ClickHouse shows every event ...")
+        click.echo("[4/4] waiting until ClickHouse shows every event and every run's outcome ...")
         where = f"tenant_id = 'demo' AND metadata['demo_run'] = '{demo_run}'"
 
         def stored() -> Counter[str]:
@@ -168,15 +169,19 @@ def demo(n_runs: int, seed: int, keep_running: bool) -> None:
         t0 = time.monotonic()
         _wait(lambda: stored() == sent, 120, worker, log_path)
         got = stored()
+        labelled_sql = (f"SELECT count() FROM agentgym.v_outcomes_latest WHERE tenant_id = 'demo' AND trace_id IN "
+                        f"(SELECT trace_id FROM agentgym.v_experiences WHERE {where})")
+        _wait(lambda: _query(port, labelled_sql)[0][0] >= sent["experiences"], 180, worker, log_path)
         click.echo(f"      all in ClickHouse {time.monotonic() - t0:.1f}s after the last run\n")
         click.echo(f"      {'table':12} {'sent':>6} {'stored':>7}")
         for t in sent:
             click.echo(f"      {t:12} {sent[t]:>6} {got[t]:>7}")
-        rows = _query(port, f"SELECT model_version, count(), round(avg(status = 'ok'), 3), round(quantile(0.95)(latency_ms), 2), "
-                            f"sum(prompt_tokens + completion_tokens) FROM agentgym.v_experiences WHERE {where} GROUP BY model_version")
-        click.echo(f"\n      {'model_version':14} {'runs':>5} {'ok rate':>8} {'p95 ms':>8} {'tokens':>8}")
-        for mv, n, ok, p95, tok in rows:
-            click.echo(f"      {mv:14} {n:>5} {ok:>8} {p95:>8} {tok:>8}")
+        rows = _query(port, f"SELECT label, labeller_kind, count() FROM (SELECT label, splitByChar(':', labeller)[1] AS labeller_kind "
+                            f"FROM agentgym.v_outcomes_latest WHERE tenant_id = 'demo' AND trace_id IN "
+                            f"(SELECT trace_id FROM agentgym.v_experiences WHERE {where})) GROUP BY label, labeller_kind ORDER BY label, labeller_kind")
+        click.echo(f"\n      {'outcome':8} {'decided by':12} {'runs':>5}")
+        for label, by, n in rows:
+            click.echo(f"      {label:8} {by:12} {n:>5}")
         click.echo("\nquery it yourself while the stack runs (--keep-running):  agentgym sql \"SELECT * FROM v_runs LIMIT 5\"")
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
