@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
     "gateway": ("ops.commands.gateway:gateway", "run the HTTP ingestion gateway"),
     "processors": ("ops.commands.processors:processors", "run the stream processors (Faust worker)"),
+    "experiments": ("ops.commands.experiments:experiments", "A/B experiments: create, list, pause, resume, stop, rollback, watch"),
     "sql": ("ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
 }
 

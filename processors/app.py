@@ -51,3 +51,5 @@ if "sink" in _enabled:
     _sink.register(app, settings)
 if "labeller" in _enabled:
     from processors import labeller as _labeller  # noqa: E402,F401
+if "experiments" in _enabled:
+    from processors.experiments import processor as _experiments  # noqa: E402,F401

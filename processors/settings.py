@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ProcessorSettings"]
 
-KNOWN_PROCESSORS = ("sink", "labeller")
+KNOWN_PROCESSORS = ("sink", "labeller", "experiments")
 
 
 class ProcessorSettings(BaseSettings):

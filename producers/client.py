@@ -28,8 +28,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from producers.assignment import Assignment
 from producers.exceptions import ConfigError, InvalidEventError
 from producers.run import Run
 from producers.settings import ProducerSettings
@@ -37,6 +40,9 @@ from producers.spool import Spool, read_segment
 from schemas.codec import AvroCodec
 from schemas.exceptions import SchemaValidationError
 from schemas.topics import TOPICS
+
+if TYPE_CHECKING:
+    from producers.follower import ExperimentFollower
 
 __all__ = ["AgentGym", "SDK_VERSION"]
 
@@ -140,6 +146,10 @@ class AgentGym:
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._background, name="agentgym-producer", daemon=True)
         self._thread.start()
+        self._follower: ExperimentFollower | None = None
+        self._follower_lock = threading.Lock()
+        if settings.follow_experiments:
+            self.follow_experiments(wait_s=None)
         # flush on interpreter exit even if the agent forgets close()
         atexit.register(self.close)
 
@@ -207,7 +217,7 @@ class AgentGym:
         error: str | None = None,
         session_id: str | None = None,
         user_id: str | None = None,
-        assignment: Mapping[str, str] | None = None,
+        assignment: Assignment | Mapping[str, str] | None = None,
         metadata: Mapping[str, Any] | None = None,
         timestamp_ms: int | None = None,
         event_id: str | None = None,
@@ -225,8 +235,8 @@ class AgentGym:
                 ``prompt_tokens``, ``completion_tokens``.
             prompt_tokens / completion_tokens / cost_usd: usage of the whole run.
             status: ``ok``, ``error``, ``timeout`` or ``cancelled``.
-            assignment: the experiment variant, ``experiment_id``, ``variant``,
-                ``unit_type``, ``unit_id``.
+            assignment: the experiment variant: what :meth:`assign` returned, or a
+                mapping with ``experiment_id``, ``variant``, ``unit_type``, ``unit_id``.
             metadata: free string key/values.
 
         Raises:
@@ -234,6 +244,8 @@ class AgentGym:
         """
         if status not in _RUN_STATUSES:
             raise InvalidEventError("Experience", "status", f"{status!r} is not one of {sorted(_RUN_STATUSES)}")
+        if assignment.__class__ is Assignment:
+            assignment = assignment.as_record()  # type: ignore[union-attr]
         ids = os.urandom(32).hex()
         trace_id = trace_id or ids[:32]
         # Fast path: arguments go to the encoder as given (fastavro checks every type
@@ -369,6 +381,44 @@ class AgentGym:
         """
         return Run(self, input=input, model_name=model_name, model_version=model_version, trace_id=trace_id or _new_id(), fields=fields)
 
+    # -- experiments -------------------------------------------------------------
+    def follow_experiments(self, wait_s: float | None = 10.0) -> "ExperimentFollower":
+        """Starts following the live experiment configurations (once); returns the follower.
+
+        A background consumer reads the compacted experiments topic from the beginning
+        and keeps every experiment's latest configuration, so a weight change or a
+        rollback reaches this process within a second of being written. Clients that
+        never call this (or :meth:`assign`) start no consumer.
+
+        Args:
+            wait_s: wait up to this long for the topic to be read to its end (None: do
+                not wait; :meth:`assign` returns None until the configuration arrives).
+        """
+        with self._follower_lock:
+            if self._follower is None:
+                from producers.follower import ExperimentFollower
+
+                self._follower = ExperimentFollower(self.settings.bootstrap_servers, tenant_id=self.tenant_id).start()
+            follower = self._follower
+        if wait_s:
+            follower.wait_ready(wait_s)
+        return follower
+
+    def assign(self, experiment_id: str, unit_id: str) -> Assignment | None:
+        """The variant (and model version) that serves ``unit_id`` in ``experiment_id``.
+
+        Deterministic and sticky (a hash of the experiment's salt and the unit id
+        against the live weights; see :mod:`producers.assignment`), never blocking:
+        a dictionary lookup and one BLAKE2b hash. Returns None when the experiment is
+        unknown (or not yet loaded), a draft or stopped: serve the default model then.
+        After a rollback it returns the control, after a promotion the winner. Pass the
+        result to ``record_experience(assignment=...)``.
+        """
+        if not isinstance(unit_id, str) or not unit_id:
+            raise InvalidEventError("Experience", "assignment.unit_id", "must be a non-empty string")
+        follower = self._follower or self.follow_experiments(wait_s=None)
+        return follower.assign(experiment_id, unit_id)
+
     # -- delivery failures, spool and replay -----------------------------------
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -458,6 +508,8 @@ class AgentGym:
             return
         self._closed = True
         self._stop.set()
+        if self._follower is not None:
+            self._follower.close()
         self._thread.join(timeout=timeout_s + 5)
         remaining = self._producer.flush(timeout_s)
         if remaining:

@@ -13,6 +13,7 @@ Precedence: argument to :class:`producers.AgentGym`, then environment, then defa
 | ``AGENTGYM_SCHEMA_REGISTRY_URL`` | Confluent-compatible Schema Registry; enables the Confluent wire format | unset |
 | ``AGENTGYM_COMPRESSION`` | ``lz4``, ``zstd``, ``snappy``, ``gzip`` or ``none`` | ``lz4`` |
 | ``AGENTGYM_LINGER_MS`` | batching delay | ``20`` |
+| ``AGENTGYM_FOLLOW_EXPERIMENTS`` | start following the experiments topic when the client starts (else on the first ``assign``) | ``false`` |
 """
 
 from __future__ import annotations
@@ -39,3 +40,4 @@ class ProducerSettings(BaseSettings):
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
     linger_ms: int = Field(20, ge=0)
     kafka_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka producer settings")
+    follow_experiments: bool = Field(False, description="follow the experiments topic from the start (else on the first assign)")

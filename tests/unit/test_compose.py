@@ -41,6 +41,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "processors.settings:ProcessorSettings",
     "processors.store.settings:StoreSettings",
     "processors.labelling.settings:LabellerSettings",
+    "processors.experiments.settings:ExperimentSettings",
 )
 
 REQUIRED_SERVICES = frozenset(

@@ -52,6 +52,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                          "relative_estimate": 0.14, "relative_ci_low": -0.03, "relative_ci_high": 0.31,
                          "p_value": 0.2, "fixed_horizon_p_value": 0.03}],
         "srm_p_value": 0.8, "status": "running", "message": "",
+        "role": "primary", "config_version": 3, "alpha": 0.05, "mixing_rho": 0.063, "srm_chi_square_p_value": 0.7,
+        "srm_log_bayes_factor": -2.1, "details_json": '{"treatment": {"adjusted_p_value": 0.2}}',
     },
     "Decision": {
         "event_id": "d1", "tenant_id": "acme", "experiment_id": "exp1", "timestamp_ms": 1_700_000_004_000,

@@ -1,0 +1,79 @@
+"""The metrics an experiment can test: where each comes from and how a unit's value is formed.
+
+Statistics count *units* (users, sessions or traces), not events:
+
+* a ``proportion`` metric takes each unit's **first** observation (0 or 1) — e.g. the
+  label of the unit's first labelled outcome; a later revision of that same outcome
+  replaces it;
+* a ``mean`` metric takes the **mean of the unit's** observations (each capped at the
+  metric's ``cap`` first, for heavy tails).
+
+| name | kind | source | value | good direction |
+|---|---|---|---|---|
+| ``success_rate`` | proportion | Outcome (``gym-outcomes-v1``) | 1 success, 0 failure (``unknown`` is not counted) | increase |
+| ``error_rate`` | proportion | Experience with an assignment | 1 unless status is ``ok`` | decrease |
+| ``latency_ms`` | mean | Experience | ``latency_ms`` | decrease |
+| ``cost_usd`` | mean | Experience | ``cost_usd`` | decrease |
+| ``total_tokens`` | mean | Experience | ``prompt_tokens + completion_tokens`` | decrease |
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["MetricDefinition", "METRICS", "EXPOSURE", "Source", "observations"]
+
+Source = Literal["outcome", "experience"]
+EXPOSURE = "__units__"  # the pseudo-metric that counts each unit once, for the SRM check
+
+
+@dataclass(frozen=True, slots=True)
+class MetricDefinition:
+    """One metric of the catalogue.
+
+    Attributes:
+        name: the metric's name in an experiment's configuration.
+        kind: ``proportion`` (a unit's first 0/1 value) or ``mean`` (a unit's mean).
+        source: the record type it is read from.
+        extract: the value of one record, or None when the record says nothing about it.
+        direction: which way is better (the default of a configuration).
+    """
+
+    name: str
+    kind: Literal["proportion", "mean"]
+    source: Source
+    extract: Callable[[dict[str, Any]], float | None]
+    direction: Literal["increase", "decrease"]
+
+
+def _label(record: dict[str, Any]) -> float | None:
+    label = record.get("label")
+    return 1.0 if label == "success" else 0.0 if label == "failure" else None
+
+
+METRICS: dict[str, MetricDefinition] = {
+    m.name: m
+    for m in (
+        MetricDefinition("success_rate", "proportion", "outcome", _label, "increase"),
+        MetricDefinition("error_rate", "proportion", "experience", lambda r: 0.0 if r.get("status") == "ok" else 1.0, "decrease"),
+        MetricDefinition("latency_ms", "mean", "experience", lambda r: float(r["latency_ms"]), "decrease"),
+        MetricDefinition("cost_usd", "mean", "experience", lambda r: float(r.get("cost_usd") or 0.0), "decrease"),
+        MetricDefinition("total_tokens", "mean", "experience",
+                         lambda r: float((r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)), "decrease"),
+    )
+}
+
+
+def observations(source: Source, record: dict[str, Any], metric_names: set[str]) -> dict[str, float]:
+    """The values ``record`` holds for the metrics in ``metric_names`` that come from ``source``."""
+    out: dict[str, float] = {}
+    for name in metric_names:
+        m = METRICS.get(name)
+        if m is None or m.source != source:
+            continue
+        value = m.extract(record)
+        if value is not None:
+            out[name] = value
+    return out

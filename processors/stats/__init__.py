@@ -1,0 +1,58 @@
+"""Pure statistics of Agent Gym's experiments: no Kafka, no ClickHouse, no I/O.
+
+* :mod:`~processors.stats.statistics` — mergeable sufficient statistics per arm.
+* :mod:`~processors.stats.sequential` — the always-valid normal-mixture test (mSPRT)
+  and asymptotic confidence sequences for absolute and relative differences.
+* :mod:`~processors.stats.fixed_horizon` — the classical z / Welch t tests.
+* :mod:`~processors.stats.cuped` — variance reduction with a pre-period covariate.
+* :mod:`~processors.stats.srm` — sample-ratio mismatch: χ² and the sequential
+  Dirichlet-multinomial Bayes factor.
+* :mod:`~processors.stats.guardrails` — one-sided non-inferiority tests.
+* :mod:`~processors.stats.multiple` — Holm and Bonferroni corrections.
+* :mod:`~processors.stats.analysis` — all of it for one metric at one look.
+
+Degenerate data never raises: results carry a :class:`Reason`.
+"""
+
+from processors.stats.analysis import ArmComparison, GuardrailSpec, MetricAnalysis, analyse_metric
+from processors.stats.cuped import cuped_adjust, cuped_theta
+from processors.stats.exceptions import InvalidParameterError, StatsError
+from processors.stats.fixed_horizon import fixed_horizon_test, two_proportion_z_test, welch_t_test
+from processors.stats.guardrails import guardrail_test
+from processors.stats.multiple import adjust_p_values, bonferroni, holm
+from processors.stats.results import (
+    UNBOUNDED,
+    DifferenceEstimate,
+    FixedHorizonResult,
+    GuardrailResult,
+    GuardrailStatus,
+    Interval,
+    Reason,
+    SequentialResult,
+    SrmResult,
+)
+from processors.stats.sequential import (
+    SequentialState,
+    log_mixture_likelihood_ratio,
+    mixing_rho,
+    one_sided_log_mixture_likelihood_ratio,
+    one_sided_p_value,
+    radius_multiplier,
+    sequential_test,
+)
+from processors.stats.srm import SrmState, srm_chi_square, srm_log_bayes_factor, srm_test
+from processors.stats.statistics import ArmSummary, ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, Statistic, capped
+
+__all__ = [
+    "ArmSummary", "ProportionStatistic", "SampleMeanStatistic", "RegressionAdjustedStatistic", "Statistic", "capped",
+    "Reason", "Interval", "UNBOUNDED", "DifferenceEstimate", "SequentialResult", "FixedHorizonResult",
+    "GuardrailStatus", "GuardrailResult", "SrmResult",
+    "mixing_rho", "log_mixture_likelihood_ratio", "one_sided_log_mixture_likelihood_ratio", "radius_multiplier",
+    "sequential_test", "one_sided_p_value", "SequentialState",
+    "welch_t_test", "two_proportion_z_test", "fixed_horizon_test",
+    "cuped_theta", "cuped_adjust",
+    "srm_chi_square", "srm_log_bayes_factor", "srm_test", "SrmState",
+    "guardrail_test", "bonferroni", "holm", "adjust_p_values",
+    "ArmComparison", "MetricAnalysis", "GuardrailSpec", "analyse_metric",
+    "StatsError", "InvalidParameterError",
+]
