@@ -250,7 +250,7 @@ class ClickHouseSink:
         try:
             bad = self.store.query(
                 f"SELECT i, reason FROM (SELECT rowNumberInAllBlocks() AS i, {check} AS reason FROM {source}) "
-                "WHERE reason != '' SETTINGS max_threads = 1"
+                f"WHERE reason != '' SETTINGS max_threads = 1, {_AVRO_SETTINGS}"
             ).rows
         except Exception as exc:
             if not _is_parse_error(exc):
@@ -274,7 +274,8 @@ class ClickHouseSink:
             self._select[record] = select_list(record)
         cols, exprs = self._select[record]
         sql = (f"INSERT INTO {self.store.database}.{_TABLE_OF[record]} ({', '.join(cols)}) "
-               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {check} = ''" if bad else ""))
+               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {check} = ''" if bad else "")
+               + f" SETTINGS {_AVRO_SETTINGS}")
         self._retrying(_TABLE_OF[record], lambda: self.store.command(sql))
         self.stats.rows[_TABLE_OF[record]] = self.stats.rows.get(_TABLE_OF[record], 0) + len(ms) - len(bad)
         return dead
@@ -378,6 +379,8 @@ def _is_parse_error(exc: Exception) -> bool:
 
 
 _TABLE_OF = {s.record: s.table for s in TOPICS.values()}
+# an older writer schema lacks the fields a newer one added: they take the column defaults
+_AVRO_SETTINGS = "input_format_avro_allow_missing_fields = 1"
 
 
 def register(app: Any, settings: Any) -> None:

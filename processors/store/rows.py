@@ -202,6 +202,13 @@ _SPECS: dict[str, tuple[str, list[ColumnSpec]]] = {
         _Col("srm_p_value", "srm_p_value", _f64),
         _Col("status", "status", _str),
         _Col("message", "message", _str),
+        _Col("role", "role", _str),
+        _Col("config_version", "config_version", _i32),
+        _Col("alpha", "alpha", _f64),
+        _Col("mixing_rho", "mixing_rho", _f64),
+        _Col("srm_chi_square_p_value", "srm_chi_square_p_value", _f64),
+        _Col("srm_log_bayes_factor", "srm_log_bayes_factor", _f64),
+        _Col("details_json", "details_json", _str),
     ]),
     "Decision": ("decisions", [
         _Col("event_id", "event_id", _str),

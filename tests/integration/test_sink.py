@@ -149,3 +149,30 @@ def count_offline(path: Path, tenant: str) -> int:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.strip().splitlines()[-1])
+
+
+def test_events_from_an_older_schema_version_are_stored_with_defaults(bootstrap: str, store: Store, unique: str) -> None:
+    """A v1 StatsSnapshot (older producer) and a v2 one, through ClickHouse's Avro reader."""
+    from schemas import default_schema_set
+    from tests.unit.schemas.records import EXAMPLES
+
+    codec = AvroCodec()
+    v1 = default_schema_set().get("StatsSnapshot", 1)
+    v1_fields = {f["name"] for f in v1.raw["fields"]}
+    old = {k: v for k, v in EXAMPLES["StatsSnapshot"].items() if k in v1_fields}
+    old.update(event_id=f"{unique}-v1", experiment_id=f"exp-{unique}")
+    new = dict(EXAMPLES["StatsSnapshot"], event_id=f"{unique}-v2", experiment_id=f"exp-{unique}", role="guardrail")
+    p = Producer({"bootstrap.servers": bootstrap})
+    p.produce("gym-experiment-stats-v1", codec.encode_version(v1, old), f"exp-{unique}")
+    p.produce("gym-experiment-stats-v1", codec.encode("StatsSnapshot", new), f"exp-{unique}")
+    p.flush(10)
+    sink = ClickHouseSink(bootstrap, store, group=f"g-{unique}", batch_size=500, batch_ms=200)
+    q = "SELECT event_id, role, config_version, details_json, arms.n FROM v_stats_snapshots WHERE experiment_id = %(e)s ORDER BY event_id"
+    try:
+        _drain(sink, lambda: len(store.query(q, {"e": f"exp-{unique}"}).rows) >= 2)
+    finally:
+        sink.close()
+    rows = store.query(q, {"e": f"exp-{unique}"}).rows
+    assert rows[0][:4] == (f"{unique}-v1", "primary", 0, "{}")  # the v2 fields' defaults
+    assert rows[1][:3] == (f"{unique}-v2", "guardrail", new["config_version"])
+    assert list(rows[0][4]) == list(rows[1][4]) == [a["n"] for a in new["arms"]]
