@@ -152,6 +152,7 @@ class ClickHouseSink:
             SINGLE_OBJECT_MARKER + sv.fingerprint_bytes: sv
             for name in self.codec.schemas.names for sv in self.codec.schemas.versions(name)
         }
+        self._latest = {name: self.codec.schemas.latest(name) for name in self.codec.schemas.names}
         self._select: dict[str, tuple[list[str], list[str]]] = {}
         self._tmpdir = Path(tempfile.mkdtemp(prefix="agentgym-sink-"))
 
@@ -175,7 +176,9 @@ class ClickHouseSink:
         n = 0
         if self._avro_native:
             groups: dict[tuple[str, bytes], list[Message]] = {}
+            extra: dict[str, list[dict[str, Any]]] = {}
             writers = self._writers
+            latest = self._latest
             for m in msgs:
                 if m.error() is not None:
                     if m.error().code() != KafkaError._PARTITION_EOF:
@@ -189,12 +192,16 @@ class ClickHouseSink:
                 if w is None or w.name != record:
                     dead.append(self._undecodable(m, record))
                     continue
+                if w is not latest[record]:
+                    # an older writer (a producer not yet upgraded): fastavro resolves it
+                    # against the newest schema; rare, so the Python path is fine
+                    self._decode_into(m, record, extra, dead)
+                    continue
                 key = (record, v[:10])
                 g = groups.get(key)
                 if g is None:
                     g = groups[key] = []
                 g.append(m)
-            extra: dict[str, list[dict[str, Any]]] = {}
             for (record, header), ms in groups.items():
                 dead.extend(self._insert_avro(record, writers[header], ms, extra))
             if dead:
@@ -208,17 +215,7 @@ class ClickHouseSink:
                         log.warning("sink: consumer error: %s", m.error().str())
                     continue
                 n += 1
-                spec = self.specs[m.topic()]
-                try:
-                    record = self.codec.decode(m.value(), spec.record).record
-                except DecodeError as exc:
-                    dead.append(self._dead_letter(m, type(exc).__name__, exc.reason))
-                    continue
-                reason = validate(spec.record, record)
-                if reason is not None:
-                    dead.append(self._dead_letter(m, "InvalidEvent", reason))
-                    continue
-                by_record.setdefault(spec.record, []).append(record)
+                self._decode_into(m, self.specs[m.topic()].record, by_record, dead)
             if dead:
                 self._send_dead_letters(dead, by_record)
             self._insert_all(by_record)
@@ -226,6 +223,19 @@ class ClickHouseSink:
         self.stats.events += n
         self.stats.batches += 1
         return n
+
+    def _decode_into(self, m: Message, record_name: str, out: dict[str, list[dict[str, Any]]], dead: list[dict[str, Any]]) -> None:
+        """Decodes one message in Python, validates it, and files it under ``out`` or ``dead``."""
+        try:
+            record = self.codec.decode(m.value(), record_name).record
+        except DecodeError as exc:
+            dead.append(self._dead_letter(m, type(exc).__name__, exc.reason))
+            return
+        reason = validate(record_name, record)
+        if reason is not None:
+            dead.append(self._dead_letter(m, "InvalidEvent", reason))
+            return
+        out.setdefault(record_name, []).append(record)
 
     def _undecodable(self, m: Message, record: str) -> dict[str, Any]:
         """A dead letter for a message whose framing is wrong, with the codec's reason."""
@@ -250,7 +260,7 @@ class ClickHouseSink:
         try:
             bad = self.store.query(
                 f"SELECT i, reason FROM (SELECT rowNumberInAllBlocks() AS i, {check} AS reason FROM {source}) "
-                f"WHERE reason != '' SETTINGS max_threads = 1, {_AVRO_SETTINGS}"
+                "WHERE reason != '' SETTINGS max_threads = 1"
             ).rows
         except Exception as exc:
             if not _is_parse_error(exc):
@@ -274,8 +284,7 @@ class ClickHouseSink:
             self._select[record] = select_list(record)
         cols, exprs = self._select[record]
         sql = (f"INSERT INTO {self.store.database}.{_TABLE_OF[record]} ({', '.join(cols)}) "
-               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {check} = ''" if bad else "")
-               + f" SETTINGS {_AVRO_SETTINGS}")
+               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {check} = ''" if bad else ""))
         self._retrying(_TABLE_OF[record], lambda: self.store.command(sql))
         self.stats.rows[_TABLE_OF[record]] = self.stats.rows.get(_TABLE_OF[record], 0) + len(ms) - len(bad)
         return dead
@@ -379,8 +388,6 @@ def _is_parse_error(exc: Exception) -> bool:
 
 
 _TABLE_OF = {s.record: s.table for s in TOPICS.values()}
-# an older writer schema lacks the fields a newer one added: they take the column defaults
-_AVRO_SETTINGS = "input_format_avro_allow_missing_fields = 1"
 
 
 def register(app: Any, settings: Any) -> None:
