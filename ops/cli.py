@@ -20,8 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
     "gateway": ("ops.commands.gateway:gateway", "run the HTTP ingestion gateway"),
     "processors": ("ops.commands.processors:processors", "run the stream processors (Faust worker)"),
-    "experiments": ("ops.commands.experiments:experiments", "A/B experiments: create, list, pause, resume, stop, rollback, watch"),
     "sql": ("ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
+    "synth": ("ops.commands.synth:synth", "generate synthetic scenarios from real interactions"),
+    "experiments": ("ops.commands.experiments:experiments", "A/B experiments: create, list, pause, resume, stop, rollback, watch"),
+    "datasets": ("ops.commands.datasets:datasets", "finished fine-tuning datasets: list, show, export, build"),
+    "train": ("ops.commands.train:train", "fine-tune a LoRA adapter on a dataset with Ray Train"),
+    "models": ("ops.commands.models:models", "the model registry: list, show, promote, retire"),
+    "trainer": ("ops.commands.trainer:trainer", "the trainer service: run, jobs"),
 }
 
 

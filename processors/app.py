@@ -51,5 +51,9 @@ if "sink" in _enabled:
     _sink.register(app, settings)
 if "labeller" in _enabled:
     from processors import labeller as _labeller  # noqa: E402,F401
+if "datasets" in _enabled:
+    from processors import datasets as _datasets  # noqa: E402
+
+    _datasets.register(app, settings)
 if "experiments" in _enabled:
     from processors.experiments import processor as _experiments  # noqa: E402,F401

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ProcessorSettings"]
 
-KNOWN_PROCESSORS = ("sink", "labeller", "experiments")
+KNOWN_PROCESSORS = ("sink", "labeller", "datasets", "experiments")
 
 
 class ProcessorSettings(BaseSettings):
@@ -23,7 +23,7 @@ class ProcessorSettings(BaseSettings):
     sink_batch_ms: int = Field(250, ge=1, description="... and at least this often (milliseconds)")
     sink_group: str = Field("agentgym-clickhouse-sink", description="consumer group of the ClickHouse sink")
     http_port: int = Field(8123, ge=0, le=65535, description="embedded mode: the read-only ClickHouse HTTP interface (0: off)")
-    processors: str = Field("sink,labeller", description="comma-separated processors this worker runs")
+    processors: str = Field("sink,labeller,experiments,datasets", description="comma-separated processors this worker runs")
     faust_store: str = Field("memory://", description="Faust table store; tables are changelog-backed either way")
     faust_datadir: str | None = Field(None, description="Faust's data directory (default: <AGENTGYM_HOME>/faust)")
     faust_web_port: int = Field(6066, ge=1, le=65535, description="the Faust worker's web port")

@@ -1,0 +1,100 @@
+"""``agentgym models list|show|promote|retire``: the model registry on ``gym-models-v1``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+__all__ = ["models"]
+
+
+def _registry(bootstrap: str | None) -> Any:
+    from trainers.registry import ModelRegistry
+    from trainers.settings import TrainerServiceSettings
+
+    return ModelRegistry(bootstrap or TrainerServiceSettings().bootstrap_servers)
+
+
+_BOOTSTRAP = click.option("--bootstrap", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@click.group()
+def models() -> None:
+    """The model registry: versions, their adapters, metrics and status."""
+
+
+@models.command("list")
+@_BOOTSTRAP
+@click.option("--tenant", default=None)
+@click.option("--agent", default=None)
+@click.option("--status", type=click.Choice(["candidate", "champion", "retired", "rejected"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
+def list_(bootstrap: str | None, tenant: str | None, agent: str | None, status: str | None, as_json: bool) -> None:
+    """List model versions, newest first."""
+    from trainers.exceptions import RegistryError
+
+    registry = _registry(bootstrap)
+    try:
+        rows = [m for m in registry.versions(tenant, agent) if status is None or m.status == status]
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        for m in rows:
+            click.echo(json.dumps(asdict(m), default=dict))
+        return
+    if not rows:
+        click.echo("no model versions")
+        return
+    click.echo(f"{'model_version':<40} {'status':<10} {'eval_loss':>9}  {'created (UTC)':<19}  tenant/agent  dataset")
+    for m in rows:
+        loss = m.metrics.get("gate_eval_loss", m.metrics.get("eval_loss"))
+        click.echo(f"{m.model_version:<40} {m.status:<10} {'' if loss is None else f'{loss:.4f}':>9}  "
+                   f"{_when(m.created_ms):<19}  {m.tenant_id}/{m.agent_id}  {m.dataset_id or '-'}")
+
+
+def _one(bootstrap: str | None, action: str, version: str) -> None:
+    from trainers.exceptions import RegistryError
+
+    registry = _registry(bootstrap)
+    try:
+        m = getattr(registry, action)(version)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        registry.close()
+    if action == "get":
+        click.echo(json.dumps(asdict(m), default=dict, indent=2, sort_keys=True))
+    else:
+        click.echo(f"{m.model_version}: {m.status}")
+
+
+@models.command()
+@click.argument("version")
+@_BOOTSTRAP
+def show(version: str, bootstrap: str | None) -> None:
+    """Show one version: base, adapter, dataset, hyperparameters, metrics, status."""
+    _one(bootstrap, "get", version)
+
+
+@models.command()
+@click.argument("version")
+@_BOOTSTRAP
+def promote(version: str, bootstrap: str | None) -> None:
+    """Make VERSION its agent's champion (the previous champion is retired)."""
+    _one(bootstrap, "promote", version)
+
+
+@models.command()
+@click.argument("version")
+@_BOOTSTRAP
+def retire(version: str, bootstrap: str | None) -> None:
+    """Retire VERSION."""
+    _one(bootstrap, "retire", version)

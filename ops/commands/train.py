@@ -1,0 +1,101 @@
+"""``agentgym train --dataset ID --base MODEL``: one fine-tuning job on Ray Train.
+
+Local Ray by default; ``RAY_ADDRESS`` names a cluster. By default the adapter then
+goes through the validation gate and into the registry (candidate or rejected, and a
+candidate gets its A/B experiment), exactly as the trainer service does;
+``--no-register`` only trains and stores the adapter. ``--job-id`` of an interrupted
+job resumes it from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import click
+
+__all__ = ["train"]
+
+
+@click.command()
+@click.option("--dataset", "dataset", required=True, help="dataset id in the dataset store, or a dataset URL")
+@click.option("--base", "base", default=None,
+              help="base model: a hub id, a local path, or tiny:llama [default: the agent's champion's base, "
+                   "else AGENTGYM_TRAINER_BASE_MODEL]")
+@click.option("--job-id", default=None, help="run id; the id of an interrupted job resumes it")
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default=None, help="[default: from the dataset's kind]")
+@click.option("--workers", type=int, default=None, help="Ray Train workers [env AGENTGYM_TRAIN_NUM_WORKERS]")
+@click.option("--gpu/--no-gpu", "gpu", default=None, help="[env AGENTGYM_TRAIN_USE_GPU; auto]")
+@click.option("--max-steps", type=int, default=None, help="[env AGENTGYM_TRAIN_MAX_STEPS]")
+@click.option("--epochs", type=float, default=None, help="[env AGENTGYM_TRAIN_EPOCHS]")
+@click.option("--learning-rate", type=float, default=None, help="[env AGENTGYM_TRAIN_LEARNING_RATE]")
+@click.option("--register/--no-register", default=True, show_default=True,
+              help="gate the adapter against the champion and register it")
+def train(dataset: str, base: str | None, job_id: str | None, method: str | None, workers: int | None, gpu: bool | None,
+          max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool) -> None:
+    """Fine-tune a LoRA adapter on a finished dataset with Ray Train."""
+    from trainers.datasets.store import DatasetStore
+    from trainers.exceptions import TrainersError
+    from trainers.settings import TrainSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides: dict[str, Any] = {}
+    if method:
+        overrides["train_method"] = method
+    if workers is not None:
+        overrides["train_num_workers"] = workers
+    if gpu is not None:
+        overrides["train_use_gpu"] = "yes" if gpu else "no"
+    if max_steps is not None:
+        overrides["train_max_steps"] = max_steps
+    if epochs is not None:
+        overrides["train_epochs"] = epochs
+    if learning_rate is not None:
+        overrides["train_learning_rate"] = learning_rate
+    ts = TrainSettings(**overrides)
+    try:
+        manifest = DatasetStore.open(dataset) if "/" in dataset else DatasetStore(ts.dataset_store).manifest(dataset)
+        if register:
+            outcome = _train_and_register(manifest, base, job_id, ts)
+            click.echo(json.dumps({"job": outcome.record.job_id, "status": outcome.record.status,
+                                   "model_version": outcome.record.model_version, "verdict": outcome.record.verdict,
+                                   "reason": outcome.record.reason, "experiment_id": outcome.experiment_id,
+                                   "metrics": outcome.metrics}, indent=2))
+            if outcome.record.status == "failed":
+                raise SystemExit(1)
+            return
+        from trainers.training.job import TrainJob
+        from trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
+
+        ensure_ray(ts.train_ray_num_cpus)
+        use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
+        from trainers.settings import TrainerServiceSettings
+
+        job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
+                                   use_gpu=use_gpu)
+        result = launch(job)
+    except TrainersError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({"job": job.job_id, "adapter_uri": result.adapter_uri, "metrics": result.metrics}, indent=2))
+
+
+def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any) -> Any:
+    import time
+
+    from trainers.jobs import JobRecord
+    from trainers.service import TrainerService
+    from trainers.training.job import new_job_id
+
+    service = TrainerService(train_settings=ts)
+    now = int(time.time() * 1000)
+    rec = JobRecord(job_id=job_id or new_job_id(now), dataset_id=manifest.dataset_id, tenant_id=manifest.tenant_id,
+                    agent_id=manifest.agent_id, kind=manifest.kind, status="deferred", reason="agentgym train",
+                    dataset_uri=manifest.uri, num_examples=manifest.num_examples, created_ms=now, updated_ms=now)
+    existing = service.jobs.get(rec.job_id)
+    if existing is not None:
+        rec = existing
+    try:
+        return service.run_job(service.jobs.save(rec), base_model=base)
+    finally:
+        service.close()

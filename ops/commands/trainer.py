@@ -1,0 +1,67 @@
+"""``agentgym trainer run|jobs``: the trainer service and its job records."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+from dataclasses import asdict
+from datetime import datetime, timezone
+from typing import Any
+
+import click
+
+__all__ = ["trainer"]
+
+
+@click.group()
+def trainer() -> None:
+    """The trainer service: finished datasets -> Ray Train jobs -> gated, registered models."""
+
+
+@trainer.command()
+@click.option("--bootstrap", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
+@click.option("--poll-s", type=float, default=1.0, show_default=True, help="seconds per poll of gym-datasets-v1")
+def run(bootstrap: str | None, poll_s: float) -> None:
+    """Consume gym-datasets-v1 and start jobs by the policy (min size, cool-down) until stopped."""
+    from trainers.service import TrainerService
+    from trainers.settings import TrainerServiceSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    overrides: dict[str, Any] = {"bootstrap_servers": bootstrap} if bootstrap else {}
+    settings = TrainerServiceSettings(**overrides)
+    service = TrainerService(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"trainer: consuming gym-datasets-v1 as {settings.trainer_group}; jobs in {settings.trainer_jobs_dir}")
+    try:
+        service.run(stop, poll_s)
+    finally:
+        service.close()
+
+
+@trainer.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per line, with progress")
+def jobs(as_json: bool) -> None:
+    """List job records, newest first (status, reason, model version, latest progress)."""
+    from trainers.jobs import JobStore
+    from trainers.settings import TrainerServiceSettings, TrainSettings
+
+    store = JobStore(TrainerServiceSettings().trainer_jobs_dir)
+    storage = TrainSettings().train_checkpoint_store
+    rows = store.list()
+    if as_json:
+        for r in rows:
+            click.echo(json.dumps({**asdict(r), "progress": store.progress(r, storage)}))
+        return
+    if not rows:
+        click.echo("no jobs")
+        return
+    for r in rows:
+        when = datetime.fromtimestamp(r.created_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        progress = store.progress(r, storage) if r.status == "running" else None
+        step = f" step {progress['metrics'].get('step', 0):.0f} loss {progress['metrics'].get('loss', float('nan')):.4f}" if progress else ""
+        click.echo(f"{r.job_id}  {when}  {r.status:<10} {r.verdict or '-':<9} {r.model_version or '-':<36} "
+                   f"{r.dataset_id}  {r.reason[:80]}{step}")

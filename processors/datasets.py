@@ -1,0 +1,67 @@
+"""The dataset builder in the Faust app: a leader-only timer around :class:`trainers.datasets.builder.DatasetBuilder`.
+
+Enabled with ``AGENTGYM_PROCESSORS`` containing ``datasets``. Every
+``AGENTGYM_DATASET_INTERVAL_S`` the leader worker asks ClickHouse which tenants and
+agents have a finished dataset (size or age threshold), builds them in a thread (the
+event loop keeps serving the other agents), writes them to the dataset store and
+announces each on ``gym-datasets-v1``, from where the sink records it in ClickHouse
+and the trainer service picks it up. Why the builder reads ClickHouse rather than the
+trace topics is explained in :mod:`trainers.datasets.builder`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from trainers.settings import DatasetSettings
+
+__all__ = ["PROCESSOR", "register"]
+
+log = logging.getLogger("agentgym.datasets")
+
+PROCESSOR = "datasets"
+
+
+def register(app: Any, processor_settings: Any) -> None:
+    """Registers the builder's timer on ``app`` (the one Faust app)."""
+    from trainers.datasets.builder import DatasetBuilder
+    from trainers.datasets.store import Manifest
+    from trainers.kafka import RecordProducer
+
+    settings = DatasetSettings(bootstrap_servers=processor_settings.bootstrap_servers)
+    state: dict[str, Any] = {}
+
+    def _builder() -> DatasetBuilder | None:
+        builder = state.get("builder")
+        if builder is not None:
+            return builder
+        from processors.store import StoreError, open_reader
+
+        try:
+            store = open_reader()
+        except StoreError as exc:  # nothing stored yet, or the owner's read interface is not up yet
+            log.info("datasets: the store is not readable yet (%s); next check in %.0fs", exc, settings.dataset_interval_s)
+            return None
+        producer = RecordProducer(settings.bootstrap_servers)
+
+        def announce(manifest: Manifest) -> None:
+            producer.send("datasets", manifest.announcement())
+
+        builder = state["builder"] = DatasetBuilder(store, settings, announce=announce)
+        return builder
+
+    def _check() -> int:
+        builder = _builder()
+        return 0 if builder is None else len(builder.run_once())
+
+    @app.timer(settings.dataset_interval_s, on_leader=True, name="datasets-build")
+    async def build_datasets() -> None:
+        try:
+            n = await asyncio.get_running_loop().run_in_executor(None, _check)
+        except Exception:  # a failed check is retried at the next tick; the worker stays up
+            log.exception("datasets: check failed")
+            return
+        if n:
+            log.info("datasets: %d dataset(s) finished", n)

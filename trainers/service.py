@@ -1,0 +1,247 @@
+"""The trainer service: finished datasets in, candidate models out (``agentgym trainer run``).
+
+It consumes ``gym-datasets-v1`` (consumer group ``AGENTGYM_TRAINER_GROUP``) and for
+each DatasetReady applies its policy:
+
+* the dataset's kind is one it trains on (``AGENTGYM_TRAINER_KINDS``), it holds at
+  least ``AGENTGYM_TRAINER_MIN_EXAMPLES`` examples, and no job for it exists yet
+  (a replayed announcement does not train twice) -- else the job is ``skipped``;
+* the agent's last job started at least ``AGENTGYM_TRAINER_COOLDOWN_S`` ago -- else
+  the job is ``deferred`` until then, and a newer dataset of the same agent supersedes
+  it (datasets are cumulative, so the newest holds everything the older one did).
+
+A job then trains on Ray (:func:`trainers.training.launcher.launch`), goes through
+the validation gate against the agent's champion, is registered as ``candidate`` or
+``rejected`` on ``gym-models-v1``, and a candidate gets its A/B experiment. Every step
+is written to the job record (:mod:`trainers.jobs`). The offset of an announcement is
+committed once its job record holds the policy's decision; a job that a crash
+interrupted is found ``running`` at the next start and run again under the same job
+id, so Ray Train resumes it from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainers.datasets.store import DatasetStore, Manifest
+from trainers.exceptions import GateError
+from trainers.jobs import JobRecord, JobStore
+from trainers.registry import ModelRegistry, ModelVersion, base_version_for
+from trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
+from trainers.training.job import TrainJob, new_job_id
+
+__all__ = ["TrainerService", "JobOutcome"]
+
+log = logging.getLogger("agentgym.trainer")
+
+# training metrics kept in the registry
+_KEPT_METRICS = ("train_loss_first", "train_loss_last", "train_loss", "eval_before_loss", "eval_loss", "steps",
+                 "train_tokens_per_s", "train_runtime_s", "train_examples", "eval_examples")
+
+
+@dataclass
+class JobOutcome:
+    """A finished job: its record, and the registry entry when it got that far."""
+
+    record: JobRecord
+    model: ModelVersion | None = None
+    experiment_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class TrainerService:
+    """Consumes finished datasets and turns them into registered model versions.
+
+    Args:
+        settings: consumer, policy, job records (default: from the environment).
+        train_settings: the jobs' hyperparameters and stores.
+        gate_settings: the gate's margins and the experiment's traffic share.
+        evaluator: the gate's evaluator (overrides ``AGENTGYM_GATE_EVALUATOR``).
+        clock: milliseconds since the epoch.
+    """
+
+    def __init__(
+        self,
+        settings: TrainerServiceSettings | None = None,
+        train_settings: TrainSettings | None = None,
+        gate_settings: GateSettings | None = None,
+        evaluator: Any = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self.settings = settings or TrainerServiceSettings()
+        self.train_settings = train_settings or TrainSettings()
+        self.gate_settings = gate_settings or GateSettings()
+        self.evaluator = evaluator
+        self.jobs = JobStore(self.settings.trainer_jobs_dir)
+        self.registry = ModelRegistry(self.settings.bootstrap_servers)
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._consumer: Any = None
+        self._recovered = False
+
+    # -- policy -----------------------------------------------------------------------
+    def admit(self, ready: dict[str, Any]) -> JobRecord:
+        """The policy's decision on one DatasetReady record (saved as a job record)."""
+        now = self._clock()
+        rec = JobRecord(
+            job_id=new_job_id(now), dataset_id=ready["dataset_id"], tenant_id=ready["tenant_id"],
+            agent_id=ready["agent_id"], kind=ready["kind"], status="deferred", dataset_uri=ready["uri"],
+            num_examples=int(ready["num_examples"]), created_ms=now, updated_ms=now,
+        )
+        s = self.settings
+        earlier = [r for r in self.jobs.for_dataset(rec.dataset_id) if r.status not in ("failed", "superseded")]
+        if earlier:
+            return self.jobs.save(rec.with_status("skipped", f"dataset already handled by {earlier[0].job_id} ({earlier[0].status})"))
+        if rec.kind not in s.kinds:
+            return self.jobs.save(rec.with_status("skipped", f"kind {rec.kind} is not trained on (trainer_kinds={s.trainer_kinds})"))
+        if rec.num_examples < s.trainer_min_examples:
+            return self.jobs.save(rec.with_status("skipped", f"{rec.num_examples} examples < trainer_min_examples={s.trainer_min_examples}"))
+        for old in self._deferred(rec.tenant_id, rec.agent_id):
+            self.jobs.save(old.with_status("superseded", f"superseded by {rec.dataset_id}"))
+        due = self.jobs.last_started_ms(rec.tenant_id, rec.agent_id) + int(s.trainer_cooldown_s * 1000)
+        return self.jobs.save(rec.with_status("deferred", "waiting for the cool-down" if due > now else "due", due_ms=due))
+
+    def _deferred(self, tenant_id: str | None = None, agent_id: str | None = None) -> list[JobRecord]:
+        return [r for r in self.jobs.list() if r.status == "deferred"
+                and (tenant_id is None or (r.tenant_id, r.agent_id) == (tenant_id, agent_id))]
+
+    def recover(self) -> list[JobRecord]:
+        """Jobs a crash left ``running``: deferred again, to resume under their own job id."""
+        out = []
+        for rec in self.jobs.list():
+            if rec.status == "running":
+                out.append(self.jobs.save(rec.with_status("deferred", "interrupted; resuming from its last checkpoint")))
+        return out
+
+    def run_due(self) -> list[JobOutcome]:
+        """Runs every deferred job whose cool-down is over (oldest first)."""
+        out = []
+        for rec in sorted(self._deferred(), key=lambda r: r.created_ms):
+            # re-check: a job run just now restarts the agent's cool-down; an interrupted job resumes at once
+            due = self.jobs.last_started_ms(rec.tenant_id, rec.agent_id) + int(self.settings.trainer_cooldown_s * 1000)
+            if rec.started_ms == 0 and due > self._clock():
+                if due != rec.due_ms:
+                    self.jobs.save(rec.with_status("deferred", "waiting for the cool-down", due_ms=due))
+                continue
+            out.append(self.run_job(rec))
+        return out
+
+    # -- one job ----------------------------------------------------------------------
+    def run_job(self, rec: JobRecord, base_model: str | None = None, **job_overrides: Any) -> JobOutcome:
+        """Trains, gates, registers (and starts the experiment for) one admitted job.
+
+        Args:
+            rec: the job record (its ``job_id`` names the Ray run: the same id resumes).
+            base_model: the base to fine-tune (default: the champion's base, else ``trainer_base_model``).
+            job_overrides: :class:`TrainJob` fields to override (``max_steps``, ...).
+        """
+        from trainers.gate import ValidationGate
+        from trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
+
+        try:
+            manifest = DatasetStore.open(rec.dataset_uri)
+            champion = self.registry.champion(rec.tenant_id, rec.agent_id)
+            base = base_model or (champion.base_model if champion is not None else self.settings.trainer_base_model)
+            ensure_ray(self.train_settings.train_ray_num_cpus)
+            ts = self.train_settings
+            use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
+            job = TrainJob.for_dataset(manifest, base, ts, job_id=rec.job_id, use_gpu=use_gpu, **job_overrides)
+            rec = self.jobs.save(rec.with_status("running", f"training {job.method} on Ray", base_model=base,
+                                                 model_version=job.model_version, started_ms=self._clock()))
+            result = launch(job)
+            rec = self.jobs.save(rec.with_status("running", "validation gate"))
+            gate = ValidationGate(self.gate_settings, self.evaluator)
+            eval_rows = DatasetStore(manifest.uri.rsplit("/", 1)[0]).read(manifest, "eval")
+            metrics = {k: result.metrics[k] for k in _KEPT_METRICS if k in result.metrics}
+            try:
+                decision = gate.evaluate(
+                    eval_rows, candidate_base=base, candidate_adapter=result.adapter_uri,
+                    champion_base=champion.base_model if champion else base,
+                    champion_adapter=champion.adapter_uri if champion else None,
+                    use_gpu=use_gpu, max_length=job.max_length,
+                )
+                passed, reason = decision.passed, decision.reason
+                metrics.update(decision.metrics())
+            except GateError as exc:
+                passed, reason = False, f"rejected: {exc}"
+            hyper = {**job.hyperparameters(), "base_model": base, "job_id": job.job_id, "gate": reason[:500]}
+            model = self.registry.register(ModelVersion(
+                tenant_id=rec.tenant_id, model_version=job.model_version, agent_id=rec.agent_id, base_model=base,
+                status="candidate" if passed else "rejected", adapter_uri=result.adapter_uri, dataset_id=rec.dataset_id,
+                parent_version=champion.model_version if champion else None, hyperparameters=hyper, metrics=metrics,
+            ))
+            experiment_id = None
+            if passed and self.gate_settings.experiment_auto_start:
+                control = champion or self.registry.ensure_base_champion(rec.tenant_id, rec.agent_id, base)
+                experiment_id = self._start_experiment(rec, control.model_version, model.model_version)
+            verdict = "candidate" if passed else "rejected"
+            rec = self.jobs.save(rec.with_status("succeeded", reason, verdict=verdict, metrics=metrics,
+                                                 experiment_id=experiment_id or ""))
+            log.info("trainer: %s -> %s %s (%s)", rec.job_id, verdict, model.model_version, reason)
+            return JobOutcome(rec, model, experiment_id, metrics)
+        except Exception as exc:
+            log.exception("trainer: job %s failed", rec.job_id)
+            rec = self.jobs.save(rec.with_status("failed", f"{type(exc).__name__}: {exc}"[:2000]))
+            return JobOutcome(rec)
+
+    def _start_experiment(self, rec: JobRecord, control_version: str, candidate_version: str) -> str:
+        from trainers.experiments import start_experiment
+
+        exp = start_experiment(self.settings.bootstrap_servers, rec.tenant_id, rec.agent_id, control_version,
+                               candidate_version, self.gate_settings)
+        return exp.experiment_id
+
+    # -- consuming ---------------------------------------------------------------------
+    def _consumer_for(self) -> Any:
+        if self._consumer is None:
+            from confluent_kafka import Consumer
+
+            from schemas.topics import TOPICS
+
+            self._consumer = Consumer({
+                "bootstrap.servers": self.settings.bootstrap_servers, "group.id": self.settings.trainer_group,
+                "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                # a training job runs between two polls: allow a day (heartbeats still detect a dead process)
+                "max.poll.interval.ms": 86_400_000, "logger": logging.getLogger("agentgym.kafka"),
+            })
+            self._consumer.subscribe([TOPICS["datasets"].name])
+        return self._consumer
+
+    def poll_once(self, timeout_s: float = 1.0) -> list[JobOutcome]:
+        """Admits the announcements that arrived within ``timeout_s``, then runs the jobs that are due."""
+        from schemas.codec import AvroCodec
+        from schemas.exceptions import DecodeError
+
+        if not self._recovered:
+            self.recover()
+            self._recovered = True
+        consumer = self._consumer_for()
+        codec = AvroCodec()
+        for m in consumer.consume(100, timeout_s):
+            if m.error() is not None:
+                continue
+            try:
+                ready = codec.decode(m.value(), "DatasetReady").record
+            except DecodeError as exc:  # the sink dead-letters it; the trainer just moves on
+                log.warning("trainer: skipping an undecodable DatasetReady at %d@%d: %s", m.partition(), m.offset(), exc)
+            else:
+                rec = self.admit(ready)
+                log.info("trainer: dataset %s: job %s %s (%s)", rec.dataset_id, rec.job_id, rec.status, rec.reason)
+            consumer.commit(message=m, asynchronous=False)
+        return self.run_due()
+
+    def run(self, stop: threading.Event | None = None, poll_s: float = 1.0) -> None:
+        """Serves until ``stop`` is set (or forever)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            self.poll_once(poll_s)
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+        self.registry.close()

@@ -1,0 +1,35 @@
+"""Errors of synthetic scenario generation (:mod:`trainers.synth`)."""
+
+from __future__ import annotations
+
+from trainers.exceptions import TrainersError
+
+__all__ = ["SynthError", "SpecError", "GeneratorLoadError", "ScenarioSchemaError", "NoSourcesError"]
+
+
+class SynthError(TrainersError):
+    """Base class of every error raised by :mod:`trainers.synth`."""
+
+
+class SpecError(SynthError):
+    """A YAML domain spec that cannot be read or is invalid (the message names the file and field)."""
+
+
+class GeneratorLoadError(SynthError):
+    """A generator reference (built-in name, ``module:function``, entry point, YAML path) that cannot be loaded."""
+
+
+class ScenarioSchemaError(SynthError):
+    """A scenario that lacks a field of the Scenario record or has one of the wrong type.
+
+    Attributes:
+        field: the offending field (``messages``, ``expected_arguments``, ...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NoSourcesError(SynthError):
+    """Nothing to generate from: no real runs of the agent and no domain spec or plugin generator."""

@@ -1,0 +1,102 @@
+"""Callbacks that connect the Hugging Face trainer to Ray Train, and Ray Train to the job record.
+
+* :class:`RayReportCallback` runs in every Ray Train worker: every logging step it
+  reports the metrics (``ray.train.report``), and every checkpoint the trainer saves is
+  reported with it (from rank 0; the other ranks report the metrics alone), so Ray
+  Train keeps the latest checkpoints in its storage and hands the newest back through
+  ``ray.train.get_checkpoint()`` after a failure or when the job is started again.
+* :class:`ProgressCallback` runs in the Ray Train controller and writes the latest
+  progress (step, loss, throughput) as JSON to an fsspec URL, where ``agentgym
+  trainer jobs`` and the trainer service read it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from trainers.fsutil import write_json
+
+try:  # the controller-side callback base of Ray Train V2
+    from ray.train import UserCallback as _UserCallback
+except ImportError:  # pragma: no cover - Ray Train V1
+    _UserCallback = object  # type: ignore[assignment,misc]
+
+__all__ = ["RayReportCallback", "ProgressCallback", "clean_metrics"]
+
+
+def clean_metrics(logs: dict[str, Any]) -> dict[str, float]:
+    """Finite numbers only (Ray and JSON want plain floats)."""
+    out: dict[str, float] = {}
+    for k, v in logs.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        if math.isfinite(float(v)):
+            out[k] = float(v)
+    return out
+
+
+class RayReportCallback(TrainerCallback):  # type: ignore[misc]
+    """Reports metrics at each log and checkpoints at each save to Ray Train.
+
+    Args:
+        carry: metrics written into every checkpoint (``agentgym_carry.json``) so a
+            resumed run still has them (e.g. the held-out loss before training, which
+            the trainer's own state does not keep).
+    """
+
+    CARRY_FILE = "agentgym_carry.json"
+
+    def __init__(self, carry: dict[str, float] | None = None) -> None:
+        self._last: dict[str, float] = {}
+        self.carry: dict[str, float] = dict(carry or {})
+
+    @staticmethod
+    def _rank() -> int:
+        import ray.train
+
+        return int(ray.train.get_context().get_world_rank())
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        import ray.train
+
+        metrics = clean_metrics({**(logs or {}), "step": state.global_step, "epoch": state.epoch or 0.0})
+        self._last.update(metrics)
+        ray.train.report(metrics)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        import ray.train
+        from ray.train import Checkpoint
+
+        metrics = {**self._last, "step": float(state.global_step), "checkpoint": 1.0}
+        directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        if self._rank() == 0 and os.path.isdir(directory):
+            with open(os.path.join(directory, self.CARRY_FILE), "w", encoding="utf-8") as fh:
+                json.dump(self.carry, fh)
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        else:
+            ray.train.report(metrics)
+
+
+class ProgressCallback(_UserCallback):  # type: ignore[misc,valid-type]
+    """Writes each report's metrics (rank 0's) as the job's progress to ``uri``."""
+
+    def __init__(self, uri: str, job_id: str) -> None:
+        self.uri = uri
+        self.job_id = job_id
+        self.started = time.time()
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        latest = metrics[0] if metrics else {}
+        try:
+            write_json(self.uri, {
+                "job_id": self.job_id, "updated_ms": int(time.time() * 1000), "elapsed_s": time.time() - self.started,
+                "metrics": clean_metrics(latest), "checkpoint": getattr(checkpoint, "path", None),
+            })
+        except Exception:  # progress is informative; a failed write must not fail training
+            pass

@@ -1,0 +1,137 @@
+"""The launcher: runs a :class:`~trainers.training.job.TrainJob` as a Ray Train ``TorchTrainer``.
+
+Ray: an already initialised Ray is used as it is; otherwise ``RAY_ADDRESS`` names a
+cluster (``ray://head:10001`` or ``auto``), and without it a local Ray starts
+(``ray.init()``, ``AGENTGYM_TRAIN_RAY_NUM_CPUS`` CPUs). Workers and GPUs come from the
+job (``ScalingConfig(num_workers, use_gpu)``).
+
+The run is named by the job id under the job's storage path, so starting the same job
+again resumes it from its latest checkpoint (Ray Train restores the run's checkpoint
+state from storage), and ``FailureConfig(max_failures)`` restarts failed workers from
+it. The finished adapter (the run's final checkpoint) is copied to the model store at
+``<model_store>/<model_version>``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from trainers.exceptions import TrainingError
+from trainers.training.job import TrainJob
+
+__all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for"]
+
+log = logging.getLogger("agentgym.train")
+
+
+@dataclass
+class TrainResult:
+    """What a finished job produced."""
+
+    job: TrainJob
+    adapter_uri: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint_path: str = ""
+
+
+def ensure_ray(num_cpus: int | None = None, **init_kwargs: Any) -> None:
+    """Connects to Ray unless connected: ``RAY_ADDRESS`` when set, else a local Ray."""
+    import ray
+
+    _quiet_print_patch()
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **init_kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
+
+
+def _quiet_print_patch() -> None:
+    """Turns Ray Train's print patch off (unless the user set it), for the workers too.
+
+    The patch routes ``print`` to Ray's logger, which defeats dill's capture of
+    ``dis.dis`` output -- and ``datasets`` fingerprints every ``map`` function with dill,
+    so worker logs would fill with bytecode listings. (Ray Train propagates this
+    variable from the driver to its workers.)
+    """
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+def cluster_has_gpus(num_workers: int) -> bool:
+    """Whether the connected Ray cluster has a GPU for each of ``num_workers`` workers."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0)) >= num_workers
+
+
+def progress_uri_for(job: TrainJob) -> str:
+    return f"{job.storage_path.rstrip('/')}/{job.job_id}/agentgym-progress.json"
+
+
+def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int | None = None,
+           train_loop: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Runs the job on Ray Train and stores its adapter.
+
+    Args:
+        job: the job (its ``job_id`` names the run: the same id resumes it).
+        progress_uri: where the controller writes progress JSON (default: in the run's directory).
+        ray_num_cpus: CPUs of a local Ray, when this call starts one.
+        train_loop: the per-worker function (default :func:`~trainers.training.train_func.train_func`;
+            a wrapper may add to it, e.g. fault injection in tests).
+
+    Raises:
+        TrainingError: the run failed or left no adapter.
+    """
+    import fsspec
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from trainers.training.callbacks import ProgressCallback
+    from trainers.training.train_func import FINAL_MARKER, train_func
+
+    ensure_ray(ray_num_cpus)
+    _quiet_print_patch()
+    trainer = TorchTrainer(
+        train_loop or train_func,
+        train_loop_config=job.model_dump(),
+        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu),
+        run_config=RunConfig(
+            name=job.job_id,
+            storage_path=job.storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            failure_config=FailureConfig(max_failures=job.max_failures),
+            callbacks=[ProgressCallback(progress_uri or progress_uri_for(job), job.job_id)],  # type: ignore[list-item]
+        ),
+    )
+    log.info("train: %s (%s on %s, %d worker(s), gpu=%s) -> %s", job.job_id, job.method, job.dataset_id,
+             job.num_workers, job.use_gpu, job.model_version)
+    try:
+        result = trainer.fit()
+    except Exception as exc:
+        raise TrainingError(f"training job {job.job_id} failed: {exc}") from exc
+    if result.error is not None:
+        raise TrainingError(f"training job {job.job_id} failed: {result.error}")
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        raise TrainingError(f"training job {job.job_id} reported no checkpoint")
+    fs, target = fsspec.core.url_to_fs(job.adapter_uri)
+    with checkpoint.as_directory() as local:
+        marker = os.path.join(local, FINAL_MARKER)
+        if not os.path.isfile(marker):
+            raise TrainingError(f"training job {job.job_id}: the last checkpoint is not a finished adapter")
+        with open(marker, encoding="utf-8") as fh:
+            metrics = {k: float(v) for k, v in json.load(fh).items()}
+        fs.makedirs(target, exist_ok=True)
+        for name in sorted(os.listdir(local)):
+            src = os.path.join(local, name)
+            if os.path.isfile(src):
+                fs.put_file(src, f"{target.rstrip('/')}/{name}")
+    log.info("train: %s finished: %s", job.job_id, {k: round(v, 4) for k, v in metrics.items()})
+    return TrainResult(job=job, adapter_uri=job.adapter_uri, metrics=metrics, checkpoint_path=str(checkpoint.path))

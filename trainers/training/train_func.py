@@ -1,0 +1,118 @@
+"""The per-worker training function Ray Train runs: ``train_func(config)``.
+
+``config`` is a :class:`~trainers.training.job.TrainJob` as a dict. Each worker reads
+the dataset (its manifest and Parquet shards, from any fsspec URL), loads the base
+model and tokenizer, builds the TRL trainer (:func:`trainers.training.trainer.build_trainer`;
+Hugging Face ``Trainer`` runs data-parallel across the Ray workers through the
+``torch.distributed`` group Ray Train sets up) and trains.
+
+Resuming: when Ray Train hands back a checkpoint (``ray.train.get_checkpoint()``:
+after a worker failure, or when a job is started again under the same job id and
+storage path), it holds the Hugging Face checkpoint directory -- adapter weights,
+optimiser, scheduler, RNG states and trainer state -- and training continues from its
+step exactly. A checkpoint marked final (the finished adapter) means the job is done:
+its metrics are reported again and nothing is retrained.
+
+At the end, rank 0 saves the adapter and the tokenizer (with its chat template) and
+reports them as the final checkpoint, with the metrics: held-out loss before and
+after training, first and last logged training loss, steps, tokens and throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["train_func", "FINAL_MARKER"]
+
+FINAL_MARKER = "agentgym_final.json"
+
+
+def _summarise(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    losses = [h["loss"] for h in log_history if "loss" in h]
+    out: dict[str, float] = {}
+    if losses:
+        out["train_loss_first"] = float(losses[0])
+        out["train_loss_last"] = float(losses[-1])
+    for h in log_history:
+        if "num_tokens" in h:
+            out["num_tokens"] = float(h["num_tokens"])
+    return out
+
+
+def train_func(config: dict[str, Any]) -> None:
+    """Trains one job on this Ray Train worker (see the module docstring)."""
+    import ray.train
+    from ray.train import Checkpoint
+
+    from trainers.datasets.store import DatasetStore
+    from trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
+    from trainers.training.callbacks import RayReportCallback, clean_metrics
+    from trainers.training.job import TrainJob
+    from trainers.training.trainer import build_trainer, runtime_for
+
+    job = TrainJob.model_validate(config)
+    rank = int(ray.train.get_context().get_world_rank())
+    workdir = tempfile.mkdtemp(prefix=f"agentgym-{job.job_id}-")
+    try:
+        resume_dir = None
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            restored = checkpoint.to_directory(os.path.join(workdir, "restored"))
+            marker = Path(restored) / FINAL_MARKER
+            if marker.is_file():  # the job already finished: hand its result back unchanged
+                metrics = json.loads(marker.read_text())
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(restored) if rank == 0 else None)
+                return
+            resume_dir = restored
+        resume_from = json.loads(Path(resume_dir, "trainer_state.json").read_text())["global_step"] if resume_dir else None
+
+        import torch
+
+        rt = runtime_for(job)
+        base_path = job.base_path
+        if is_tiny(job.base_model) and not Path(base_path).is_dir():
+            base_path = resolve_base(job.base_model)  # on another node: build the same tiny model here
+        manifest = DatasetStore.open(job.dataset_uri)
+        store = DatasetStore(manifest.uri.rsplit("/", 1)[0])
+        train_rows, eval_rows = store.read(manifest, "train"), store.read(manifest, "eval")
+        tokenizer = load_tokenizer(base_path)
+        model = load_model(base_path, dtype=torch.bfloat16 if rt.bf16 else None, attn_implementation=rt.attn_implementation)
+        report = RayReportCallback()
+        trainer = build_trainer(job, model, tokenizer, train_rows, eval_rows, output_dir=os.path.join(workdir, "hf"),
+                                runtime=rt, callbacks=[report])
+        carried = Path(resume_dir or "", RayReportCallback.CARRY_FILE)
+        if resume_dir is not None and carried.is_file():
+            report.carry.update(json.loads(carried.read_text()))
+        elif eval_rows:
+            before = trainer.evaluate(metric_key_prefix="eval_before")
+            report.carry["eval_before_loss"] = float(before["eval_before_loss"])
+        started = time.time()
+        output = trainer.train(resume_from_checkpoint=resume_dir)
+        elapsed = time.time() - started
+        metrics = {**report.carry, **_summarise(trainer.state.log_history)}
+        if resume_from is not None:
+            metrics["resumed_from_step"] = float(resume_from)
+        metrics.update(train_loss=float(output.training_loss), steps=float(trainer.state.global_step),
+                       train_runtime_s=elapsed, train_examples=float(len(train_rows)), eval_examples=float(len(eval_rows)))
+        if "num_tokens" in metrics and elapsed > 0:
+            metrics["train_tokens_per_s"] = metrics["num_tokens"] / elapsed
+        if eval_rows:
+            after = trainer.evaluate(metric_key_prefix="eval")
+            metrics.update(clean_metrics(after))
+        metrics["final"] = 1.0
+        final_dir = os.path.join(workdir, "final")
+        if rank == 0:
+            trainer.model.save_pretrained(final_dir)
+            tokenizer.save_pretrained(final_dir)
+            Path(final_dir, FINAL_MARKER).write_text(json.dumps(metrics, sort_keys=True))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(final_dir))
+        else:
+            ray.train.report(metrics)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
