@@ -28,6 +28,7 @@ from schemas.exceptions import (
     TruncatedMessageError,
     UnknownSchemaError,
 )
+from schemas.fastencode import UnsupportedSchema, compile_encoder
 from schemas.registry import SchemaSet, SchemaVersion, default_schema_set
 
 __all__ = ["SINGLE_OBJECT_MARKER", "Decoded", "AvroCodec"]
@@ -102,11 +103,16 @@ class AvroCodec:
         # (writer fingerprint) -> (writer parsed, reader parsed or None, name, version)
         self._readers: dict[int, tuple[dict, dict | None, str, int]] = {}
         self._writers: dict[str, tuple[SchemaVersion, bytes, dict]] = {}
+        self._fast: dict[str, Any] = {}
         for name in self.schemas.names:
             sv = self.schemas.latest(name)
             named: dict[str, Any] = {}
             parse_schema(sv.raw, named)
             self._writers[name] = (sv, SINGLE_OBJECT_MARKER + sv.fingerprint_bytes, named)
+            try:
+                self._fast[name] = compile_encoder(sv.raw)
+            except UnsupportedSchema:
+                pass  # fastavro writes it
 
     # -- encoding -----------------------------------------------------------
     def encode(self, name: str, record: dict[str, Any], topic: str | None = None) -> bytes:
@@ -121,6 +127,12 @@ class AvroCodec:
             raise SchemaValidationError(name, "", f"unknown record type; known: {', '.join(self._writers)}") from None
         if self.registry is not None:
             header = bytes([CONFLUENT_MAGIC]) + self.registry.schema_id(self._subject(topic, name), sv).to_bytes(4, "big")
+        fast = self._fast.get(name)
+        if fast is not None:
+            try:
+                return header + fast(record)
+            except Exception:  # noqa: S110 - fastavro below writes it or names the problem
+                pass
         try:
             if _write_data is not None:
                 buf = bytearray(header)

@@ -1,0 +1,101 @@
+"""The generated encoders write exactly fastavro's bytes, and refuse what they do not fit."""
+
+from __future__ import annotations
+
+import io
+import random
+import string
+from typing import Any
+
+import pytest
+from fastavro import schemaless_writer
+
+from schemas import RECORD_NAMES, AvroCodec, SchemaValidationError, default_schema_set
+from schemas.fastencode import UnsupportedSchema, compile_encoder
+from tests.unit.schemas.records import EXAMPLES
+
+SCHEMAS = default_schema_set()
+
+
+def _fastavro(name: str, record: dict[str, Any], version: int | None = None) -> bytes:
+    sv = SCHEMAS.latest(name) if version is None else SCHEMAS.get(name, version)
+    buf = io.BytesIO()
+    schemaless_writer(buf, sv.parsed, record)
+    return buf.getvalue()
+
+
+def _random_value(schema: Any, rng: random.Random, named: dict[str, Any]) -> Any:
+    if isinstance(schema, list):
+        return _random_value(rng.choice(schema), rng, named)
+    if isinstance(schema, str):
+        if schema in named:
+            return _random_value(named[schema], rng, named)
+        return {
+            "null": lambda: None,
+            "boolean": lambda: rng.random() < 0.5,
+            "int": lambda: rng.choice([0, 1, -1, 63, 64, -65, 8191, 16383, 16384, 2**31 - 1, -(2**31)]),
+            "long": lambda: rng.choice([0, 5, -5, 16384, 2**40, -(2**40), 2**63 - 1, -(2**63), 1_700_000_000_000]),
+            "double": lambda: rng.choice([0.0, -1.5, 1e300, 3.14159, float(rng.randint(-9, 9))]),
+            "float": lambda: 1.5,
+            "string": lambda: "".join(rng.choice(string.ascii_letters + "éß漢字🙂 \n") for _ in range(rng.choice([0, 1, 7, 200, 17000]))),
+            "bytes": lambda: bytes(rng.randrange(256) for _ in range(rng.choice([0, 3, 300]))),
+        }[schema]()
+    t = schema["type"]
+    if t == "record":
+        named[schema["name"]] = schema
+        return {f["name"]: _random_value(f["type"], rng, named) for f in schema["fields"]
+                if "default" not in f or rng.random() < 0.7}
+    if t == "enum":
+        named[schema["name"]] = schema
+        return rng.choice(schema["symbols"])
+    if t == "array":
+        return [_random_value(schema["items"], rng, named) for _ in range(rng.choice([0, 1, 3]))]
+    if t == "map":
+        return {f"k{i}": _random_value(schema["values"], rng, named) for i in range(rng.choice([0, 1, 4]))}
+    return _random_value(t, rng, named)
+
+
+@pytest.mark.parametrize("name", RECORD_NAMES)
+def test_examples_are_byte_identical(name: str) -> None:
+    encode = compile_encoder(SCHEMAS.latest(name).raw)
+    assert encode(EXAMPLES[name]) == _fastavro(name, EXAMPLES[name])
+
+
+@pytest.mark.parametrize("name", RECORD_NAMES)
+def test_random_records_are_byte_identical(name: str) -> None:
+    rng = random.Random(name)
+    raw = SCHEMAS.latest(name).raw
+    encode = compile_encoder(raw)
+    for _ in range(80):
+        record = _random_value(raw, rng, {})
+        assert encode(record) == _fastavro(name, record), record
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"latency_ms": "slow"}, TypeError),
+        ({"prompt_tokens": 1.5}, TypeError),
+        ({"status": "weird"}, KeyError),
+        ({"output": 42}, TypeError),
+        ({"metadata": {"k": 1}}, AttributeError),
+    ],
+)
+def test_what_does_not_fit_raises(change: dict[str, Any], error: type[Exception]) -> None:
+    encode = compile_encoder(SCHEMAS.latest("Experience").raw)
+    with pytest.raises(error):
+        encode({**EXAMPLES["Experience"], **change})
+    with pytest.raises(KeyError):
+        encode({k: v for k, v in EXAMPLES["Experience"].items() if k != "model_name"})
+
+
+def test_the_codec_still_names_the_field_when_the_fast_encoder_refuses() -> None:
+    with pytest.raises(SchemaValidationError, match=r"Experience\.latency_ms"):
+        AvroCodec().encode("Experience", {**EXAMPLES["Experience"], "latency_ms": "slow"})
+
+
+def test_unsupported_schemas_are_refused_at_generation() -> None:
+    with pytest.raises(UnsupportedSchema):
+        compile_encoder({"type": "record", "name": "T", "fields": [{"name": "d", "type": {"type": "int", "logicalType": "date"}}]})
+    with pytest.raises(UnsupportedSchema):
+        compile_encoder({"type": "enum", "name": "E", "symbols": ["a"]})
