@@ -248,8 +248,8 @@ class AgentGym:
             assignment = assignment.as_record()  # type: ignore[union-attr]
         ids = os.urandom(32).hex()
         trace_id = trace_id or ids[:32]
-        # Fast path: arguments go to the encoder as given (fastavro checks every type
-        # and fills defaults); only when that fails are they normalised — strings to
+        # Fast path: arguments go to the encoder as given (it checks every type and
+        # fills defaults); only when that fails are they normalised — strings to
         # messages, objects to JSON text, metadata values to str — and, if still
         # wrong, reported with the field's name. See ops/bench/producer.py.
         record = {
