@@ -15,23 +15,13 @@ from __future__ import annotations
 import json
 import os
 
+from schemas.fastencode import zigzag
 from schemas.registry import SchemaVersion
 
-__all__ = ["zigzag", "container", "select_list"]
+__all__ = ["container", "select_list"]
 
 _MAGIC = b"Obj\x01"
 _SYNC = os.urandom(16)
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's variable-length zig-zag encoding of a long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _avro_bytes(b: bytes) -> bytes:

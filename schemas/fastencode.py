@@ -22,14 +22,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["compile_encoder", "UnsupportedSchema"]
+__all__ = ["compile_encoder", "zigzag", "UnsupportedSchema"]
 
 
 class UnsupportedSchema(ValueError):
     """The schema uses something this generator does not handle (use fastavro)."""
 
 
-def _zz(n: int) -> bytes:
+def zigzag(n: int) -> bytes:
+    """Avro's variable-length zig-zag encoding of a long."""
     n = (n << 1) ^ (n >> 63)
     out = bytearray()
     while n & ~0x7F:
@@ -39,7 +40,7 @@ def _zz(n: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [_zz(i) for i in range(16384)]  # varints of lengths and counts below 16 KiB
+_SMALL = [zigzag(i) for i in range(16384)]  # varints of lengths and counts below 16 KiB
 
 
 def _long(n: int) -> bytes:
@@ -49,20 +50,20 @@ def _long(n: int) -> bytes:
         return _SMALL[n]
     if not -(1 << 63) <= n < (1 << 63):
         raise OverflowError("long out of range")
-    return _zz(n)
+    return zigzag(n)
 
 
 def _string(s: str) -> bytes:
     b = s.encode()
     n = len(b)
-    return (_SMALL[n] if n < 16384 else _zz(n)) + b
+    return (_SMALL[n] if n < 16384 else zigzag(n)) + b
 
 
 def _bytes(b: bytes) -> bytes:
     if not isinstance(b, (bytes, bytearray)):
         raise TypeError(f"expected bytes, got {type(b).__name__}")
     n = len(b)
-    return (_SMALL[n] if n < 16384 else _zz(n)) + bytes(b)
+    return (_SMALL[n] if n < 16384 else zigzag(n)) + bytes(b)
 
 
 _D = struct.Struct("<d").pack
