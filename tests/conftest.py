@@ -18,6 +18,18 @@ from ops.kafka.broker import KafkaBroker, free_port
 from ops.settings import StackSettings
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # A test run stopped with SIGTERM (a CI timeout, `timeout`) unwinds like Ctrl-C, so the
+    # session fixtures stop the brokers they started (they run in their own sessions and
+    # would otherwise outlive the run).
+    import signal
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def start_broker(data_dir: Path) -> KafkaBroker:
     s = StackSettings()
     broker = KafkaBroker(data_dir, port=free_port(), controller_port=free_port(), version=s.kafka_version, jar_cache=s.jar_cache)
