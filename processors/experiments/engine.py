@@ -3,7 +3,9 @@
 Three steps, each a pure function over JSON-ready state (the Faust tables hold it):
 
 1. :func:`unit_observations` — an Outcome or an Experience with an assignment
-   becomes one :class:`UnitObservation` (the unit's values of the experiment's metrics).
+   becomes one :class:`UnitObservation` (the unit's values of the experiment's metrics);
+   :func:`feedback_observation` — a Feedback joined to its trace's assignment (which
+   :func:`rating_assignment` says to remember) becomes one for the ``rating`` metric.
 2. :func:`apply_observation` — on the unit's partition: the unit's own state
    (first value of a proportion metric, running mean of a mean metric) and that
    partition's *partial* statistics per variant and metric (units, not events).
@@ -23,7 +25,7 @@ from typing import Any
 
 from processors.experiments.config import ExperimentConfig
 from processors.experiments.decisions import DecisionOutcome, decide
-from processors.experiments.metrics import EXPOSURE, METRICS, Source, observations
+from processors.experiments.metrics import EXPOSURE, METRICS, RATING_SOURCES, Source, observations
 from processors.stats import (
     GuardrailSpec,
     MetricAnalysis,
@@ -41,6 +43,8 @@ from processors.stats import (
 __all__ = [
     "UnitObservation",
     "unit_observations",
+    "rating_assignment",
+    "feedback_observation",
     "apply_observation",
     "merge_partials",
     "ExperimentState",
@@ -61,9 +65,10 @@ class UnitObservation:
 
     Attributes:
         tenant_id, experiment_id, unit_id, variant: whose and where.
-        source: ``outcome`` or ``experience``.
+        source: ``outcome``, ``experience`` or ``feedback``.
         trace_id: the trace the event belongs to (a revised outcome has the same).
         values: metric name -> the event's value.
+        event_id: the feedback's event id (redelivered feedback is not counted twice); else empty.
     """
 
     tenant_id: str
@@ -73,6 +78,7 @@ class UnitObservation:
     source: Source
     trace_id: str
     values: dict[str, float] = field(default_factory=dict)
+    event_id: str = ""
 
     @property
     def key(self) -> str:
@@ -81,12 +87,12 @@ class UnitObservation:
 
     def to_json(self) -> bytes:
         return json.dumps({"t": self.tenant_id, "e": self.experiment_id, "u": self.unit_id, "v": self.variant,
-                           "s": self.source, "tr": self.trace_id, "x": self.values}).encode()
+                           "s": self.source, "tr": self.trace_id, "x": self.values, "id": self.event_id}).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "UnitObservation":
         d = json.loads(data)
-        return cls(d["t"], d["e"], d["u"], d["v"], d["s"], d["tr"], {k: float(v) for k, v in d["x"].items()})
+        return cls(d["t"], d["e"], d["u"], d["v"], d["s"], d["tr"], {k: float(v) for k, v in d["x"].items()}, d.get("id", ""))
 
 
 def unit_observations(source: Source, record: Mapping[str, Any], config: ExperimentConfig | None) -> UnitObservation | None:
@@ -109,6 +115,52 @@ def unit_observations(source: Source, record: Mapping[str, Any], config: Experim
         return None
     values = observations(source, dict(record), {m.name for m in config.metrics})
     return UnitObservation(config.tenant_id, experiment_id, unit_id, variant, source, str(record.get("trace_id", "")), values)
+
+
+def rating_assignment(experience: Mapping[str, Any], config: ExperimentConfig | None) -> dict[str, str] | None:
+    """The assignment to remember for ``experience``'s trace, so later feedback can be joined to it.
+
+    Only when the experience would be observed (:func:`unit_observations`) and the
+    experiment has a ``rating`` metric: ``{"t": tenant, "e": experiment, "v": variant,
+    "u": unit}``; None otherwise (nothing to remember).
+    """
+    if config is None or all(m.name != "rating" for m in config.metrics):
+        return None
+    obs = unit_observations("experience", experience, config)
+    if obs is None:
+        return None
+    return {"t": obs.tenant_id, "e": obs.experiment_id, "v": obs.variant, "u": obs.unit_id}
+
+
+def feedback_observation(
+    feedback: Mapping[str, Any], assignment: Mapping[str, str] | None, config: ExperimentConfig | None,
+    sources: Iterable[str] = RATING_SOURCES,
+) -> UnitObservation | None:
+    """The ``rating`` observation of one Feedback on a trace whose assignment is known, or None.
+
+    Args:
+        feedback: the Feedback record.
+        assignment: :func:`rating_assignment` of the trace's experience (None: unknown).
+        config: the live configuration of the assignment's experiment.
+        sources: the feedback sources that count (default: human ratings only).
+
+    None when the assignment is unknown, the experiment is not running or has no
+    ``rating`` metric, the tenant differs, the source does not count, or the feedback
+    has no rating. The value is ``rating / rating_scale``.
+    """
+    if assignment is None or config is None or config.experiment_id != assignment.get("e"):
+        return None
+    if config.status != "running" or feedback.get("tenant_id") != config.tenant_id or assignment.get("t") != config.tenant_id:
+        return None
+    if all(m.name != "rating" for m in config.metrics) or feedback.get("source", "human") not in set(sources):
+        return None
+    if assignment.get("v") not in {v.name for v in config.variants}:
+        return None
+    values = observations("feedback", dict(feedback), {"rating"})
+    if not values:
+        return None
+    return UnitObservation(config.tenant_id, config.experiment_id, assignment["u"], assignment["v"], "feedback",
+                           str(feedback.get("trace_id", "")), values, str(feedback.get("event_id", "")))
 
 
 def _stat(kind: str, d: Mapping[str, Any] | None) -> Stat:
@@ -153,12 +205,14 @@ def apply_observation(
     metrics = unit.setdefault("m", {})
     caps = {m.name: m.cap for m in config.metrics}
     changed = False
-    # an experience redelivered after a crash (at-least-once) must not enter a unit's mean twice:
-    # remember the unit's latest experience traces (redelivery concerns the latest events)
+    # an experience or feedback redelivered after a crash (at-least-once) must not enter a unit's
+    # mean twice: remember the unit's latest experience traces and feedback event ids (redelivery
+    # concerns the latest events)
     seen: list[str] = unit.setdefault("seen", [])
-    duplicate = obs.source == "experience" and obs.trace_id in seen
-    if obs.source == "experience" and not duplicate:
-        seen.append(obs.trace_id)
+    seen_id = obs.trace_id if obs.source == "experience" else f"f:{obs.event_id}" if obs.source == "feedback" and obs.event_id else None
+    duplicate = seen_id is not None and seen_id in seen
+    if seen_id is not None and not duplicate:
+        seen.append(seen_id)
         del seen[:-_SEEN_TRACES]
     if EXPOSURE not in metrics:
         metrics[EXPOSURE] = 1

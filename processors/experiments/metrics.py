@@ -15,6 +15,11 @@ Statistics count *units* (users, sessions or traces), not events:
 | ``latency_ms`` | mean | Experience | ``latency_ms`` | decrease |
 | ``cost_usd`` | mean | Experience | ``cost_usd`` | decrease |
 | ``total_tokens`` | mean | Experience | ``prompt_tokens + completion_tokens`` | decrease |
+| ``rating`` | mean | Feedback (``gym-feedback-v1``) joined to its trace's assignment | ``rating / rating_scale`` (in [0, 1]) | increase |
+
+Feedback carries no assignment: the processor joins it to the assignment of the
+experience of the same trace (see :mod:`processors.experiments.processor`). Only
+feedback of the sources :data:`RATING_SOURCES` (human ratings) counts by default.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["MetricDefinition", "METRICS", "EXPOSURE", "Source", "observations"]
+__all__ = ["MetricDefinition", "METRICS", "EXPOSURE", "RATING_SOURCES", "Source", "observations", "normalised_rating"]
 
-Source = Literal["outcome", "experience"]
+Source = Literal["outcome", "experience", "feedback"]
 EXPOSURE = "__units__"  # the pseudo-metric that counts each unit once, for the SRM check
+RATING_SOURCES: frozenset[str] = frozenset({"human"})  # feedback sources the rating metric counts by default
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,14 @@ def _label(record: dict[str, Any]) -> float | None:
     return 1.0 if label == "success" else 0.0 if label == "failure" else None
 
 
+def normalised_rating(record: dict[str, Any]) -> float | None:
+    """A Feedback's ``rating / rating_scale``, clipped to [0, 1]; None without a rating or a positive scale."""
+    rating, scale = record.get("rating"), record.get("rating_scale", 5.0)
+    if rating is None or scale is None or not float(scale) > 0:
+        return None
+    return min(1.0, max(0.0, float(rating) / float(scale)))
+
+
 METRICS: dict[str, MetricDefinition] = {
     m.name: m
     for m in (
@@ -62,6 +76,7 @@ METRICS: dict[str, MetricDefinition] = {
         MetricDefinition("cost_usd", "mean", "experience", lambda r: float(r.get("cost_usd") or 0.0), "decrease"),
         MetricDefinition("total_tokens", "mean", "experience",
                          lambda r: float((r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0)), "decrease"),
+        MetricDefinition("rating", "mean", "feedback", normalised_rating, "increase"),
     )
 }
 

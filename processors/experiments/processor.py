@@ -3,7 +3,12 @@
 Topology (the trace topics are keyed by trace id; units and experiments are not)::
 
     gym-outcomes-v1    ──▶ experiments-outcomes    ─┐  one UnitObservation per event of a
-    gym-experiences-v1 ──▶ experiments-experiences ─┴▶ running experiment, keyed by unit
+    gym-experiences-v1 ──▶ experiments-experiences ─┤  running experiment, keyed by unit
+          │ (assignment of each trace of an         │
+          ▼  experiment with a rating metric)       │
+    table experiments-rating-traces                 │
+          ▲ joined by trace id (co-partitioned)     │
+    gym-feedback-v1    ──▶ experiments-feedback    ─┘  (rating / rating_scale)
                                                         │
                               <app id>-experiments-units (internal, 6 partitions)
                                                         ▼
@@ -21,12 +26,22 @@ Topology (the trace topics are keyed by trace id; units and experiments are not)
         └──▶ gym-experiments-v1       the next configuration (all traffic to the winner
                                       or to the control): agents follow it live
 
+The ``rating`` metric comes from feedback, which carries no assignment: the experiences
+agent remembers, in ``experiments-rating-traces`` (keyed by tenant and trace id), the
+assignment of each trace of a running experiment that has a ``rating`` metric; the
+feedback agent looks the trace up there (the trace topics are keyed by trace id and
+co-partitioned, so both records of a trace are on the same partition number and the same
+worker) and sends the rating as an observation of that unit. Feedback that arrives
+before its experience is held in memory for ``AGENTGYM_EXPERIMENTS_FEEDBACK_HOLD_S``
+(at most ``_HOLD_MAX`` records) and sent when the experience arrives; held feedback is
+not counted if the experience does not come in time or the worker restarts meanwhile.
+
 Why two stages: statistics count units, and a unit's traces land on many partitions
 of the trace topics, so observations are re-keyed by unit first (each unit counted
 once, on one partition); each partition's statistics are then partial, and since
 they are mergeable sufficient statistics the experiment's partition sums them
 exactly. A partial is the full state of its partition, so a redelivered one changes
-nothing. All three tables are changelog-backed: a restarted or rebalanced worker
+nothing. All four tables are changelog-backed: a restarted or rebalanced worker
 restores them before it processes again.
 
 The live configurations come from an :class:`~producers.follower.ExperimentFollower`,
@@ -57,7 +72,9 @@ from processors.experiments.engine import (
     applied_config,
     apply_observation,
     decision_record,
+    feedback_observation,
     merge_partials,
+    rating_assignment,
     snapshot_records,
     unit_observations,
 )
@@ -79,6 +96,8 @@ __all__ = [
     "partials_topic",
     "observe_outcomes",
     "observe_experiences",
+    "observe_feedback",
+    "rating_traces",
     "count_units",
     "aggregate",
 ]
@@ -92,9 +111,13 @@ codec = AvroCodec()
 _UNIT_PARTITIONS = TOPICS["outcomes"].partitions
 _AGG_PARTITIONS = TOPICS["experiment-stats"].partitions
 _INTERVAL_MS = int(settings.experiments_snapshot_interval_s * 1000)
+_TRACE_PARTITIONS = TOPICS["experiences"].partitions  # = feedback's (co-partitioned)
+_RATING_SOURCES = frozenset(s.strip() for s in settings.experiments_rating_sources.split(",") if s.strip())
+_HOLD_MAX = 10_000  # feedback records held at most, waiting for their experience
 
 outcomes_topic = topic("outcomes")
 experiences_topic = topic("experiences")
+feedback_topic = topic("feedback")
 stats_topic = topic("experiment-stats")
 decisions_topic = topic("decisions")
 experiments_topic = topic("experiments")
@@ -125,7 +148,7 @@ def _ensure_internal_topics(timeout_s: float = 20.0) -> None:
     day_ms = str(24 * 3600 * 1000)
     wanted = {units_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),
               partials_topic.get_topic_name(): (_AGG_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms})}
-    for table in (unit_states, partials, aggregates):
+    for table in (unit_states, partials, aggregates, rating_traces):
         wanted[table.changelog_topic.get_topic_name()] = (table.partitions or _UNIT_PARTITIONS, {"cleanup.policy": "compact"})
     try:
         admin = AdminClient({"bootstrap.servers": app_settings.bootstrap_servers})
@@ -164,11 +187,19 @@ aggregates = app.Table(
     help="every partition's latest partial and the sequential tests' running state, per experiment",
 )
 
+# json [tenant, trace] -> {"t", "e", "v", "u"}: the assignment of a trace whose experiment has a rating metric
+rating_traces = app.Table(
+    "experiments-rating-traces", default=None, partitions=_TRACE_PARTITIONS, key_type=str, value_type=None,
+    help="the assignment of each trace of a running experiment with a rating metric, for joining its feedback",
+)
+
 _ensure_internal_topics()
 
 _follower: ExperimentFollower | None = None
 _parsed: dict[str, ExperimentConfig] = {}  # config event id -> model (configs are immutable per version)
 _dirty: set[str] = set()  # partial keys changed since they were last sent
+# json [tenant, trace] -> [(monotonic arrival, Feedback record)]: feedback waiting for its experience
+_held: dict[str, list[tuple[float, dict[str, Any]]]] = {}
 
 
 def follower() -> ExperimentFollower:
@@ -225,9 +256,65 @@ async def _observe(event: EventT, source: Source, record_name: str) -> None:
     experiment_id = _experiment_of(source, record)
     if not experiment_id:
         return
-    obs = unit_observations(source, record, _config(experiment_id))
+    config = _config(experiment_id)
+    obs = unit_observations(source, record, config)
     if obs is not None:
         await units_topic.send(key=obs.key.encode(), value=obs.to_json())
+    if source == "experience":
+        assignment = rating_assignment(record, config)
+        if assignment is not None:
+            key = json.dumps([record.get("tenant_id"), record.get("trace_id")])
+            rating_traces[key] = assignment
+            await _release_held(key, assignment)
+
+
+def _held_count() -> int:
+    return sum(len(v) for v in _held.values())
+
+
+def _hold(key: str, record: dict[str, Any]) -> None:
+    """Keeps feedback whose trace's assignment is not known yet (bounded: expired first, then oldest)."""
+    now = time.monotonic()
+    cutoff = now - settings.experiments_feedback_hold_s
+    for k in [k for k, items in _held.items() if items[-1][0] < cutoff]:
+        del _held[k]
+    while _held and _held_count() >= _HOLD_MAX:
+        del _held[next(iter(_held))]
+    _held.setdefault(key, []).append((now, record))
+
+
+async def _release_held(key: str, assignment: dict[str, str]) -> None:
+    """Sends the held feedback of a trace whose assignment just became known."""
+    items = _held.pop(key, None)
+    if not items:
+        return
+    cutoff = time.monotonic() - settings.experiments_feedback_hold_s
+    config = _config(assignment["e"])
+    for at, record in items:
+        if at >= cutoff:
+            await _send_feedback(record, assignment, config)
+
+
+async def _send_feedback(record: dict[str, Any], assignment: dict[str, str], config: ExperimentConfig | None) -> None:
+    obs = feedback_observation(record, assignment, config, _RATING_SOURCES)
+    if obs is not None:
+        await units_topic.send(key=obs.key.encode(), value=obs.to_json())
+
+
+async def _observe_feedback(event: EventT) -> None:
+    try:
+        record = codec.decode(event.message.value, expected="Feedback").record
+    except DecodeError:
+        return
+    if record.get("rating") is None or record.get("source", "human") not in _RATING_SOURCES:
+        return
+    key = json.dumps([record.get("tenant_id"), record.get("trace_id")])
+    assignment = rating_traces.get(key)
+    if assignment is None:
+        if settings.experiments_feedback_hold_s > 0:
+            _hold(key, record)
+        return
+    await _send_feedback(record, assignment, _config(assignment["e"]))
 
 
 @app.agent(outcomes_topic, name="experiments-outcomes")
@@ -243,13 +330,25 @@ async def observe_outcomes(stream: faust.StreamT) -> None:
 
 @app.agent(experiences_topic, name="experiments-experiences")
 async def observe_experiences(stream: faust.StreamT) -> None:
-    """Experiences with an assignment become unit observations (latency, cost, tokens, errors)."""
+    """Experiences with an assignment become unit observations (latency, cost, tokens, errors);
+    the assignments of traces of experiments with a rating metric are remembered for their feedback."""
     await _wait_for_configs()
     async for event in stream.events():
         try:
             await _observe(event, "experience", "Experience")
         except Exception:
             log.exception("experiments: experience %s[%s]@%s failed", event.message.topic, event.message.partition, event.message.offset)
+
+
+@app.agent(feedback_topic, name="experiments-feedback")
+async def observe_feedback(stream: faust.StreamT) -> None:
+    """Ratings on a trace of a running experiment with a rating metric become unit observations (rating)."""
+    await _wait_for_configs()
+    async for event in stream.events():
+        try:
+            await _observe_feedback(event)
+        except Exception:
+            log.exception("experiments: feedback %s[%s]@%s failed", event.message.topic, event.message.partition, event.message.offset)
 
 
 # -- stage 2: units -> partial statistics --------------------------------------------------

@@ -28,4 +28,8 @@ class ExperimentSettings(BaseSettings):
         "holm", description="multiple-comparison correction with more than one treatment")
     experiments_srm_alpha: float = Field(0.001, gt=0, lt=1, description="level of the sequential SRM test")
     experiments_srm_concentration: float = Field(100.0, gt=0, description="k of the SRM test's Dirichlet prior k·weights")
+    experiments_rating_sources: str = Field(
+        "human", description="comma-separated feedback sources (human, ai, system) the rating metric counts")
+    experiments_feedback_hold_s: float = Field(
+        60.0, ge=0, description="seconds feedback that arrives before its trace's experience is held, in memory, for it")
     experiments_auto_decide: bool = Field(True, description="apply decisions (promote, roll back) to the live configuration")

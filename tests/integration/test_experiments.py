@@ -216,3 +216,42 @@ def test_statistics_survive_a_worker_crash(bootstrap: str, worker: Worker, gym: 
         assert units_counted() == 300
     finally:
         restarted.stop()
+
+
+def test_a_better_rated_variant_is_promoted_on_the_rating_metric(bootstrap: str, worker: Worker, gym: AgentGym, unique: str) -> None:
+    """Feedback carries no assignment: the processor joins each rating to its trace's experience
+    (also when the feedback is produced first), counts human ratings only, and promotes on them."""
+    exp = f"exp-rating-{unique}"
+    _create(bootstrap, exp, gym.tenant_id, "--metric", "rating")
+    follower = gym.follow_experiments(wait_s=20)
+    assert wait_for(lambda: follower.get(exp) is not None, 20, "the SDK to see the experiment")
+    assert (follower.get(exp) or {})["primary_metric"]["name"] == "rating"
+
+    rng = random.Random(5)
+    stars = {"control": 3.0, "treatment": 3.8}
+    units = []
+    for i in range(600):
+        a = gym.assign(exp, f"user-{i}")
+        assert isinstance(a, Assignment) and a.active
+        units.append((f"user-{i}", a, f"tr-{unique}-{i}", min(5.0, max(1.0, round(rng.gauss(stars[a.variant], 1.0))))))
+    # the treatment's ratings arrive before their experiences: the worker holds them until the experiences come
+    for _unit, a, trace, rating in units:
+        if a.variant == "treatment":
+            gym.record_feedback(trace, rating=rating, rating_scale=5.0)
+    assert gym.flush(30) == 0
+    time.sleep(2.0)
+    for unit, a, trace, rating in units:
+        gym.record_experience(input="hi", output="hello", model_name="llama", model_version=a.model_version,
+                              latency_ms=800.0, assignment=a, user_id=unit, trace_id=trace)
+        if a.variant == "control":
+            gym.record_feedback(trace, rating=rating, rating_scale=5.0)
+            gym.record_feedback(trace, rating=5.0, rating_scale=5.0, source="ai")  # a judge model's: not counted
+    assert gym.flush(30) == 0
+
+    decision = _decision(bootstrap, exp, worker, timeout_s=60.0)
+    assert decision["action"] == "promote_winner" and decision["winner"] == "treatment", decision
+    rating = json.loads(decision["evidence_json"])["metrics"]["rating"]
+    arms = rating["arms"]
+    assert arms["control"]["n"] >= 100 and arms["treatment"]["n"] >= 100
+    assert 0.5 < arms["control"]["mean"] < 0.7 < arms["treatment"]["mean"] < 0.85  # rating / rating_scale, human only
+    assert rating["comparisons"][0]["state"]["interval"][0] > 0
