@@ -35,6 +35,7 @@ RECORD_NAMES = (
     "ModelVersion",
     "DeadLetter",
     "DriftAlert",
+    "ScenarioLineage",
 )
 
 

@@ -61,6 +61,7 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("models", "ModelVersion", "model_version", 1, "model_versions", compacted=True),
         TopicSpec("deadletter", "DeadLetter", "key", 3, "dead_letters", retention_ms=30 * 24 * 3600 * 1000),
         TopicSpec("drift", "DriftAlert", "model_version", 1, "drift_alerts"),
+        TopicSpec("scenario-lineage", "ScenarioLineage", "dataset_id", 1, "synthetic_scenarios"),
     )
 }
 

@@ -60,6 +60,37 @@ class RecordProducer:
         if errors:
             raise RuntimeError(f"Kafka refused the {spec.record} record: {errors[0]}")
 
+    def send_many(self, base: str, records: Iterable[dict[str, Any]]) -> int:
+        """Like :meth:`send` for many records of one topic, waiting once for all acknowledgements.
+
+        Returns:
+            The number of records sent.
+
+        Raises:
+            SchemaValidationError: a record does not fit its schema (nothing was sent then).
+            RuntimeError: Kafka did not acknowledge them all within ``timeout_s``, or refused one.
+        """
+        spec = TOPICS[base]
+        encoded = [(self.codec.encode(spec.record, r, spec.name), str(r[spec.key_field]).encode()) for r in records]
+        errors: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        for value, key in encoded:
+            while True:
+                try:
+                    self._producer.produce(spec.name, value, key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self._producer.poll(0.1)
+        if self._producer.flush(self.timeout_s) > 0:
+            raise RuntimeError(f"Kafka did not acknowledge {len(encoded)} {spec.record} records within {self.timeout_s}s")
+        if errors:
+            raise RuntimeError(f"Kafka refused {len(errors)} {spec.record} record(s): {errors[0]}")
+        return len(encoded)
+
     def close(self) -> None:
         self._producer.flush(self.timeout_s)
 

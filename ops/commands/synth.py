@@ -3,8 +3,10 @@
 ``agentgym synth generate --agent A --n N`` mines the agent's runs from ClickHouse,
 generates variations, failure-seeded variants and edge cases (plus whatever ``--spec``
 and ``--generator`` add), validates the batch, prints its quality report, writes the
-scenarios to the dataset store as a ``synthetic`` dataset and announces it on
-``gym-datasets-v1`` (the ClickHouse sink records it in ``datasets``).
+scenarios to the dataset store as a ``synthetic`` dataset, publishes one ScenarioLineage
+record per scenario and source trace on ``gym-scenario-lineage-v1`` and announces the
+dataset on ``gym-datasets-v1`` (the ClickHouse sink records them in
+``synthetic_scenarios`` and ``datasets``).
 ``agentgym synth report DATASET_ID`` prints the stored report of a synthetic dataset.
 """
 
@@ -43,7 +45,7 @@ def synth() -> None:
 @click.option("--url", default=None, help="ClickHouse store URL [env AGENTGYM_CLICKHOUSE_URL]")
 @click.option("--dataset-store", default=None, help="dataset store URL or path [env AGENTGYM_DATASET_STORE]")
 @click.option("--bootstrap-servers", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS]")
-@click.option("--announce/--no-announce", default=True, show_default=True, help="announce the dataset on gym-datasets-v1")
+@click.option("--announce/--no-announce", default=True, show_default=True, help="announce the dataset on gym-datasets-v1 and its per-scenario lineage on gym-scenario-lineage-v1")
 @click.option("--dry-run", is_flag=True, help="generate and report only: write and announce nothing")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False, writable=True), default=None,
               help="also write the quality report (JSON) here")
@@ -73,7 +75,7 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
         raise click.ClickException(f"cannot read the ClickHouse store: {exc}") from None
     producer = None
     try:
-        announcer = None
+        announcer = lineage_publisher = None
         if announce and not dry_run:
             from trainers.kafka import RecordProducer
 
@@ -82,8 +84,11 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
             def announcer(manifest):  # type: ignore[no-untyped-def]
                 producer.send("datasets", manifest.announcement())
 
+            def lineage_publisher(records):  # type: ignore[no-untyped-def]
+                producer.send_many("scenario-lineage", records)
+
         service = SynthService(store, DatasetStore(dataset_settings.dataset_store), settings, dataset_settings,
-                               announce=announcer)
+                               announce=announcer, publish_lineage=lineage_publisher)
         request = SynthRequest(
             agent_id=agent_id, n=n, tenant_id=tenant_id or settings.tenant_id, seed=seed,
             generators=generators or DEFAULT_GENERATORS, specs=specs, paraphraser=paraphraser,
@@ -107,8 +112,8 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
         m = outcome.manifest
         click.echo(f"dataset {m.dataset_id} ({m.kind}): {m.splits.get('train', 0)} train, {m.splits.get('eval', 0)} eval "
                    f"at {m.uri}" + ("; announced on gym-datasets-v1" if outcome.announced else ""), err=as_json)
-        if outcome.lineage_recorded is not None:
-            click.echo(f"lineage: {outcome.lineage_recorded} rows in ClickHouse", err=as_json)
+        if outcome.lineage_published is not None:
+            click.echo(f"lineage: {outcome.lineage_published} records on gym-scenario-lineage-v1", err=as_json)
     if not outcome.scenarios or outcome.announce_error is not None:
         sys.exit(1)
 

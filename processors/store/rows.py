@@ -251,6 +251,20 @@ _SPECS: dict[str, tuple[str, list[ColumnSpec]]] = {
         _Col("created_at", "created_ms", _ts),
         _Col("updated_at", "updated_ms", _ts),
     ]),
+    "ScenarioLineage": ("synthetic_scenarios", [
+        _Col("event_id", "event_id", _str),
+        _Col("tenant_id", "tenant_id", _str),
+        _Col("agent_id", "agent_id", _str),
+        _Col("dataset_id", "dataset_id", _str),
+        _Col("scenario_id", "scenario_id", _str),
+        _Col("split", "split", _str),
+        _Col("family", "family", _str),
+        _Col("generator", "generator", _str),
+        _Col("tags", "tags", pa.list_(_str)),
+        _Col("source_trace_id", "source_trace_id", _str),
+        _Col("expected_tool", "expected_tool", _str),
+        _Col("created_at", "created_ms", _ts),
+    ]),
 }
 
 TABLES: dict[str, str] = {name: table for name, (table, _) in _SPECS.items()}

@@ -1,8 +1,8 @@
 """Synthetic generation against the real embedded ClickHouse engine and the real Kafka broker.
 
 Experiences and outcomes are inserted through the store's insert path; the scenarios
-are written to a real dataset store, announced on ``gym-datasets-v1`` and recorded in
-ClickHouse by the real sink.
+are written to a real dataset store, announced on ``gym-datasets-v1``, their lineage
+published on ``gym-scenario-lineage-v1``, and both recorded in ClickHouse by the real sink.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from trainers.datasets.store import DatasetStore
 from trainers.kafka import RecordProducer, read_topic
 from trainers.settings import DatasetSettings
 from trainers.synth.generators import GenerationContext
-from trainers.synth.output import LINEAGE_TABLE_DDL, augmentation_rows, eval_suite_rows, read_scenarios
+from trainers.synth.output import augmentation_rows, eval_suite_rows, read_scenarios
 from trainers.synth.scenario import EDGE_FAMILIES
 from trainers.synth.service import SynthRequest, SynthService
 from trainers.synth.settings import SynthSettings
@@ -117,10 +117,12 @@ def _held_out_dataset(datasets: DatasetStore, tenant: str) -> None:
                   "labeller_version": "rules-1", "source": "success", "prompt_key": "k"}]})
 
 
-def _service(store: Store, tmp_path: Path, bootstrap: str, announce: Any = None, **settings: Any) -> SynthService:
+def _service(store: Store, tmp_path: Path, bootstrap: str, announce: Any = None, publish_lineage: Any = None,
+             **settings: Any) -> SynthService:
     ds = DatasetSettings(home=tmp_path, dataset_store=str(tmp_path / "datasets"))
     return SynthService(store, DatasetStore(ds.dataset_store), SynthSettings(bootstrap_servers=bootstrap, synth_long_chars=3000,
-                                                                             **settings), ds, announce=announce)
+                                                                             **settings), ds, announce=announce,
+                        publish_lineage=publish_lineage)
 
 
 def test_generate_from_real_runs_end_to_end(bootstrap: str, store: Store, unique: str, tmp_path: Path) -> None:
@@ -187,34 +189,56 @@ def test_same_seed_same_dataset_and_per_scenario_lineage_in_clickhouse(bootstrap
                                                                        tmp_path: Path) -> None:
     tenant = f"t-{unique}"
     texts = seed_runs(store, tenant, n=50)
-    svc = _service(store, tmp_path, bootstrap)
     request = SynthRequest(agent_id=AGENT, n=60, tenant_id=tenant, seed=8)
-    first = svc.run(request)
-    assert first.lineage_recorded is None and any("no table synthetic_scenarios" in n for n in first.notes)
-    # the proposed lineage table (docs: trainers/synth/output.py LINEAGE_TABLE_DDL); with it, rows are recorded
-    store.command(LINEAGE_TABLE_DDL.format(db=store.database))
-    second = svc.run(request)
+    with RecordProducer(bootstrap) as producer:
+        svc = _service(store, tmp_path, bootstrap, publish_lineage=lambda recs: producer.send_many("scenario-lineage", recs))
+        first = svc.run(request)
+        second = svc.run(request)  # the same dataset again: its lineage is published twice
     assert first.manifest is not None and second.manifest is not None
     assert [s.scenario_id for s in first.scenarios] == [s.scenario_id for s in second.scenarios]
     assert (second.manifest.dataset_id, second.manifest.checksum) == (first.manifest.dataset_id, first.manifest.checksum)
     other = svc.run(SynthRequest(agent_id=AGENT, n=60, tenant_id=tenant, seed=9, write=False))
     assert [s.scenario_id for s in other.scenarios] != [s.scenario_id for s in first.scenarios]
-    assert second.lineage_recorded == sum(max(1, len(s.source_trace_ids)) for s in second.scenarios)
+    expected = sum(max(1, len(s.source_trace_ids)) for s in second.scenarios)
+    assert first.lineage_published == second.lineage_published == expected and not first.announce_error
+    dataset = second.manifest.dataset_id
+    in_topic = read_topic(bootstrap, "scenario-lineage")
+    assert sum(r["dataset_id"] == dataset for r in in_topic) == 2 * expected
+    # the real sink materialises gym-scenario-lineage-v1 into synthetic_scenarios, as it does every topic
+    sink = ClickHouseSink(bootstrap, store, group=f"synth-lineage-{unique}", batch_size=500, batch_ms=200,
+                          specs=[TOPICS["scenario-lineage"]])
+    try:
+        deadline = time.monotonic() + 60
+        while sink.stats.rows.get("synthetic_scenarios", 0) < len(in_topic):  # the topic up to our records
+            assert time.monotonic() < deadline, f"the sink did not record the ScenarioLineage records: {sink.stats}"
+            sink.process_batch()
+    finally:
+        sink.close()
+    assert sink.stats.dead_letters == 0
+    # published twice, one row per scenario and source trace (deterministic event ids)
+    assert store.query("SELECT count() FROM v_synthetic_scenarios WHERE dataset_id = {d:String}",
+                       {"d": dataset}).scalar() == expected
     # every scenario's lineage joins the real run it came from, with its outcome
     rows = store.query("""
         SELECT s.family, count() AS n, countIf(r.trace_id != '') AS joined, uniqExact(s.scenario_id) AS scenarios
-        FROM synthetic_scenarios AS s FINAL
+        FROM v_synthetic_scenarios AS s
         LEFT JOIN v_runs AS r ON r.tenant_id = s.tenant_id AND r.trace_id = s.source_trace_id
         WHERE s.dataset_id = {d:String} GROUP BY s.family ORDER BY s.family
-        SETTINGS join_use_nulls = 0""", {"d": second.manifest.dataset_id}).rows
+        SETTINGS join_use_nulls = 0""", {"d": dataset}).rows
     assert sum(r[3] for r in rows) == 60
     for family, n, joined, _ in rows:
         assert joined == n, family  # every source trace is a real run of v_runs
     labels = store.query("""
-        SELECT DISTINCT r.outcome_label FROM synthetic_scenarios AS s FINAL
+        SELECT DISTINCT r.outcome_label FROM v_synthetic_scenarios AS s
         INNER JOIN v_runs AS r ON r.tenant_id = s.tenant_id AND r.trace_id = s.source_trace_id
-        WHERE s.dataset_id = {d:String} AND s.family = 'failure'""", {"d": second.manifest.dataset_id}).rows
+        WHERE s.dataset_id = {d:String} AND s.family = 'failure'""", {"d": dataset}).rows
     assert labels == [("failure",)]
+    stored = store.query("""
+        SELECT scenario_id, split, family, generator, tags, source_trace_id, expected_tool
+        FROM v_synthetic_scenarios WHERE dataset_id = {d:String}""", {"d": dataset}).rows
+    want = {(s.scenario_id, split, s.family, s.generator, tuple(s.tags), t, s.expected_tool)
+            for split, scs in second.splits.items() for s in scs for t in (s.source_trace_ids or [""])}
+    assert {(a, b, c, d, tuple(e), f, g) for a, b, c, d, e, f, g in stored} == want
     assert {t for s in second.scenarios for t in s.source_trace_ids} <= set(texts)
 
 
@@ -274,6 +298,7 @@ def test_cli_generate_and_report(bootstrap: str, store: Store, unique: str, tmp_
     assert json.loads((tmp_path / "report.json").read_text())["accepted"] == 50
     (manifest,) = DatasetStore(str(tmp_path / "ds")).list()
     assert manifest.kind == "synthetic" and "announced on gym-datasets-v1" in result.stderr
+    assert "records on gym-scenario-lineage-v1" in result.stderr
     shown = runner.invoke(main, ["synth", "report", manifest.dataset_id, "--dataset-store", str(tmp_path / "ds")])
     assert shown.exit_code == 0 and "50/50 scenarios" in shown.output and "diversity: score" in shown.output
     bad = runner.invoke(main, ["synth", "generate", "--agent", AGENT, "--n", "5", "--tenant", tenant, "--spec", "nope.yaml",

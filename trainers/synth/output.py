@@ -19,9 +19,12 @@ one filled spec template, never straddle train and eval.
 training set.
 
 **Lineage in ClickHouse.** The DatasetReady announcement lands in ``datasets``
-(``kind = 'synthetic'``, ``source_trace_count``); per-scenario lineage goes to the
-table of :data:`LINEAGE_TABLE_DDL` when it exists (:func:`record_lineage`), one row per
-scenario and source trace, joinable with ``v_runs`` on ``(tenant_id, trace_id)``.
+(``kind = 'synthetic'``, ``source_trace_count``); per-scenario lineage flows like every
+other record: :func:`lineage_records` gives one ScenarioLineage record per scenario and
+source trace, published on ``gym-scenario-lineage-v1``, which the ClickHouse sink
+materialises into ``synthetic_scenarios`` (migration ``0007``; view
+``v_synthetic_scenarios``), joinable with ``v_runs`` on
+``(tenant_id, source_trace_id = trace_id)``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ import hashlib
 import io
 import re
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timezone
 from typing import Any, cast
 
 from trainers.datasets.quality import split_of
@@ -41,46 +43,18 @@ from trainers.synth.scenario import Scenario, arrow_schema
 __all__ = [
     "KIND",
     "SPLIT_SALT",
-    "LINEAGE_TABLE_DDL",
-    "LINEAGE_COLUMNS",
     "synthetic_dataset_id",
     "assign_splits",
     "write_scenarios",
     "read_scenarios",
     "eval_suite_rows",
     "augmentation_rows",
-    "lineage_rows",
-    "record_lineage",
-    "lineage_table_exists",
+    "lineage_event_id",
+    "lineage_records",
 ]
 
 KIND = "synthetic"
 SPLIT_SALT = "synthetic"
-
-# Proposed migration (the lead owns processors/store/sql): {db} as in the other migrations.
-LINEAGE_TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS {db}.synthetic_scenarios
-(
-    tenant_id LowCardinality(String),
-    agent_id LowCardinality(String),
-    dataset_id String,
-    scenario_id String,
-    split LowCardinality(String),
-    family LowCardinality(String),
-    generator LowCardinality(String),
-    tags Array(String),
-    source_trace_id String COMMENT 'one row per scenario and source trace; empty: no real source (a spec scenario)',
-    expected_tool Nullable(String),
-    created_at DateTime64(3, 'UTC') COMMENT 'the dataset manifest created_ms',
-    inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
-)
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(created_at)
-ORDER BY (tenant_id, agent_id, dataset_id, scenario_id, source_trace_id)
-"""
-LINEAGE_COLUMNS = ("tenant_id", "agent_id", "dataset_id", "scenario_id", "split", "family", "generator", "tags",
-                   "source_trace_id", "expected_tool", "created_at")
-
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
@@ -194,43 +168,29 @@ def augmentation_rows(store: DatasetStore, manifest: Manifest, split: str = "tra
     return [{k: r[k] for k in keys} for r in _read(store, manifest, split) if r["completion"]]
 
 
-def lineage_rows(manifest: Manifest, splits: Mapping[str, Sequence[Scenario]]) -> list[dict[str, Any]]:
-    """Rows of the lineage table (:data:`LINEAGE_COLUMNS`): one per scenario and source trace."""
-    created = datetime.fromtimestamp(manifest.created_ms / 1000, tz=timezone.utc)
+def lineage_event_id(dataset_id: str, scenario_id: str, source_trace_id: str) -> str:
+    """The ScenarioLineage event id: the same dataset, scenario and source trace give the same id, so a
+    dataset written and announced again collapses with the first copy in ClickHouse."""
+    digest = hashlib.sha256(f"{dataset_id}\x1f{scenario_id}\x1f{source_trace_id}".encode()).hexdigest()[:32]
+    return f"lin-{digest}"
+
+
+def lineage_records(manifest: Manifest, splits: Mapping[str, Sequence[Scenario]]) -> list[dict[str, Any]]:
+    """ScenarioLineage records (``schemas/avro/ScenarioLineage.v1.avsc``): one per scenario and source trace.
+
+    A scenario with no real source (a spec or plugin scenario) has one record with an
+    empty ``source_trace_id``.
+    """
     out = []
     for split in SPLITS:
         for sc in splits.get(split, ()):
             sid = sc.scenario_id
             for trace in sc.source_trace_ids or [""]:
                 out.append({
+                    "event_id": lineage_event_id(manifest.dataset_id, sid, trace),
                     "tenant_id": manifest.tenant_id, "agent_id": manifest.agent_id, "dataset_id": manifest.dataset_id,
                     "scenario_id": sid, "split": split, "family": sc.family, "generator": sc.generator,
-                    "tags": list(sc.tags), "source_trace_id": trace, "expected_tool": sc.expected_tool, "created_at": created,
+                    "tags": list(sc.tags), "source_trace_id": trace, "expected_tool": sc.expected_tool,
+                    "created_ms": manifest.created_ms,
                 })
     return out
-
-
-def lineage_table_exists(store: Any, table: str) -> bool:
-    """Whether the ClickHouse store has the lineage table (in its database)."""
-    sql = "SELECT count() FROM system.tables WHERE database = {db:String} AND name = {t:String}"
-    return bool(store.query(sql, {"db": store.database, "t": table}).scalar())
-
-
-def record_lineage(store: Any, rows: Sequence[Mapping[str, Any]], table: str = "synthetic_scenarios") -> int:
-    """Inserts lineage rows into ``table`` of the ClickHouse store; returns the rows inserted.
-
-    Raises:
-        StoreError: the store refused (a read-only interface, no such table).
-    """
-    import pyarrow as pa
-
-    if not rows:
-        return 0
-    columns = {c: [r[c] for r in rows] for c in LINEAGE_COLUMNS}
-    arrow = pa.table({
-        **{c: pa.array(columns[c], pa.string()) for c in LINEAGE_COLUMNS if c not in ("tags", "expected_tool", "created_at")},
-        "tags": pa.array(columns["tags"], pa.list_(pa.string())),
-        "expected_tool": pa.array(columns["expected_tool"], pa.string()),
-        "created_at": pa.array(columns["created_at"], pa.timestamp("ms", tz="UTC")),
-    })
-    return int(store.insert(table, arrow))

@@ -1,4 +1,4 @@
-"""``agentgym synth generate`` end to end: mine, generate, validate, write, announce, record lineage.
+"""``agentgym synth generate`` end to end: mine, generate, validate, write, publish lineage, announce.
 
 1. **Mine** the agent's newest real runs from ClickHouse (:func:`trainers.synth.mining.mine_runs`)
    and scrub them with the dataset builder's scrubbers.
@@ -12,9 +12,13 @@
    against the real inputs and the held-out prompts.
 4. **Write** the scenarios as a synthetic dataset (:mod:`trainers.synth.output`) with the
    quality report in its manifest and beside it (``quality_report.json``).
-5. **Announce** it (DatasetReady, kind ``synthetic``, on ``gym-datasets-v1``; the
-   ClickHouse sink records it in ``datasets``) and, when the store has the lineage
-   table and accepts writes, insert per-scenario lineage.
+5. **Publish lineage**: one ScenarioLineage record per scenario and source trace on
+   ``gym-scenario-lineage-v1`` (:func:`trainers.synth.output.lineage_records`); the
+   ClickHouse sink materialises them into ``synthetic_scenarios``, joinable with
+   ``v_runs`` on ``(tenant_id, source_trace_id = trace_id)``. Like every other record,
+   lineage reaches ClickHouse through Kafka and the sink, which owns the store's writes.
+6. **Announce** it (DatasetReady, kind ``synthetic``, on ``gym-datasets-v1``; the
+   ClickHouse sink records it in ``datasets``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,6 @@ from typing import Any
 
 from trainers.datasets.quality import NearDuplicateIndex, Scrubber, prompt_key, split_of
 from trainers.datasets.store import DatasetStore, Manifest
-from trainers.exceptions import DatasetError
 from trainers.settings import DatasetSettings
 from trainers.synth.bases import bases_from_runs, collect_slot_values
 from trainers.synth.clusters import cluster_failures
@@ -41,9 +44,7 @@ from trainers.synth.mining import mine_runs, scrub_run
 from trainers.synth.output import (
     KIND,
     assign_splits,
-    lineage_rows,
-    lineage_table_exists,
-    record_lineage,
+    lineage_records,
     synthetic_dataset_id,
     write_scenarios,
 )
@@ -100,7 +101,7 @@ class SynthOutcome:
     report: QualityReport
     manifest: Manifest | None = None
     announced: bool = False
-    lineage_recorded: int | None = None
+    lineage_published: int | None = None
     announce_error: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -152,6 +153,8 @@ class SynthService:
         settings: generation settings.
         dataset_settings: scrubbers and the builder's eval fraction.
         announce: called with the written manifest (produce DatasetReady); None: no announcement.
+        publish_lineage: called with the ScenarioLineage records of the written dataset (produce them on
+            ``gym-scenario-lineage-v1``), before ``announce``; None: lineage stays in the dataset only.
         paraphraser_factory: model version -> paraphraser (default: :meth:`ModelParaphraser.from_registry`).
         clock: milliseconds since the epoch.
     """
@@ -163,6 +166,7 @@ class SynthService:
         settings: SynthSettings | None = None,
         dataset_settings: DatasetSettings | None = None,
         announce: Callable[[Manifest], None] | None = None,
+        publish_lineage: Callable[[Sequence[dict[str, Any]]], None] | None = None,
         paraphraser_factory: Callable[[str], Paraphraser] | None = None,
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -171,6 +175,7 @@ class SynthService:
         self.settings = settings or SynthSettings()
         self.dataset_settings = dataset_settings or DatasetSettings()
         self.announce = announce
+        self.publish_lineage = publish_lineage
         self.paraphraser_factory = paraphraser_factory
         self.clock = clock
         ds = self.dataset_settings
@@ -290,16 +295,21 @@ class SynthService:
             outcome.notes.append("no scenario passed validation: nothing written")
             return outcome
         outcome.manifest = self._write(request, generators, specs, paraphraser, runs, splits, report, held_from)
-        if self.announce is not None:
-            try:
+        try:
+            # lineage first: a dataset announced has its lineage published (event ids are deterministic,
+            # so publishing again after a failure leaves one row per scenario and source trace)
+            if self.publish_lineage is not None:
+                records = lineage_records(outcome.manifest, splits)
+                self.publish_lineage(records)
+                outcome.lineage_published = len(records)
+            if self.announce is not None:
                 self.announce(outcome.manifest)
                 outcome.announced = True
-            except Exception as exc:  # the dataset is written: say so, and how to announce it again
-                outcome.announce_error = f"{type(exc).__name__}: {exc}"
-                outcome.notes.append(
-                    f"dataset {outcome.manifest.dataset_id} written but not announced ({outcome.announce_error}); "
-                    "the same command announces it again (same id, same bytes)")
-        outcome.lineage_recorded = self._record_lineage(outcome, splits)
+        except Exception as exc:  # the dataset is written: say so, and how to announce it again
+            outcome.announce_error = f"{type(exc).__name__}: {exc}"
+            outcome.notes.append(
+                f"dataset {outcome.manifest.dataset_id} written but not announced ({outcome.announce_error}); "
+                "the same command announces it again (same id, same bytes)")
         return outcome
 
     def _seeds(self, runs: Sequence[SourceRun], held: Iterable[Sequence[Mapping[str, str]]]) -> tuple[list[SourceRun], int]:
@@ -364,18 +374,3 @@ class SynthService:
         except OSError as exc:  # the manifest holds the report too
             log.warning("synth: could not write %s next to %s: %s", REPORT_FILE, manifest.uri, exc)
         return manifest
-
-    def _record_lineage(self, outcome: SynthOutcome, splits: Mapping[str, list[Scenario]]) -> int | None:
-        from processors.store.exceptions import StoreError
-
-        table = self.settings.synth_lineage_table
-        if self.store is None or outcome.manifest is None or not table:
-            return None
-        try:
-            if not lineage_table_exists(self.store, table):
-                outcome.notes.append(f"per-scenario lineage: no table {table} in ClickHouse (lineage is in the dataset)")
-                return None
-            return record_lineage(self.store, lineage_rows(outcome.manifest, splits), table)
-        except (StoreError, DatasetError) as exc:
-            outcome.notes.append(f"per-scenario lineage not recorded in ClickHouse: {exc}")
-            return None

@@ -47,9 +47,6 @@ class SynthSettings(BaseSettings):
         default=0.5, gt=0, le=1, description="Jaccard of masked inputs at or above which two failed runs share a cluster"
     )
     synth_paraphraser_max_new_tokens: int = Field(default=64, ge=1, description="tokens a registry model may generate per paraphrase")
-    synth_lineage_table: str = Field(
-        default="synthetic_scenarios", description="ClickHouse table of per-scenario lineage, written when it exists and the store is writable"
-    )
 
     @field_validator("synth_mix")
     @classmethod

@@ -82,4 +82,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "timestamp_ms": 1_700_000_008_000, "metric": "success_rate", "detector": "ADWIN(delta=0.002)",
         "estimate_before": 0.82, "estimate_after": 0.41, "n": 120,
     },
+    "ScenarioLineage": {
+        "event_id": "lin:syn-acme-support-0123:sc-7:acme-r042", "tenant_id": "acme", "agent_id": "support",
+        "dataset_id": "syn-acme-support-0123", "scenario_id": "sc-7", "split": "train", "family": "failure",
+        "generator": "failure", "tags": ["cluster:c1", "tool:lookup_order"], "source_trace_id": "acme-r042",
+        "expected_tool": "lookup_order", "created_ms": 1_700_000_009_000,
+    },
 }

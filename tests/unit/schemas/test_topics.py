@@ -18,6 +18,7 @@ def test_design_topics() -> None:
     assert names == {
         "gym-experiences-v1", "gym-feedback-v1", "gym-outcomes-v1", "gym-experiments-v1", "gym-experiment-stats-v1",
         "gym-decisions-v1", "gym-datasets-v1", "gym-models-v1", "gym-deadletter-v1", "gym-drift-v1",
+        "gym-scenario-lineage-v1",
     }
     assert {s.base for s in TOPICS.values() if s.compacted} == {"experiments", "models"}
     assert TOPICS["experiments"].config()["cleanup.policy"] == "compact"

@@ -16,7 +16,8 @@ from trainers.synth.output import (
     assign_splits,
     augmentation_rows,
     eval_suite_rows,
-    lineage_rows,
+    lineage_event_id,
+    lineage_records,
     read_scenarios,
     synthetic_dataset_id,
     write_scenarios,
@@ -112,15 +113,24 @@ def test_readers_refuse_other_kinds(tmp_path: Path) -> None:
         eval_suite_rows(store, sft)
 
 
-def test_lineage_rows_one_per_scenario_and_source(tmp_path: Path) -> None:
+def test_lineage_records_one_per_scenario_and_source(tmp_path: Path) -> None:
     scenarios = _scenarios()
     splits = assign_splits(scenarios, 0.3)
     m = _write(DatasetStore(str(tmp_path)), scenarios)
-    rows = lineage_rows(m, splits)  # type: ignore[arg-type]
+    records = lineage_records(m, splits)  # type: ignore[arg-type]
     with_sources = [s for s in scenarios if s.source_trace_ids]
-    assert len(rows) == 2 * len(with_sources) + (len(scenarios) - len(with_sources))
-    assert {r["source_trace_id"] for r in rows} >= {"t1", "t2", ""}
-    assert {r["split"] for r in rows} == {"train", "eval"} and rows[0]["created_at"].year == 2023
+    assert len(records) == 2 * len(with_sources) + (len(scenarios) - len(with_sources))
+    assert {r["source_trace_id"] for r in records} >= {"t1", "t2", ""}
+    assert {r["split"] for r in records} == {"train", "eval"} and all(r["created_ms"] == m.created_ms for r in records)
+    # event ids are deterministic per dataset, scenario and source trace, and unique within the dataset
+    ids = [r["event_id"] for r in records]
+    assert len(set(ids)) == len(ids) and ids == [r["event_id"] for r in lineage_records(m, splits)]  # type: ignore[arg-type]
+    assert ids[0] == lineage_event_id(m.dataset_id, records[0]["scenario_id"], records[0]["source_trace_id"])
+    assert lineage_event_id("other", records[0]["scenario_id"], records[0]["source_trace_id"]) != ids[0]
+    # each is a valid ScenarioLineage record of gym-scenario-lineage-v1
+    codec = AvroCodec()
+    for r in records[:5]:
+        assert codec.decode(codec.encode("ScenarioLineage", r, "gym-scenario-lineage-v1")).record == r
 
 
 def test_dataset_ids_are_stable_and_path_safe() -> None:

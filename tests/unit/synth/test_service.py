@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from schemas.codec import AvroCodec
 from trainers.datasets.store import DatasetStore, Manifest
 from trainers.settings import DatasetSettings
 from trainers.synth.exceptions import NoSourcesError, SynthError
@@ -17,7 +19,7 @@ from trainers.synth.settings import SynthSettings
 HELD = "Has order 4242 shipped yet?"
 
 
-def _service(tmp_path: Path, announced: list[Manifest]) -> SynthService:
+def _service(tmp_path: Path, announced: list[Manifest], lineage: list[dict[str, Any]] | None = None) -> SynthService:
     ds = DatasetSettings(dataset_store=str(tmp_path / "datasets"))
     datasets = DatasetStore(ds.dataset_store)
     # a finished SFT dataset of the same agent whose eval split holds a prompt the scenarios must not leak
@@ -25,14 +27,15 @@ def _service(tmp_path: Path, announced: list[Manifest]) -> SynthService:
         "eval": [{"prompt": [{"role": "user", "content": HELD}], "completion": [{"role": "assistant", "content": "x"}],
                   "trace_id": "r1", "labeller_version": "", "source": "success", "prompt_key": "k"}]})
     return SynthService(None, datasets, SynthSettings(synth_long_chars=600), ds, announce=announced.append,
-                        clock=lambda: 1_700_000_000_000)
+                        publish_lineage=None if lineage is None else lineage.extend, clock=lambda: 1_700_000_000_000)
 
 
 def test_spec_only_batch_is_written_announced_and_leak_free(tmp_path: Path) -> None:
     prompts = tmp_path / "held.jsonl"
     prompts.write_text(json.dumps({"prompt": "What's the weather in Oslo?"}) + "\n" + json.dumps("Where is order 1234?") + "\n")
     announced: list[Manifest] = []
-    svc = _service(tmp_path, announced)
+    lineage: list[dict[str, Any]] = []
+    svc = _service(tmp_path, announced, lineage)
     out = svc.run(SynthRequest(agent_id="support", n=300, tenant_id="t", seed=4, generators=("edge",),
                                specs=("tool_routing",), eval_prompt_files=(str(prompts),)))
     r = out.report
@@ -42,7 +45,12 @@ def test_spec_only_batch_is_written_announced_and_leak_free(tmp_path: Path) -> N
     texts = {s.messages[-1]["content"].lower() for s in out.scenarios}
     assert HELD.lower() not in texts and "what's the weather in oslo?" not in texts
     m = out.manifest
-    assert m is not None and announced == [m] and out.announced and out.lineage_recorded is None
+    assert m is not None and announced == [m] and out.announced
+    # one ScenarioLineage record per scenario (spec and edge scenarios have no real source), valid for the topic
+    assert out.lineage_published == len(lineage) == 300 and {r["source_trace_id"] for r in lineage} == {""}
+    assert {r["dataset_id"] for r in lineage} == {m.dataset_id} and len({r["event_id"] for r in lineage}) == 300
+    codec = AvroCodec()
+    assert all(codec.decode(codec.encode("ScenarioLineage", r)).record == r for r in lineage[:10])
     assert m.kind == "synthetic" and m.counts["quality"]["accepted"] == 300 and m.lineage["specs"][0]["name"] == "tool_routing"
     assert (tmp_path / "datasets" / m.dataset_id / REPORT_FILE).is_file()
     assert eval_suite_rows(svc.datasets, m)
@@ -87,4 +95,18 @@ def test_a_failed_announcement_leaves_the_dataset_and_says_so(tmp_path: Path) ->
     assert out.manifest is not None and not out.announced
     assert out.announce_error is not None and "did not acknowledge" in out.announce_error
     assert svc.datasets.manifest(out.manifest.dataset_id).kind == "synthetic"
+    assert "written but not announced" in out.notes[-1]
+
+
+def test_lineage_is_published_before_the_announcement_and_a_failure_stops_it(tmp_path: Path) -> None:
+    announced: list[Manifest] = []
+    svc = _service(tmp_path, announced)
+
+    def publish(records: Any) -> None:
+        raise RuntimeError("Kafka did not acknowledge 20 ScenarioLineage records within 30.0s")
+
+    svc.publish_lineage = publish
+    out = svc.run(SynthRequest(agent_id="support", n=20, tenant_id="t", specs=("tool_routing",)))
+    assert out.manifest is not None and not out.announced and announced == [] and out.lineage_published is None
+    assert out.announce_error is not None and "ScenarioLineage" in out.announce_error
     assert "written but not announced" in out.notes[-1]
