@@ -169,60 +169,45 @@ class ClickHouseSink:
 
     def process_batch(self) -> int:
         """Consumes one batch, inserts it, commits its offsets. Returns messages handled."""
-        msgs = self._collect()
+        msgs = []
+        for m in self._collect():
+            err = m.error()
+            if err is None:
+                msgs.append(m)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("sink: consumer error: %s", err.str())
         if not msgs:
             return 0
         dead: list[dict[str, Any]] = []
-        n = 0
+        decoded: dict[str, list[dict[str, Any]]] = {}  # records decoded in Python, by record type
         if self._avro_native:
             groups: dict[tuple[str, bytes], list[Message]] = {}
-            extra: dict[str, list[dict[str, Any]]] = {}
-            writers = self._writers
-            latest = self._latest
+            writers, latest = self._writers, self._latest
             for m in msgs:
-                if m.error() is not None:
-                    if m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("sink: consumer error: %s", m.error().str())
-                    continue
-                n += 1
                 v = m.value()
                 record = self.specs[m.topic()].record
                 # the framing is checked here; the body is parsed by ClickHouse
                 w = writers.get(v[:10]) if v else None
                 if w is None or w.name != record:
                     dead.append(self._undecodable(m, record))
-                    continue
-                if w is not latest[record]:
+                elif w is not latest[record]:
                     # an older writer (a producer not yet upgraded): fastavro resolves it
                     # against the newest schema; rare, so the Python path is fine
-                    self._decode_into(m, record, extra, dead)
-                    continue
-                key = (record, v[:10])
-                g = groups.get(key)
-                if g is None:
-                    g = groups[key] = []
-                g.append(m)
+                    self._decode_into(m, record, decoded, dead)
+                else:
+                    groups.setdefault((record, v[:10]), []).append(m)
             for (record, header), ms in groups.items():
-                dead.extend(self._insert_avro(record, writers[header], ms, extra))
-            if dead:
-                self._send_dead_letters(dead, extra)
-            self._insert_all(extra)
+                dead.extend(self._insert_avro(record, writers[header], ms, decoded))
         else:
-            by_record: dict[str, list[dict[str, Any]]] = {}
             for m in msgs:
-                if m.error() is not None:
-                    if m.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("sink: consumer error: %s", m.error().str())
-                    continue
-                n += 1
-                self._decode_into(m, self.specs[m.topic()].record, by_record, dead)
-            if dead:
-                self._send_dead_letters(dead, by_record)
-            self._insert_all(by_record)
+                self._decode_into(m, self.specs[m.topic()].record, decoded, dead)
+        if dead:
+            self._send_dead_letters(dead, decoded)
+        self._insert_all(decoded)
         self._commit()
-        self.stats.events += n
+        self.stats.events += len(msgs)
         self.stats.batches += 1
-        return n
+        return len(msgs)
 
     def _decode_into(self, m: Message, record_name: str, out: dict[str, list[dict[str, Any]]], dead: list[dict[str, Any]]) -> None:
         """Decodes one message in Python, validates it, and files it under ``out`` or ``dead``."""
