@@ -1,33 +1,66 @@
-"""Creating Agent Gym's topics through the Kafka admin client."""
+"""Creating Kafka topics through the admin client: Agent Gym's own and processors' internal ones."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 
 from schemas.topics import TOPICS, TopicSpec
 
-__all__ = ["ensure_topics"]
+__all__ = ["ensure_topics", "create_topics"]
 
 
-def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 30.0) -> list[str]:
-    """Creates the topics that do not exist yet (partitions and compaction from DESIGN.md).
+def create_topics(
+    bootstrap_servers: str,
+    wanted: Mapping[str, tuple[int, Mapping[str, str]]],
+    timeout_s: float = 30.0,
+    wait: bool = True,
+    replication_factor: int = 1,
+) -> list[str]:
+    """Creates the topics of ``wanted`` (name -> (partitions, config)) that do not exist yet.
 
-    Returns the names created. Existing topics are left as they are.
+    With ``wait``, returns only once the broker's metadata lists every partition of every
+    topic: a Faust worker that subscribes right after creating a topic can otherwise get
+    a first assignment without it (seen with Kafka 4.1), leaving an internal topic
+    unconsumed or a table's changelog missing until the next rebalance. Returns the
+    names created; a topic another process created meanwhile is fine.
+
+    Raises:
+        RuntimeError: the topics did not appear in the metadata within ``timeout_s``.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    specs = list(specs or TOPICS.values())
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config()) for s in specs if s.name not in existing]
+    new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=dict(conf))
+           for name, (n, conf) in wanted.items() if name not in existing]
     created = []
-    if new:
-        for name, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
-            try:
-                fut.result(timeout_s)
-                created.append(name)
-            except KafkaException as exc:
-                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise
-    return created
+    for name, fut in (admin.create_topics(new, operation_timeout=timeout_s).items() if new else ()):
+        try:
+            fut.result(timeout_s)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    if not wait:
+        return created
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=timeout_s).topics
+        missing = [name for name, (n, _) in wanted.items()
+                   if name not in topics or topics[name].error is not None or len(topics[name].partitions) < n]
+        if not missing:
+            return created
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topics {missing} did not appear in the metadata within {timeout_s:.0f}s")
+        time.sleep(0.1)
+
+
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 30.0) -> list[str]:
+    """Creates Agent Gym's topics that do not exist yet (partitions and compaction from DESIGN.md).
+
+    Returns the names created. Existing topics are left as they are.
+    """
+    specs = list(specs or TOPICS.values())
+    return create_topics(bootstrap_servers, {s.name: (s.partitions, s.config()) for s in specs}, timeout_s, wait=False)

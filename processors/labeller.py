@@ -110,35 +110,14 @@ def ensure_internal_topics(bootstrap_servers: str, timeout_s: float = 30.0) -> l
     leaves the commands topic unassigned until the next rebalance; creating them before
     the worker joins its group removes that race.
     """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from ops.topics import create_topics
 
-    replication = int(app.conf.topic_replication_factor or 1)
     wanted = {
-        traces.changelog_topic.get_topic_name(): {"cleanup.policy": "compact"},
-        learners.changelog_topic.get_topic_name(): {"cleanup.policy": "compact"},
-        commands.get_topic_name(): {"cleanup.policy": "delete", "retention.ms": str(_COMMANDS_RETENTION_MS)},
+        traces.changelog_topic.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "compact"}),
+        learners.changelog_topic.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "compact"}),
+        commands.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": str(_COMMANDS_RETENTION_MS)}),
     }
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [NewTopic(n, num_partitions=_PARTITIONS, replication_factor=replication, config=c) for n, c in wanted.items() if n not in existing]
-    created = []
-    for name, fut in (admin.create_topics(new, operation_timeout=timeout_s).items() if new else ()):
-        try:
-            fut.result(timeout_s)
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    deadline = time.monotonic() + timeout_s
-    while True:  # until every partition of every topic has a leader in the metadata
-        md = admin.list_topics(timeout=timeout_s)
-        missing = [n for n in wanted if n not in md.topics or md.topics[n].error is not None or len(md.topics[n].partitions) < _PARTITIONS]
-        if not missing:
-            return created
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"labeller: topics {missing} did not appear in the metadata within {timeout_s:.0f} s")
-        time.sleep(0.2)
+    return create_topics(bootstrap_servers, wanted, timeout_s, replication_factor=int(app.conf.topic_replication_factor or 1))
 
 
 @app.on_worker_init.connect  # type: ignore[arg-type]  # a plain receiver: (sender, signal=...)

@@ -143,7 +143,7 @@ def _ensure_internal_topics(timeout_s: float = 20.0) -> None:
     waiting until the metadata lists them, closes that race. Failures are logged:
     Faust still tries.
     """
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from ops.topics import create_topics
 
     day_ms = str(24 * 3600 * 1000)
     wanted = {units_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),
@@ -151,22 +151,7 @@ def _ensure_internal_topics(timeout_s: float = 20.0) -> None:
     for table in (unit_states, partials, aggregates, rating_traces):
         wanted[table.changelog_topic.get_topic_name()] = (table.partitions or _UNIT_PARTITIONS, {"cleanup.policy": "compact"})
     try:
-        admin = AdminClient({"bootstrap.servers": app_settings.bootstrap_servers})
-        existing = admin.list_topics(timeout=timeout_s).topics
-        missing = [NewTopic(name, num_partitions=n, replication_factor=1, config=conf)
-                   for name, (n, conf) in wanted.items() if name not in existing]
-        for fut in (admin.create_topics(missing, operation_timeout=timeout_s).values() if missing else ()):
-            try:
-                fut.result(timeout_s)
-            except Exception as exc:  # TOPIC_ALREADY_EXISTS from a concurrent worker is fine
-                log.info("experiments: creating an internal topic: %s", exc)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            topics = admin.list_topics(timeout=timeout_s).topics
-            if all(name in topics and len(topics[name].partitions) == n for name, (n, _) in wanted.items()):
-                return
-            time.sleep(0.1)
-        log.warning("experiments: internal topics %s not in the metadata after %.0fs", sorted(wanted), timeout_s)
+        create_topics(app_settings.bootstrap_servers, wanted, timeout_s)
     except Exception:
         log.exception("experiments: could not create the internal topics; Faust will try")
 
