@@ -7,6 +7,7 @@
 * :mod:`trainers.gate`: the validation gate (held-out loss and a pluggable evaluator).
 * :mod:`trainers.experiments`: the A/B experiment a new candidate gets.
 * :mod:`trainers.service`: the trainer service that turns finished datasets into candidates.
+* :mod:`trainers.promoter`: experiment decisions into the registry (winner champion, rolled-back candidate retired).
 
 Nothing here runs at import; heavy libraries (torch, transformers, ray) load on first use.
 """

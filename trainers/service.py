@@ -17,6 +17,11 @@ is written to the job record (:mod:`trainers.jobs`). The offset of an announceme
 committed once its job record holds the policy's decision; a job that a crash
 interrupted is found ``running`` at the next start and run again under the same job
 id, so Ray Train resumes it from its latest checkpoint.
+
+With ``AGENTGYM_TRAINER_AUTO_PROMOTE`` (default on), :meth:`TrainerService.run` also
+runs the :class:`~trainers.promoter.RegistryPromoter` in a thread of its own: it applies
+the experiments' decisions to the registry (a winner becomes champion, a rolled-back
+candidate retires) while a training job blocks the main loop for minutes.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from trainers.datasets.store import DatasetStore, Manifest
 from trainers.exceptions import GateError
 from trainers.jobs import JobRecord, JobStore
+from trainers.promoter import RegistryPromoter
 from trainers.registry import ModelRegistry, ModelVersion, base_version_for
 from trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
 from trainers.training.job import TrainJob, new_job_id
@@ -82,6 +88,10 @@ class TrainerService:
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._consumer: Any = None
         self._recovered = False
+        self.promoter: RegistryPromoter | None = (
+            RegistryPromoter(self.settings.bootstrap_servers, self.settings.trainer_promoter_group)
+            if self.settings.trainer_auto_promote else None)
+        self._promoting: threading.Thread | None = None
 
     # -- policy -----------------------------------------------------------------------
     def admit(self, ready: dict[str, Any]) -> JobRecord:
@@ -235,13 +245,32 @@ class TrainerService:
         return self.run_due()
 
     def run(self, stop: threading.Event | None = None, poll_s: float = 1.0) -> None:
-        """Serves until ``stop`` is set (or forever)."""
+        """Serves until ``stop`` is set (or forever); the promoter, when on, polls in its own thread.
+
+        :meth:`poll_once` handles datasets and jobs only; the promoter's
+        :meth:`~trainers.promoter.RegistryPromoter.poll_once` can be called on its own.
+        """
         stop = stop or threading.Event()
-        while not stop.is_set():
-            self.poll_once(poll_s)
+        if self.promoter is not None:
+            self._promoting = threading.Thread(target=self.promoter.run, args=(stop, poll_s), name="agentgym-promoter",
+                                               daemon=True)
+            self._promoting.start()
+        try:
+            while not stop.is_set():
+                self.poll_once(poll_s)
+        finally:
+            stop.set()  # the main loop ended (or raised): the promoter stops with it
+            if self._promoting is not None:
+                # a decision in progress finishes first (its reads and writes have timeouts of their own)
+                self._promoting.join(120.0)
 
     def close(self) -> None:
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
+        if self.promoter is not None:
+            if self._promoting is not None and self._promoting.is_alive():
+                log.warning("trainer: the promoter is still applying a decision; its consumer is left to the process's exit")
+            else:
+                self.promoter.close()
         self.registry.close()

@@ -8,7 +8,8 @@
   and checkpoints go.
 * :class:`GateSettings`: the validation gate and the A/B experiment a candidate gets.
 * :class:`TrainerServiceSettings`: the trainer service (``agentgym trainer run``): its
-  consumer group, its policy (minimum size, cool-down) and its job records.
+  consumer group, its policy (minimum size, cool-down), its job records, and the
+  promotion of experiment winners in the registry.
 
 Precedence everywhere: argument, then environment (``AGENTGYM_*``), then default.
 Every field is documented in ``docs/configuration.md``.
@@ -158,6 +159,8 @@ class TrainerServiceSettings(BaseSettings):
     trainer_cooldown_s: float = Field(3600.0, ge=0, description="policy: seconds between jobs of one tenant and agent")
     trainer_kinds: str = Field("sft,preference", description="dataset kinds the service trains on")
     trainer_jobs_dir: str = Field("", description="where job records are kept (default <home>/trainer/jobs)")
+    trainer_auto_promote: bool = Field(True, description="apply experiment decisions to the model registry (champion, retired)")
+    trainer_promoter_group: str = Field("agentgym-promoter", description="consumer group of the promoter on gym-decisions-v1")
 
     @model_validator(mode="after")
     def _defaults(self) -> "TrainerServiceSettings":

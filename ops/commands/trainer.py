@@ -23,19 +23,29 @@ def trainer() -> None:
 @trainer.command()
 @click.option("--bootstrap", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
 @click.option("--poll-s", type=float, default=1.0, show_default=True, help="seconds per poll of gym-datasets-v1")
-def run(bootstrap: str | None, poll_s: float) -> None:
-    """Consume gym-datasets-v1 and start jobs by the policy (min size, cool-down) until stopped."""
+@click.option("--auto-promote/--no-auto-promote", default=None,
+              help="apply experiment decisions to the model registry [env AGENTGYM_TRAINER_AUTO_PROMOTE; on]")
+def run(bootstrap: str | None, poll_s: float, auto_promote: bool | None) -> None:
+    """Consume gym-datasets-v1 and start jobs by the policy (min size, cool-down) until stopped.
+
+    Alongside, unless --no-auto-promote, apply gym-decisions-v1 to the model registry:
+    an experiment's winner becomes champion, a rolled-back candidate is retired.
+    """
     from trainers.service import TrainerService
     from trainers.settings import TrainerServiceSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides: dict[str, Any] = {"bootstrap_servers": bootstrap} if bootstrap else {}
+    if auto_promote is not None:
+        overrides["trainer_auto_promote"] = auto_promote
     settings = TrainerServiceSettings(**overrides)
     service = TrainerService(settings)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"trainer: consuming gym-datasets-v1 as {settings.trainer_group}; jobs in {settings.trainer_jobs_dir}")
+    if settings.trainer_auto_promote:
+        click.echo(f"trainer: applying gym-decisions-v1 to the model registry as {settings.trainer_promoter_group}")
     try:
         service.run(stop, poll_s)
     finally:
