@@ -1,0 +1,1 @@
+"""The closed-loop demo: task, agents, users, loop and report."""
