@@ -6,8 +6,9 @@
   Train keeps the latest checkpoints in its storage and hands the newest back through
   ``ray.train.get_checkpoint()`` after a failure or when the job is started again.
 * :class:`ProgressCallback` runs in the Ray Train controller and writes the latest
-  progress (step, loss, throughput) as JSON to an fsspec URL, where ``agentgym
-  trainer jobs`` and the trainer service read it.
+  progress (step, loss, throughput) and the loss curve so far (``history``: ``[step,
+  loss]`` pairs) as JSON to an fsspec URL, where ``agentgym trainer jobs``, the trainer
+  service and the demo's report read it.
 """
 
 from __future__ import annotations
@@ -90,13 +91,17 @@ class ProgressCallback(_UserCallback):  # type: ignore[misc,valid-type]
         self.uri = uri
         self.job_id = job_id
         self.started = time.time()
+        self.history: list[list[float]] = []
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         latest = metrics[0] if metrics else {}
+        clean = clean_metrics(latest)
+        if "loss" in clean and "step" in clean and (not self.history or self.history[-1][0] != clean["step"]):
+            self.history.append([clean["step"], clean["loss"]])
         try:
             write_json(self.uri, {
                 "job_id": self.job_id, "updated_ms": int(time.time() * 1000), "elapsed_s": time.time() - self.started,
-                "metrics": clean_metrics(latest), "checkpoint": getattr(checkpoint, "path", None),
+                "metrics": clean, "history": self.history, "checkpoint": getattr(checkpoint, "path", None),
             })
         except Exception:  # progress is informative; a failed write must not fail training
             pass
