@@ -6,9 +6,11 @@ each DatasetReady applies its policy:
 * the dataset's kind is one it trains on (``AGENTGYM_TRAINER_KINDS``), it holds at
   least ``AGENTGYM_TRAINER_MIN_EXAMPLES`` examples, and no job for it exists yet
   (a replayed announcement does not train twice) -- else the job is ``skipped``;
-* the agent's last job started at least ``AGENTGYM_TRAINER_COOLDOWN_S`` ago -- else
-  the job is ``deferred`` until then, and a newer dataset of the same agent supersedes
-  it (datasets are cumulative, so the newest holds everything the older one did).
+* the agent's last job started at least ``AGENTGYM_TRAINER_COOLDOWN_S`` ago, and no
+  candidate of the agent is still in its A/B experiment (one experiment per agent at a
+  time; the registry promoter or a rollback ends it) -- else the job is ``deferred``
+  until then, and a newer dataset of the same agent supersedes it (datasets are
+  cumulative, so the newest holds everything the older one did).
 
 A job then trains on Ray (:func:`trainers.training.launcher.launch`), goes through
 the validation gate against the agent's champion, is registered as ``candidate`` or
@@ -88,6 +90,8 @@ class TrainerService:
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._consumer: Any = None
         self._recovered = False
+        self._candidates: dict[tuple[str, str], str] | None = None
+        self._candidates_read = 0.0
         self.promoter: RegistryPromoter | None = (
             RegistryPromoter(self.settings.bootstrap_servers, self.settings.trainer_promoter_group)
             if self.settings.trainer_auto_promote else None)
@@ -137,8 +141,35 @@ class TrainerService:
                 if due != rec.due_ms:
                     self.jobs.save(rec.with_status("deferred", "waiting for the cool-down", due_ms=due))
                 continue
+            if rec.started_ms == 0:
+                in_test = self._candidate_in_test(rec.tenant_id, rec.agent_id)
+                if in_test:
+                    reason = f"waiting for the experiment of candidate {in_test} to decide"
+                    if rec.reason != reason:
+                        self.jobs.save(rec.with_status("deferred", reason))
+                    continue
             out.append(self.run_job(rec))
         return out
+
+    def _candidate_in_test(self, tenant_id: str, agent_id: str) -> str | None:
+        """The agent's candidate still in its A/B experiment, if any (the registry re-read at most every 5 s).
+
+        One experiment per agent at a time: a second candidate would split the traffic
+        of the first one's experiment and its decision would wait for both. An unreadable
+        registry counts as "a candidate may be in test" (try again later).
+        """
+        from trainers.exceptions import RegistryError
+
+        now = time.monotonic()
+        if self._candidates is None or now - self._candidates_read >= 5.0:
+            try:
+                self._candidates = {(mv.tenant_id, mv.agent_id): mv.model_version
+                                    for mv in self.registry.versions() if mv.status == "candidate"}
+            except RegistryError as exc:
+                log.warning("trainer: cannot read the registry (%s); jobs wait", exc)
+                return "(registry unreadable)"
+            self._candidates_read = now
+        return self._candidates.get((tenant_id, agent_id))
 
     # -- one job ----------------------------------------------------------------------
     def run_job(self, rec: JobRecord, base_model: str | None = None, **job_overrides: Any) -> JobOutcome:
