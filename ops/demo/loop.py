@@ -1,0 +1,540 @@
+"""The closed loop, end to end: what ``agentgym demo`` runs.
+
+1. **Stack**: a Kafka broker (KRaft), the Faust worker (ClickHouse sink, labeller,
+   experiments processor, dataset builder; embedded ClickHouse) and the trainer
+   service (Ray Train, the validation gate, the registry promoter), each a process of
+   its own (:mod:`ops.demo.stack`).
+2. **Base model**: a tiny byte-level Llama pre-trained on the routing format, with two
+   blind spots (:mod:`ops.demo.base`), cached after the first run.
+3. **Traffic**: agents serve requests with the model version the live experiment
+   assigns (else the registry's champion) and record every run through the SDK;
+   simulated users give noisy feedback (:mod:`ops.demo.agents`).
+4. From there the **real pipeline** does everything: the labeller labels runs; the
+   dataset builder finishes a dataset once enough labelled runs wait; the trainer
+   service fine-tunes a LoRA adapter on Ray, gates it against the champion on held-out
+   examples and starts an A/B experiment; the experiments processor's sequential test
+   decides; the configuration switches all traffic to the winner (the agents follow it
+   live) and the promoter makes the winner the registry's champion.
+5. **Measurement**: the base and the promoted version answer the same held-out
+   requests (none seen during the run); success rates with Wilson intervals, and the
+   paired difference with a normal interval. The simulator's ground truth is used only
+   here and by the simulated users -- never by a label or a decision.
+
+The loop only watches (registry, experiment configuration, ClickHouse, job records)
+and prints what happens; it decides nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ops.demo.agents import RouterAgent, RunResult, SimulatedUsers
+from ops.demo.base import DEFAULT_STEPS, pretrain_base
+from ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
+from ops.demo.stack import DemoStack
+from ops.demo.task import is_correct, sample_task, sample_tasks
+from ops.exceptions import StackError
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+
+TENANT, AGENT = "demo", "router"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Sizes and pace of one demo run (``--fast`` and ``--scale`` pick them)."""
+
+    users: int = 240
+    batch: int = 16
+    rate: float = 25.0  # runs per second the agents aim at
+    dataset_min_new: int = 1000  # labelled runs that finish the first dataset
+    min_samples_per_arm: int = 40
+    heldout: int = 300
+    settle_s: float = 20.0  # traffic after the switch, so the plots show it
+    base_steps: int = DEFAULT_STEPS
+    train_epochs: float = 4.0
+    timeout_s: float = 540.0  # the loop (after start-up) gives up after this long
+    seed: int = 7
+
+    @classmethod
+    def preset(cls, fast: bool = False, scale: float = 1.0, **overrides: Any) -> "DemoConfig":
+        base = cls(users=160, dataset_min_new=700, min_samples_per_arm=30, heldout=200, settle_s=8.0) if fast else cls()
+        if scale != 1.0:
+            base = replace(base, users=max(20, round(base.users * scale)),
+                           dataset_min_new=max(100, round(base.dataset_min_new * scale)),
+                           min_samples_per_arm=max(10, round(base.min_samples_per_arm * scale)),
+                           heldout=max(50, round(base.heldout * scale)), timeout_s=base.timeout_s * max(1.0, scale))
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class DemoResult:
+    """What one run achieved (also in the report)."""
+
+    promoted: bool = False
+    decision: str = ""
+    winner_version: str = ""
+    base_version: str = ""
+    base_rate: float = 0.0
+    promoted_rate: float = 0.0
+    improvement: float = 0.0
+    improvement_ci: tuple[float, float] = (0.0, 0.0)
+    heldout_n: int = 0
+    runs: int = 0
+    stored_experiences: int = 0
+    report_path: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Registry:
+    """The registry, re-read in the background every ``every_s`` (reading it scans the compacted topic)."""
+
+    def __init__(self, bootstrap: str, every_s: float = 2.0) -> None:
+        from trainers.registry import ModelRegistry
+
+        self.registry = ModelRegistry(bootstrap)
+        self.versions: dict[str, Any] = {}
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-registry", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.versions = {mv.model_version: mv for mv in self.registry.versions(TENANT, AGENT)}
+            except Exception:
+                pass
+            self._stop.wait(self._every_s)
+
+    def champion(self) -> str | None:
+        champs = [mv for mv in self.versions.values() if mv.status == "champion"]
+        return max(champs, key=lambda m: m.updated_ms).model_version if champs else None
+
+    def get(self, version: str) -> Any:
+        mv = self.versions.get(version)
+        return mv if mv is not None else self.registry.get(version)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.registry.close()
+
+
+def _bar(done: float, total: float, width: int = 20) -> str:
+    frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
+    return "[" + "#" * round(frac * width) + "." * (width - round(frac * width)) + "]"
+
+
+def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_path: Path | None = None,
+             keep_running: bool = False) -> DemoResult:
+    """Runs the loop (see the module docstring) and returns what it measured.
+
+    Raises:
+        StackError: a process died, or a stage did not finish within ``cfg.timeout_s``.
+    """
+    from producers import AgentGym
+    from trainers.registry import base_version_for
+
+    t_start = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result = DemoResult()
+    events: list[tuple[float, str]] = []
+
+    def elapsed() -> float:
+        return time.monotonic() - t_start
+
+    def say(msg: str, mark: str | None = None) -> None:
+        echo(f"[{elapsed():5.0f}s] {msg}")
+        if mark:
+            events.append((elapsed(), mark))
+
+    stack = DemoStack(home, echo)
+    registry: _Registry | None = None
+    gym: Any = None
+    try:
+        say("1/5 starting the local stack (state in " + str(stack.root) + ")")
+        stack.reset()
+        bootstrap = stack.start_kafka()
+        say(f"      Kafka 4.1 (KRaft) on {bootstrap}")
+        from ops.demo.base import base_model_dir
+
+        pretrain_target = base_model_dir(home, cfg.base_steps)
+        port = stack.start_worker(
+            AGENTGYM_PROCESSORS="sink,labeller,experiments,datasets", AGENTGYM_LABELLER_QUIET_PERIOD_S="2",
+            AGENTGYM_DATASET_INTERVAL_S="3", AGENTGYM_DATASET_MIN_NEW_EXAMPLES=str(cfg.dataset_min_new),
+            AGENTGYM_DATASET_MIN_EXAMPLES="50",
+            # templated requests: "Track order 12345" and "Track order 54321" are near duplicates by
+            # MinHash, yet different lessons; drop exact duplicates only
+            AGENTGYM_DATASET_NEAR_DUPLICATE_THRESHOLD="1.0",
+            AGENTGYM_EXPERIMENTS_SNAPSHOT_INTERVAL_S="3",
+        )
+        say(f"      Faust worker up: sink, labeller, experiments, datasets; ClickHouse reads on http://127.0.0.1:{port}")
+        stack.start_trainer(
+            AGENTGYM_TRAINER_BASE_MODEL=str(pretrain_target), AGENTGYM_TRAINER_MIN_EXAMPLES="50",
+            AGENTGYM_TRAINER_COOLDOWN_S="45", AGENTGYM_TRAINER_KINDS="sft",
+            AGENTGYM_TRAIN_LEARNING_RATE="3e-3", AGENTGYM_TRAIN_EPOCHS=str(cfg.train_epochs),
+            AGENTGYM_TRAIN_MAX_LENGTH="256", AGENTGYM_TRAIN_BATCH_SIZE="8", AGENTGYM_TRAIN_LOGGING_STEPS="5",
+            AGENTGYM_TRAIN_SAVE_STEPS="50", AGENTGYM_TRAIN_RAY_NUM_CPUS="2",
+            # the gate on held-out loss alone: exact match against the dataset's references would
+            # reward imitating the label noise (a refund "successfully" sent to track_order); the
+            # A/B test on live traffic is the judge of task success
+            AGENTGYM_GATE_EVALUATOR="", AGENTGYM_GATE_MAX_EVAL_EXAMPLES="200",
+            AGENTGYM_EXPERIMENT_TREATMENT_WEIGHT="0.5", AGENTGYM_EXPERIMENT_MIN_SAMPLES_PER_ARM=str(cfg.min_samples_per_arm),
+        )
+        say("      trainer service up: gym-datasets-v1 -> Ray Train -> gate -> registry; decisions -> promotion")
+        result.timings["stack_s"] = elapsed()
+
+        say("2/5 the base model (tiny byte-level Llama, pre-trained on the routing format)")
+        t0 = time.monotonic()
+        if not (pretrain_target / "config.json").is_file():
+            import click
+
+            with click.progressbar(length=cfg.base_steps, label="      pre-training", show_eta=True,
+                                   file=None) as bar:
+                last = [0]
+
+                def progress(step: int, loss: float) -> None:
+                    bar.update(step - last[0])
+                    last[0] = step
+
+                base_dir = pretrain_base(home, cfg.base_steps, progress)
+        else:
+            base_dir = pretrain_base(home, cfg.base_steps)
+        say(f"      {base_dir.name} ready in {time.monotonic() - t0:.0f}s (cached for later runs)")
+        result.timings["base_s"] = time.monotonic() - t0
+
+        base_version = base_version_for(AGENT, str(base_dir))
+        result.base_version = base_version
+        registry = _Registry(bootstrap)
+        from ops.demo.agents import ModelPool
+
+        def describe(version: str) -> tuple[str, str | None]:
+            if version == base_version:
+                return str(base_dir), None
+            mv = registry.get(version)  # type: ignore[union-attr]
+            return mv.base_model, mv.adapter_uri
+
+        pool = ModelPool(describe)
+        gym = AgentGym(bootstrap, tenant_id=TENANT, agent_id=AGENT, spool_dir=stack.root / "spool")
+        gym.follow_experiments(wait_s=10)
+        agent = RouterAgent(gym, pool, base_version, registry.champion, seed=cfg.seed)
+        users = SimulatedUsers(gym, seed=cfg.seed + 1)
+        rng = random.Random(cfg.seed)
+        user_ids = [f"user-{i:04d}" for i in range(cfg.users)]
+        history: list[RunResult] = []
+        seen: set[str] = set()
+
+        say(f"3/5 {cfg.users} users send requests; agents serve {base_version} (the base) ...", mark="traffic starts")
+        deadline = time.monotonic() + cfg.timeout_s
+        phase = "collect"
+        experiment_id = ""
+        decided_at: float | None = None
+        reported: set[str] = set()
+        last_status = 0.0
+        job_seen = ""
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise StackError(f"the loop did not close within {cfg.timeout_s:.0f}s (stuck in '{phase}'); "
+                                 f"logs in {stack.root / 'logs'}")
+            stack.check()
+            batch = []
+            for _ in range(cfg.batch):
+                task = sample_task(rng)
+                seen.add(task.request)
+                batch.append((rng.choice(user_ids), task))
+            for run in agent.serve(batch):
+                users.react(run)
+                history.append(run)
+            pause = cfg.batch / cfg.rate - (time.monotonic() - now)
+            if pause > 0:
+                time.sleep(pause)
+
+            exp = agent.experiment()
+            if exp is not None and exp["experiment_id"] not in reported:
+                reported.add(exp["experiment_id"])
+                experiment_id = exp["experiment_id"]
+                variants = ", ".join(f"{v['name']}={v['model_version']} ({v['weight']:.0%})" for v in exp["variants"])
+                say(f"4/5 A/B experiment {experiment_id} running: {variants}", mark="experiment starts")
+                phase = "experiment"
+            if exp is not None and exp["status"] in ("concluded", "rolled_back") and decided_at is None:
+                decided_at = time.monotonic()
+                events.append((elapsed(), "decision"))
+                winner = next((v for v in exp["variants"] if float(v["weight"]) > 0), None)
+                if exp["status"] == "concluded" and winner is not None:
+                    result.winner_version = winner["model_version"]
+                    say(f"      experiment {exp['status']}: agents switched live, 100% of traffic on {result.winner_version}")
+                else:
+                    say(f"      experiment {exp['status']}: agents back on the control")
+                phase = "settle"
+            if decided_at is not None and not result.decision:
+                rows = _safe(lambda: stack.query(
+                    "SELECT action, winner, reason FROM v_decisions WHERE experiment_id = {e:String} ORDER BY ts DESC LIMIT 1",
+                    e=experiment_id))
+                if rows:
+                    result.decision = f"{rows[0][0]} {rows[0][1] or ''}: {rows[0][2]}"
+                    say(f"      decision (sequential test, from gym-decisions-v1): {result.decision}")
+            if phase == "settle" and decided_at is not None:
+                champ = registry.champion()
+                promoted = bool(result.winner_version) and champ == result.winner_version
+                if promoted and "promoted" not in reported:
+                    reported.add("promoted")
+                    say(f"      registry: {champ} is the champion (promoted by the experiment's decision)", mark="promoted")
+                if time.monotonic() - decided_at >= cfg.settle_s and (promoted or not result.winner_version) \
+                        and (result.decision or time.monotonic() - decided_at > 60):
+                    result.promoted = promoted
+                    break
+            if time.monotonic() - last_status >= 3.0:
+                last_status = time.monotonic()
+                job_seen = _status(stack, say, cfg, phase, history, experiment_id, job_seen, events, elapsed)
+
+        result.runs = len(history)
+        result.timings["loop_s"] = elapsed()
+        say("5/5 measuring: held-out requests, base against the promoted model ...")
+        gym.flush(30)
+        sent = len(history)
+        result.stored_experiences = stack.wait(
+            lambda: _at_least(stack.query("SELECT count() FROM v_experiences WHERE tenant_id = {t:String}", t=TENANT)[0][0], sent),
+            120, "every experience in ClickHouse")
+        heldout = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=seen)
+        report_data = _collect(stack, registry, cfg, history, users, experiment_id, events, elapsed)
+        final = result.winner_version if result.promoted else (registry.champion() or base_version)
+        held: list[HeldOut] = []
+        outcomes: dict[str, list[bool]] = {}
+        for role, version in (("base", base_version), ("promoted" if result.promoted else "champion", final)):
+            if version in outcomes:
+                continue
+            answers = []
+            for i in range(0, len(heldout), 64):
+                answers += [a for a, _, _ in pool.generate(version, [t.request for t in heldout[i:i + 64]])]
+            ok = [is_correct(t, a) for t, a in zip(heldout, answers)]
+            outcomes[version] = ok
+            lo, hi = wilson(sum(ok), len(ok))
+            held.append(HeldOut(version, role, sum(ok), len(ok), sum(ok) / len(ok), lo, hi))
+        result.heldout_n = len(heldout)
+        result.base_rate = held[0].rate
+        result.promoted_rate = held[-1].rate
+        diffs = [int(b) - int(a) for a, b in zip(outcomes[base_version], outcomes[final])]
+        mean = sum(diffs) / len(diffs)
+        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1))
+        half = 1.96 * sd / math.sqrt(len(diffs))
+        result.improvement, result.improvement_ci = mean, (mean - half, mean + half)
+        result.timings["total_s"] = elapsed()
+
+        report = _report(cfg, started_at, elapsed(), result, held, report_data, events)
+        path = report_path or (stack.root / "report.html")
+        result.report_path = write(report, path)
+        _write_result(stack.root / "result.json", result)
+        _summary(echo, result, held, report_data)
+        return result
+    finally:
+        if gym is not None:
+            try:
+                gym.close()
+            except Exception:
+                pass
+        if registry is not None:
+            registry.close()
+        if keep_running:
+            echo(f"the stack keeps running: Kafka {stack.bootstrap}, ClickHouse http://127.0.0.1:{stack.http_port} "
+                 f"(AGENTGYM_HOME={stack.root}); the next 'agentgym demo' stops it")
+        else:
+            stack.stop()
+
+
+def _at_least(n: int, target: int) -> int:
+    return int(n) if int(n) >= target else 0
+
+
+def _write_result(path: Path, result: DemoResult) -> None:
+    """The run's result as JSON (what the end-to-end test and scripts read)."""
+    doc = {k: (str(v) if isinstance(v, Path) else v) for k, v in result.__dict__.items()}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(path)
+
+
+def _safe(fn: Callable[[], Any], default: Any = None) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return default
+
+
+def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: str, history: list[RunResult],
+            experiment_id: str, job_seen: str, events: list[tuple[float, str]], elapsed: Callable[[], float]) -> str:
+    """One line of running account; milestones (dataset, training, gate) as they happen. Returns the job state seen."""
+    from trainers.jobs import JobStore
+
+    recent = history[-300:]
+    by_version: dict[str, list[bool]] = {}
+    for r in recent:
+        by_version.setdefault(r.model_version, []).append(r.correct)
+    rates = ", ".join(f"{_short(v)} {100 * sum(x) / len(x):.0f}%" for v, x in by_version.items())
+    labelled = _safe(lambda: stack.query("SELECT count() FROM v_outcomes_latest WHERE tenant_id = {t:String} "
+                                         "AND label IN ('success', 'failure') AND confidence >= 0.7", t=TENANT)[0][0], 0)
+    line = f"runs {len(history):5d} | confidently labelled {labelled:5d} | true success (last 300): {rates}"
+    jobs = JobStore(str(stack.root / "trainer" / "jobs")).list()
+    job = jobs[-1] if jobs else None  # the first job (newest first)
+    state = job_seen
+    if phase == "collect" and job is None:
+        line += f" | dataset {_bar(labelled, cfg.dataset_min_new, 12)} {labelled}/{cfg.dataset_min_new}"
+    if job is not None:
+        key = f"{job.job_id}:{job.status}:{job.reason[:20]}"
+        if key != job_seen:
+            state = key
+            if job.status == "running" and job.reason.startswith("training"):
+                say(f"      dataset {job.dataset_id} ({job.num_examples} examples) -> training job {job.job_id} on Ray",
+                    mark="training starts")
+            elif job.status == "running":
+                say(f"      training done; validation gate: candidate against the champion on held-out examples",
+                    mark="gate")
+            elif job.status == "succeeded":
+                say(f"      gate: {job.verdict} {job.model_version}: {job.reason}")
+            elif job.status in ("failed", "skipped"):
+                say(f"      training job {job.job_id} {job.status}: {job.reason}")
+        if job.status == "running" and job.reason.startswith("training"):
+            prog = _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
+            if prog:
+                m = prog.get("metrics", {})
+                line += f" | training step {m.get('step', 0):.0f} loss {m.get('loss', float('nan')):.3f}"
+    if experiment_id:
+        rows = _safe(lambda: stack.query(
+            "SELECT arms.n, comparisons.estimate, comparisons.ci_low, comparisons.ci_high, comparisons.p_value "
+            "FROM v_stats_snapshots WHERE experiment_id = {e:String} AND metric = 'success_rate' ORDER BY ts DESC LIMIT 1",
+            e=experiment_id))
+        if rows:
+            n, est, lo, hi, p = rows[0]
+            if est:
+                line += (f" | A/B units {'/'.join(str(x) for x in n)} {_bar(min(n), cfg.min_samples_per_arm, 10)} "
+                         f"diff {est[0]:+.2f} [{max(lo[0], -1):+.2f}, {min(hi[0], 1):+.2f}] p {p[0]:.3f}")
+    say(line)
+    return state
+
+
+def _short(version: str) -> str:
+    return version if len(version) <= 28 else version[:12] + "…" + version[-12:]
+
+
+def _collect(stack: DemoStack, registry: Any, cfg: DemoConfig, history: list[RunResult], users: SimulatedUsers,
+             experiment_id: str, events: list[tuple[float, str]], elapsed: Callable[[], float]) -> dict[str, Any]:
+    """What the report shows, from ClickHouse, the registry, the job record and the runs."""
+    from trainers.jobs import JobStore
+
+    t0_wall = time.time() - elapsed()
+    out: dict[str, Any] = {"feedback_counts": dict(users.counts)}
+    labels: dict[str, dict[str, int]] = {}
+    for by, label, n in _safe(lambda: stack.query(
+            "SELECT splitByChar(':', labeller)[1], label, count() FROM v_outcomes_latest WHERE tenant_id = {t:String} "
+            "GROUP BY 1, 2 ORDER BY 1, 2", t=TENANT), []):
+        labels.setdefault(by, {})[label] = int(n)
+    out["label_counts"] = labels
+    cs: list[CsPoint] = []
+    if experiment_id:
+        rows = _safe(lambda: stack.query(
+            "SELECT toUnixTimestamp64Milli(ts), arms.variant, arms.n, comparisons.estimate, comparisons.ci_low, comparisons.ci_high "
+            "FROM v_stats_snapshots WHERE experiment_id = {e:String} AND metric = 'success_rate' ORDER BY ts",
+            e=experiment_id), [])
+        for ts, variants, ns, est, lo, hi in rows:
+            if not est:
+                continue
+            n = dict(zip(variants, ns))
+            cs.append(CsPoint(ts / 1000 - t0_wall, est[0], max(lo[0], -1.0), min(hi[0], 1.0), int(n.get("control", 0)),
+                              int(n.get("treatment", 0))))
+    out["cs"] = cs
+    jobs = JobStore(str(stack.root / "trainer" / "jobs")).list()
+    job = jobs[-1] if jobs else None
+    out["job"] = job
+    out["loss"] = []
+    if job is not None:
+        prog = _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
+        out["loss"] = [(float(s), float(v)) for s, v in (prog or {}).get("history", [])]
+    out["models"] = dict(registry.versions)
+    # true success over time per model version, in windows of ~20 s
+    series: dict[str, list[RatePoint]] = {}
+    window = 20.0
+    buckets: dict[tuple[str, int], list[bool]] = {}
+    for r in history:
+        buckets.setdefault((r.model_version, int(r.t_s // window)), []).append(r.correct)
+    for (version, b), xs in sorted(buckets.items()):
+        if len(xs) < 5:
+            continue
+        lo, hi = wilson(sum(xs), len(xs))
+        series.setdefault(version, []).append(RatePoint((b + 0.5) * window + _offset(events), sum(xs) / len(xs), lo, hi, len(xs)))
+    out["series"] = series
+    labelled = _safe(lambda: stack.query(
+        "SELECT o.model_version, countIf(o.label = 'success'), countIf(o.label IN ('success', 'failure')) "
+        "FROM v_outcomes_latest AS o WHERE o.tenant_id = {t:String} GROUP BY 1", t=TENANT), [])
+    out["labelled_rates"] = {v: (s, n) for v, s, n in labelled}
+    return out
+
+
+def _offset(events: list[tuple[float, str]]) -> float:
+    """Run times count from the first request; report times from the demo's start."""
+    return next((t for t, e in events if e == "traffic starts"), 0.0)
+
+
+def _report(cfg: DemoConfig, started_at: str, duration_s: float, result: DemoResult, held: list[HeldOut],
+            data: dict[str, Any], events: list[tuple[float, str]]) -> DemoReport:
+    job = data.get("job")
+    models = data.get("models", {})
+    cand = models.get(job.model_version) if job is not None and job.model_version else None
+    metrics = dict(cand.metrics) if cand is not None else {}
+    eval_losses = {k: v for k, v in (("champion held-out loss (gate)", metrics.get("gate_champion_eval_loss")),
+                                     ("candidate held-out loss (gate)", metrics.get("gate_eval_loss")),
+                                     ("held-out loss before training", metrics.get("eval_before_loss")),
+                                     ("held-out loss after training", metrics.get("eval_loss"))) if v is not None}
+    summary = [
+        ("runs served", f"{result.runs:,}"),
+        ("base model", result.base_version),
+        ("promoted model", result.winner_version or "none"),
+        ("decision", result.decision or "none"),
+        ("held-out success, base", f"{held[0].rate:.1%} [{held[0].low:.1%}, {held[0].high:.1%}] (n={held[0].n})"),
+        ("held-out success, " + held[-1].role, f"{held[-1].rate:.1%} [{held[-1].low:.1%}, {held[-1].high:.1%}] (n={held[-1].n})"),
+        ("improvement (paired)", f"{100 * result.improvement:+.1f} pp [{100 * result.improvement_ci[0]:+.1f}, "
+                                 f"{100 * result.improvement_ci[1]:+.1f}]"),
+    ]
+    if job is not None:
+        summary.append(("training", f"{job.dataset_id}: {job.num_examples} examples, job {job.job_id} {job.status}"))
+    for version, (s, n) in sorted(data.get("labelled_rates", {}).items()):
+        if n:
+            summary.append((f"labelled success, {version}", f"{s / n:.1%} of {n} labelled runs"))
+    summary.append(("wall time", f"{duration_s:.0f} s"))
+    decision_t = next((t for t, e in events if e == "decision"), None)
+    return DemoReport(
+        title="Agent Gym: the closed loop", started_at=started_at, duration_s=duration_s, summary=summary,
+        success_over_time=data.get("series", {}), confidence_sequence=data.get("cs", []), decision=result.decision,
+        decision_t_s=decision_t, events=events, feedback_counts=data.get("feedback_counts", {}),
+        label_counts=data.get("label_counts", {}), training_loss=data.get("loss", []), eval_losses=eval_losses,
+        held_out=held,
+        notes=[f"settings: {json.dumps(cfg.__dict__)}",
+               "success over time is the simulator's ground truth per run; labels and decisions never saw it"],
+    )
+
+
+def _summary(echo: Callable[[str], None], result: DemoResult, held: list[HeldOut], data: dict[str, Any]) -> None:
+    echo("")
+    echo(f"  {'model version':42} {'role':9} {'held-out success':>17} {'95% interval':>16}")
+    for h in held:
+        echo(f"  {h.model_version:42} {h.role:9} {h.successes:>7}/{h.n:<4} {h.rate:>5.1%} "
+             f"  [{h.low:5.1%}, {h.high:5.1%}]")
+    lo, hi = result.improvement_ci
+    echo(f"\n  improvement: {100 * result.improvement:+.1f} percentage points (paired 95% interval "
+         f"[{100 * lo:+.1f}, {100 * hi:+.1f}]) on {result.heldout_n} held-out requests no agent saw")
+    fb = data.get("feedback_counts", {})
+    echo("  feedback: " + ", ".join(f"{k} {v}" for k, v in sorted(fb.items())))
+    lc = data.get("label_counts", {})
+    echo("  labels:   " + "; ".join(f"{by}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for by, c in sorted(lc.items())))
+    if result.report_path:
+        echo(f"  report:   {result.report_path}")
+

@@ -1,0 +1,185 @@
+"""The demo's own local stack: a Kafka broker, the Faust worker and the trainer service.
+
+Everything lives under ``<home>/demo`` (``AGENTGYM_HOME`` of the children), on free
+ports, so the demo neither touches nor depends on a stack the user runs. A demo run
+starts from a clean slate -- it stops what an earlier run left running (the pids are
+in ``<home>/demo/pids.json``) and removes its state -- which is what makes re-runs
+idempotent; the pre-trained base model is kept outside, in ``<home>/models/base``.
+
+Children run in their own process groups, so stopping one stops what it started too
+(Ray's processes under the trainer). Stopping is SIGTERM, a grace period, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ops.exceptions import StackError
+from ops.kafka.broker import KafkaBroker, free_port
+from ops.settings import StackSettings
+
+__all__ = ["DemoStack"]
+
+
+class DemoStack:
+    """Starts, watches and stops the demo's processes.
+
+    Args:
+        home: the user's Agent Gym home; the demo's state goes to ``<home>/demo``.
+        log: where progress lines go.
+    """
+
+    def __init__(self, home: Path, log: Callable[[str], None]) -> None:
+        self.root = Path(home).expanduser().resolve() / "demo"
+        self.log = log
+        self.settings = StackSettings(home=self.root, kafka_port=free_port(), kafka_data_dir=self.root / "kafka-data")
+        self.broker = KafkaBroker.from_settings(self.settings)
+        self.bootstrap = ""
+        self.http_port = 0
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self._query_client: Any = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def reset(self) -> None:
+        """Stops what an earlier demo run left running and removes its state."""
+        pids_file = self.root / "pids.json"
+        if pids_file.is_file():
+            try:
+                pids = json.loads(pids_file.read_text())
+            except ValueError:
+                pids = {}
+            for name, pid in pids.items():
+                if _alive(int(pid)):
+                    self.log(f"      stopping the {name} an earlier demo run left running (pid {pid})")
+                    _stop_group(int(pid), 20.0)
+        old = KafkaBroker.from_settings(StackSettings(home=self.root, kafka_data_dir=self.root / "kafka-data"))
+        if old.status().running:
+            self.log("      stopping the Kafka broker an earlier demo run left running")
+            old.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The children's environment: this stack, and ``extra`` (``AGENTGYM_*`` settings)."""
+        return dict(os.environ, AGENTGYM_HOME=str(self.root), AGENTGYM_BOOTSTRAP_SERVERS=self.bootstrap,
+                    AGENTGYM_CLICKHOUSE_URL=f"chdb://{self.root / 'clickhouse'}", **extra)
+
+    def start_kafka(self) -> str:
+        from ops.topics import ensure_topics
+
+        st = self.broker.start()
+        self.bootstrap = st.bootstrap_servers
+        ensure_topics(self.bootstrap)
+        return self.bootstrap
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> Path:
+        """Starts a child (its output goes to ``<root>/logs/<name>.log``); returns the log's path."""
+        log_path = self.root / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as fh:
+            self.children[name] = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        (self.root / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.children.items()}))
+        return log_path
+
+    def start_worker(self, **settings: str) -> int:
+        """The Faust worker; returns the port of its read-only ClickHouse HTTP interface."""
+        self.http_port = free_port()
+        self.start("processors", [sys.executable, "-m", "faust", "-A", "processors.app", "worker", "-l", "info"],
+                   self.env(AGENTGYM_HTTP_PORT=str(self.http_port), AGENTGYM_FAUST_WEB_PORT=str(free_port()), **settings))
+        self.wait(lambda: self.query("SELECT 1"), 180, "the processors' ClickHouse interface")
+        return self.http_port
+
+    def start_trainer(self, **settings: str) -> None:
+        self.start("trainer", [sys.executable, "-m", "ops.cli", "trainer", "run", "--poll-s", "0.5"], self.env(**settings))
+
+    def check(self) -> None:
+        """Raises when a child has exited."""
+        for name, proc in self.children.items():
+            if proc.poll() is not None:
+                raise StackError(f"the {name} process exited ({proc.returncode}); see {self.root / 'logs' / (name + '.log')}")
+
+    def stop(self) -> None:
+        """Stops the children, then the broker."""
+        if self._query_client is not None:
+            try:
+                self._query_client.close()
+            except Exception:
+                pass
+            self._query_client = None
+        for name, proc in reversed(list(self.children.items())):
+            if proc.poll() is None:
+                _stop_group(proc.pid, 60.0)
+                self.log(f"stopped the {name} process")
+        self.children.clear()
+        (self.root / "pids.json").unlink(missing_ok=True)
+        if self.bootstrap and self.broker.status().running:
+            self.broker.stop()
+            self.log("stopped the demo's Kafka broker")
+
+    # -- reading ClickHouse ------------------------------------------------------------
+    def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query against the worker's embedded ClickHouse."""
+        import clickhouse_connect
+
+        if self._query_client is None:
+            for name in ("clickhouse_connect", "urllib3"):
+                logging.getLogger(name).setLevel(logging.ERROR)
+            self._query_client = clickhouse_connect.get_client(host="127.0.0.1", port=self.http_port,
+                                                               database="agentgym")
+        return [tuple(r) for r in self._query_client.query(sql, parameters=params or None).result_rows]
+
+    def wait(self, cond: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        """Polls ``cond`` until it is truthy (exceptions count as not yet)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                value = cond()
+                if value:
+                    return value
+            except StackError:
+                raise
+            except Exception:
+                self._query_client = None  # reconnect on the next try
+            time.sleep(0.5)
+        raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}; logs in {self.root / 'logs'}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _stop_group(pid: int, grace_s: float) -> None:
+    """SIGTERM to the process group of ``pid``, then SIGKILL after ``grace_s``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:  # not our child (an earlier run's): poll for it
+            done = 0 if _alive(pid) else pid
+        if done:
+            break
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)  # whatever is left of the group (Ray's workers)
+    except OSError:
+        pass
