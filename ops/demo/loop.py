@@ -460,9 +460,9 @@ def _collect(stack: DemoStack, registry: Any, cfg: DemoConfig, history: list[Run
         prog = _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
         out["loss"] = [(float(s), float(v)) for s, v in (prog or {}).get("history", [])]
     out["models"] = dict(registry.versions)
-    # true success over time per model version, in windows of ~20 s
+    # true success over time per model version, in windows of 10 s
     series: dict[str, list[RatePoint]] = {}
-    window = 20.0
+    window = 10.0
     buckets: dict[tuple[str, int], list[bool]] = {}
     for r in history:
         buckets.setdefault((r.model_version, int(r.t_s // window)), []).append(r.correct)

@@ -327,7 +327,10 @@ def _experiment_section(report: DemoReport) -> str:
     yt = _nice_ticks(min(values), max(values))
     line = _Line("estimate", _PALETTE[0], [(p.t_s, p.estimate) for p in cs], [(p.t_s, p.low, p.high) for p in cs])
     mark = (report.decision_t_s, "decision") if report.decision_t_s is not None else None
-    chart = _line_chart([line], _Frame(*_time_range(report), yt[0], yt[-1]), "time since start (s)",
+    # the experiment's own window (it is often a small part of the run): its looks and its decision
+    ts = [p.t_s for p in cs if math.isfinite(p.t_s)] + ([mark[0]] if mark else [])
+    pad = max(1.0, 0.05 * (max(ts) - min(ts)))
+    chart = _line_chart([line], _Frame(min(ts) - pad, max(ts) + pad, yt[0], yt[-1]), "time since start (s)",
                         "treatment − control (pp)", title, y_scale=100, y_suffix=" pp", events=report.events,
                         zero_line=True, decision=mark)
     legend = [("estimate (band: confidence sequence)", _PALETTE[0])]

@@ -74,9 +74,9 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     broker_pid = 0
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:  # wait until the stack is up and traffic flows
+        for line in proc.stdout:  # wait until the stack is up: interrupt the base model's pre-training
             lines.append(line)
-            if "3/5" in line:
+            if "2/5" in line:
                 break
         pids = json.loads((home / "demo" / "pids.json").read_text())
         broker_pid = int((home / "demo" / "kafka-data" / "broker.pid").read_text())
