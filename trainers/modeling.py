@@ -28,6 +28,7 @@ __all__ = [
     "is_tiny",
     "resolve_base",
     "build_tiny",
+    "save_model_dir",
     "load_tokenizer",
     "load_model",
     "load_for_inference",
@@ -103,11 +104,23 @@ def build_tiny(name: str, directory: Path) -> Path:
     with gen:
         torch.manual_seed(0)
         model = LlamaForCausalLM(config)
+    return save_model_dir(directory, model, tokenizer)
+
+
+def save_model_dir(directory: Path, model: Any, tokenizer: Any, extra_files: dict[str, str] | None = None) -> Path:
+    """Saves a model and its tokenizer (and ``extra_files``: name -> text) as ``directory``, atomically.
+
+    Written to a temporary sibling and renamed: a reader sees the whole directory or
+    none; of two concurrent writers one wins and the other's copy is dropped.
+    """
+    directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tiny-{name}-", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         try:
             os.rename(tmp, directory)  # atomic; loses the race harmlessly when another process won
         except OSError:

@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ops.demo.task import base_answer, messages_for, sample_task
-from trainers.modeling import TINY_MODELS
+from trainers.modeling import TINY_MODELS, save_model_dir
 
 __all__ = ["BASE_SHAPE", "DEFAULT_STEPS", "base_model_dir", "pretrain_base"]
 
@@ -85,8 +82,9 @@ def pretrain_base(home: Path, steps: int = DEFAULT_STEPS, progress: Callable[[in
 
     tokenizer = ByT5Tokenizer()
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    shape: dict[str, Any] = dict(BASE_SHAPE)
     config = LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=True, **BASE_SHAPE)
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None, tie_word_embeddings=True, **shape)
     rng = random.Random(int(_RECIPE["seed"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(_RECIPE["seed"]))
@@ -121,17 +119,8 @@ def pretrain_base(home: Path, steps: int = DEFAULT_STEPS, progress: Callable[[in
             if progress is not None and step % 10 == 0:
                 progress(step, float(loss.detach()))
     model.eval()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-router-", dir=directory.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "agentgym-base.json").write_text(json.dumps({**_RECIPE, "steps": steps, "built_at": time.time()}))
-        try:
-            os.rename(tmp, directory)
-        except OSError:
-            if not (directory / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the demo's own progress bar is enough
+    recipe = json.dumps({**_RECIPE, "steps": steps, "built_at": time.time()})
+    return save_model_dir(directory, model, tokenizer, {"agentgym-base.json": recipe})

@@ -45,13 +45,6 @@ def _skip_to_end(bootstrap: str, group: str) -> None:
 
 
 @pytest.fixture
-def registry(bootstrap: str) -> Iterator[ModelRegistry]:
-    r = ModelRegistry(bootstrap)
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def promoter(bootstrap: str, unique: str) -> Iterator[RegistryPromoter]:
     group = f"promoter-{unique}"
     _skip_to_end(bootstrap, group)

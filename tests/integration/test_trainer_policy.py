@@ -24,13 +24,6 @@ AGENT = "bot"
 
 
 @pytest.fixture
-def registry(bootstrap: str) -> Iterator[ModelRegistry]:
-    r = ModelRegistry(bootstrap)
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def service(bootstrap: str, tmp_path: Path, unique: str) -> Iterator[TrainerService]:
     settings = TrainerServiceSettings(home=tmp_path, bootstrap_servers=bootstrap, trainer_jobs_dir=str(tmp_path / "jobs"),
                                       trainer_group=f"trainer-{unique}", trainer_min_examples=10, trainer_cooldown_s=0,
