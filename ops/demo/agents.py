@@ -120,12 +120,12 @@ class RouterAgent:
         self._t0 = time.monotonic()
 
     def experiment(self) -> dict[str, Any] | None:
-        """The agent's newest experiment that routes traffic (running, concluded or rolled back)."""
+        """The agent's experiment that routes traffic: the running one, else the last one decided."""
         follower = self.gym.follow_experiments(wait_s=None)
         mine = [c for c in follower.configs().values()
                 if c.get("tenant_id") == self.gym.tenant_id and c.get("agent_id") == self.gym.agent_id
                 and c.get("status") in ("running", "concluded", "rolled_back")]
-        return max(mine, key=lambda c: c.get("created_ms") or 0) if mine else None
+        return max(mine, key=lambda c: (c.get("status") == "running", c.get("updated_ms") or 0)) if mine else None
 
     def route(self, user_id: str, experiment: dict[str, Any] | None) -> tuple[str, Any]:
         """``(model version, assignment or None)`` of one request."""

@@ -296,7 +296,7 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
                     break
             if time.monotonic() - last_status >= 3.0:
                 last_status = time.monotonic()
-                job_seen = _status(stack, say, cfg, phase, history, experiment_id, job_seen, events, elapsed)
+                job_seen = _status(stack, say, cfg, phase, history, experiment_id, job_seen)
 
         result.runs = len(history)
         result.timings["loop_s"] = elapsed()
@@ -307,7 +307,7 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
             lambda: _at_least(stack.query("SELECT count() FROM v_experiences WHERE tenant_id = {t:String}", t=TENANT)[0][0], sent),
             120, "every experience in ClickHouse")
         heldout = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=seen)
-        report_data = _collect(stack, registry, cfg, history, users, experiment_id, events, elapsed)
+        report_data = _collect(stack, registry, history, users, experiment_id, events, elapsed)
         final = result.winner_version if result.promoted else (registry.champion() or base_version)
         held: list[HeldOut] = []
         outcomes: dict[str, list[bool]] = {}
@@ -372,10 +372,8 @@ def _safe(fn: Callable[[], Any], default: Any = None) -> Any:
 
 
 def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: str, history: list[RunResult],
-            experiment_id: str, job_seen: str, events: list[tuple[float, str]], elapsed: Callable[[], float]) -> str:
+            experiment_id: str, job_seen: str) -> str:
     """One line of running account; milestones (dataset, training, gate) as they happen. Returns the job state seen."""
-    from trainers.jobs import JobStore
-
     recent = history[-300:]
     by_version: dict[str, list[bool]] = {}
     for r in recent:
@@ -384,8 +382,7 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
     labelled = _safe(lambda: stack.query("SELECT count() FROM v_outcomes_latest WHERE tenant_id = {t:String} "
                                          "AND label IN ('success', 'failure') AND confidence >= 0.7", t=TENANT)[0][0], 0)
     line = f"runs {len(history):5d} | confidently labelled {labelled:5d} | true success (last 300): {rates}"
-    jobs = JobStore(str(stack.root / "trainer" / "jobs")).list()
-    job = jobs[-1] if jobs else None  # the first job (newest first)
+    job = _latest_job(stack)
     state = job_seen
     if phase == "collect" and job is None:
         line += f" | dataset {_bar(labelled, cfg.dataset_min_new, 12)} {labelled}/{cfg.dataset_min_new}"
@@ -404,7 +401,7 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
             elif job.status in ("failed", "skipped"):
                 say(f"      training job {job.job_id} {job.status}: {job.reason}")
         if job.status == "running" and job.reason.startswith("training"):
-            prog = _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
+            prog = _progress(stack, job)
             if prog:
                 m = prog.get("metrics", {})
                 line += f" | training step {m.get('step', 0):.0f} loss {m.get('loss', float('nan')):.3f}"
@@ -422,15 +419,29 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
     return state
 
 
+def _latest_job(stack: DemoStack, model_version: str | None = None) -> Any:
+    """The job that trained ``model_version``, else the newest job that started (a rejected
+    candidate's retry is newer than the first attempt); None before any started."""
+    from trainers.jobs import JobStore
+
+    started = [j for j in JobStore(str(stack.root / "trainer" / "jobs")).list() if j.started_ms]  # newest first
+    return next((j for j in started if model_version and j.model_version == model_version), started[0] if started else None)
+
+
+def _progress(stack: DemoStack, job: Any) -> dict[str, Any] | None:
+    """The job's latest training progress (step, loss, the loss curve so far), if written yet."""
+    from trainers.jobs import JobStore
+
+    return _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
+
+
 def _short(version: str) -> str:
     return version if len(version) <= 28 else version[:12] + "…" + version[-12:]
 
 
-def _collect(stack: DemoStack, registry: Any, cfg: DemoConfig, history: list[RunResult], users: SimulatedUsers,
+def _collect(stack: DemoStack, registry: Any, history: list[RunResult], users: SimulatedUsers,
              experiment_id: str, events: list[tuple[float, str]], elapsed: Callable[[], float]) -> dict[str, Any]:
     """What the report shows, from ClickHouse, the registry, the job record and the runs."""
-    from trainers.jobs import JobStore
-
     t0_wall = time.time() - elapsed()
     out: dict[str, Any] = {"feedback_counts": dict(users.counts)}
     labels: dict[str, dict[str, int]] = {}
@@ -452,12 +463,12 @@ def _collect(stack: DemoStack, registry: Any, cfg: DemoConfig, history: list[Run
             cs.append(CsPoint(ts / 1000 - t0_wall, est[0], max(lo[0], -1.0), min(hi[0], 1.0), int(n.get("control", 0)),
                               int(n.get("treatment", 0))))
     out["cs"] = cs
-    jobs = JobStore(str(stack.root / "trainer" / "jobs")).list()
-    job = jobs[-1] if jobs else None
+    winner = registry.champion()
+    job = _latest_job(stack, winner)
     out["job"] = job
     out["loss"] = []
     if job is not None:
-        prog = _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
+        prog = _progress(stack, job)
         out["loss"] = [(float(s), float(v)) for s, v in (prog or {}).get("history", [])]
     out["models"] = dict(registry.versions)
     # true success over time per model version, in windows of 10 s

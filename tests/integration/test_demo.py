@@ -51,8 +51,7 @@ def test_the_loop_closes_and_the_promoted_model_is_better(tmp_path: Path) -> Non
     # the improvement, on held-out requests, with its interval clear of zero
     assert result["improvement"] >= 0.20, result
     assert result["improvement_ci"][0] > 0.0, result
-    assert result["promoted_rate"] - result["base_rate"] == result["improvement"] or \
-        abs(result["promoted_rate"] - result["base_rate"] - result["improvement"]) < 1e-9
+    assert abs(result["promoted_rate"] - result["base_rate"] - result["improvement"]) < 1e-9
     # the pipeline really carried the traffic: ClickHouse held every experience
     assert result["stored_experiences"] == result["runs"] > 0
     # the report: self-contained, one plot per section
