@@ -14,14 +14,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Only what the package is built from (the packages of [tool.setuptools.packages.find]),
+# Only what the package is built from (the folders of [tool.setuptools.package-dir]),
 # so a local .venv or data directory never enters the build context's transfer.
 COPY pyproject.toml ./
 COPY schemas schemas
 COPY producers producers
 COPY processors processors
 COPY trainers trainers
+COPY gateway gateway
 COPY ops ops
+COPY agentgym agentgym
+COPY README.md ./
 
 # A non-editable install into a venv, so the final stage needs neither the sources nor pip's
 # build leftovers. ray[default] brings the dashboard (8265) and the Ray Client server (10001)

@@ -15,18 +15,18 @@ __all__ = ["main"]
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, tuple[str, str]] = {
-    "kafka": ("ops.commands.kafka:kafka", "run the local Apache Kafka broker (KRaft)"),
-    "topics": ("ops.commands.kafka:topics", "create Agent Gym's topics"),
-    "demo": ("ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
-    "gateway": ("ops.commands.gateway:gateway", "run the HTTP ingestion gateway"),
-    "processors": ("ops.commands.processors:processors", "run the stream processors (Faust worker)"),
-    "sql": ("ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
-    "synth": ("ops.commands.synth:synth", "generate synthetic scenarios from real interactions"),
-    "experiments": ("ops.commands.experiments:experiments", "A/B experiments: create, list, pause, resume, stop, rollback, watch"),
-    "datasets": ("ops.commands.datasets:datasets", "finished fine-tuning datasets: list, show, export, build"),
-    "train": ("ops.commands.train:train", "fine-tune a LoRA adapter on a dataset with Ray Train"),
-    "models": ("ops.commands.models:models", "the model registry: list, show, promote, retire"),
-    "trainer": ("ops.commands.trainer:trainer", "the trainer service: run, jobs"),
+    "kafka": ("agentgym.ops.commands.kafka:kafka", "run the local Apache Kafka broker (KRaft)"),
+    "topics": ("agentgym.ops.commands.kafka:topics", "create Agent Gym's topics"),
+    "demo": ("agentgym.ops.commands.demo:demo", "the main job: start the local stack and run the loop"),
+    "gateway": ("agentgym.ops.commands.gateway:gateway", "run the HTTP ingestion gateway"),
+    "processors": ("agentgym.ops.commands.processors:processors", "run the stream processors (Faust worker)"),
+    "sql": ("agentgym.ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
+    "synth": ("agentgym.ops.commands.synth:synth", "generate synthetic scenarios from real interactions"),
+    "experiments": ("agentgym.ops.commands.experiments:experiments", "A/B experiments: create, list, pause, resume, stop, rollback, watch"),
+    "datasets": ("agentgym.ops.commands.datasets:datasets", "finished fine-tuning datasets: list, show, export, build"),
+    "train": ("agentgym.ops.commands.train:train", "fine-tune a LoRA adapter on a dataset with Ray Train"),
+    "models": ("agentgym.ops.commands.models:models", "the model registry: list, show, promote, retire"),
+    "trainer": ("agentgym.ops.commands.trainer:trainer", "the trainer service: run, jobs"),
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
-from schemas.topics import TOPICS, TopicSpec
+from agentgym.schemas.topics import TOPICS, TopicSpec
 
 __all__ = ["ensure_topics", "create_topics"]
 

@@ -1,8 +1,8 @@
-"""The one Faust app of Agent Gym: ``faust -A processors.app worker`` or ``agentgym processors run``.
+"""The one Faust app of Agent Gym: ``faust -A agentgym.processors.app worker`` or ``agentgym processors run``.
 
 Processors register themselves on :data:`app` when their module is imported at the
 bottom of this file. Messages are Avro (see ``schemas/``), so topics carry raw bytes
-and each processor decodes with :class:`schemas.AvroCodec`; undecodable input goes
+and each processor decodes with :class:`agentgym.schemas.AvroCodec`; undecodable input goes
 to the dead-letter topic, never crashes a worker.
 """
 
@@ -12,8 +12,8 @@ import os
 
 import faust
 
-from processors.settings import ProcessorSettings
-from schemas.topics import TOPICS
+from agentgym.processors.settings import ProcessorSettings
+from agentgym.schemas.topics import TOPICS
 
 __all__ = ["app", "settings", "topic"]
 
@@ -46,14 +46,14 @@ def topic(base: str) -> faust.TopicT:
 # Processors register on import (keep at the bottom); AGENTGYM_PROCESSORS picks them.
 _enabled = settings.enabled
 if "sink" in _enabled:
-    from processors import sink as _sink  # noqa: E402
+    from agentgym.processors import sink as _sink  # noqa: E402
 
     _sink.register(app, settings)
 if "labeller" in _enabled:
-    from processors import labeller as _labeller  # noqa: E402,F401
+    from agentgym.processors import labeller as _labeller  # noqa: E402,F401
 if "datasets" in _enabled:
-    from processors import datasets as _datasets  # noqa: E402
+    from agentgym.processors import datasets as _datasets  # noqa: E402
 
     _datasets.register(app, settings)
 if "experiments" in _enabled:
-    from processors.experiments import processor as _experiments  # noqa: E402,F401
+    from agentgym.processors.experiments import processor as _experiments  # noqa: E402,F401

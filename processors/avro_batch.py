@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 import os
 
-from schemas.fastencode import zigzag
-from schemas.registry import SchemaVersion
+from agentgym.schemas.fastencode import zigzag
+from agentgym.schemas.registry import SchemaVersion
 
 __all__ = ["container", "select_list"]
 
@@ -44,8 +44,8 @@ def container(writer: SchemaVersion, bodies: list[bytes]) -> bytes:
 
 def select_list(record_name: str) -> tuple[list[str], list[str]]:
     """The target columns of ``record_name``'s table and the expressions that fill them
-    from the Avro fields ClickHouse reads (same mapping as :mod:`processors.store.rows`)."""
-    from processors.store.rows import COLUMN_SPECS
+    from the Avro fields ClickHouse reads (same mapping as :mod:`agentgym.processors.store.rows`)."""
+    from agentgym.processors.store.rows import COLUMN_SPECS
 
     cols = COLUMN_SPECS[record_name]
     names, exprs = [], []

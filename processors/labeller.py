@@ -26,7 +26,7 @@ and copied to every partition after each checkpoint, where finalisation reads it
 the model learns from all of an agent's labels, and each worker predicts with a copy
 at most a tick or two old.
 
-The decisions themselves are pure (:mod:`processors.labelling`); this module decodes,
+The decisions themselves are pure (:mod:`agentgym.processors.labelling`); this module decodes,
 calls them and writes.
 """
 
@@ -43,15 +43,15 @@ from typing import Any, cast
 import faust
 from faust.types import TP, EventT
 
-from processors.app import app, topic
-from processors.app import settings as app_settings
-from processors.labelling.engine import AgentLearner, DueQueue, LabellingEngine, Observation, TrainingExample, drift_alert_record
-from processors.labelling.exceptions import InvalidEventError
-from processors.labelling.settings import LabellerSettings
-from processors.labelling.state import TraceState
-from schemas.codec import AvroCodec
-from schemas.exceptions import DecodeError
-from schemas.topics import TOPICS
+from agentgym.processors.app import app, topic
+from agentgym.processors.app import settings as app_settings
+from agentgym.processors.labelling.engine import AgentLearner, DueQueue, LabellingEngine, Observation, TrainingExample, drift_alert_record
+from agentgym.processors.labelling.exceptions import InvalidEventError
+from agentgym.processors.labelling.settings import LabellerSettings
+from agentgym.processors.labelling.state import TraceState
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
 
 __all__ = [
     "PROCESSOR",
@@ -110,7 +110,7 @@ def ensure_internal_topics(bootstrap_servers: str, timeout_s: float = 30.0) -> l
     leaves the commands topic unassigned until the next rebalance; creating them before
     the worker joins its group removes that race.
     """
-    from ops.topics import create_topics
+    from agentgym.ops.topics import create_topics
 
     wanted = {
         traces.changelog_topic.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "compact"}),

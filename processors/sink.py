@@ -1,6 +1,6 @@
 """The ClickHouse sink: every Agent Gym topic materialised into its table.
 
-It runs inside the Faust worker as a service (registered on :data:`processors.app.app`)
+It runs inside the Faust worker as a service (registered on :data:`agentgym.processors.app.app`)
 but consumes with its own confluent-kafka consumer in a thread, in batches: a Faust
 agent hands events to Python one at a time, which measured ~6,000 events/s for bare
 1 KiB messages on these two cores, below the sink's 20,000 events/s target
@@ -32,12 +32,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
-from processors.avro_batch import container, select_list
-from processors.store.base import Store
-from schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
-from schemas.exceptions import DecodeError
-from schemas.registry import SchemaVersion
-from schemas.topics import TOPICS, TopicSpec
+from agentgym.processors.avro_batch import container, select_list
+from agentgym.processors.store.base import Store
+from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.registry import SchemaVersion
+from agentgym.schemas.topics import TOPICS, TopicSpec
 
 __all__ = ["ClickHouseSink", "SinkStats", "validate", "register"]
 
@@ -309,7 +309,7 @@ class ClickHouseSink:
             log.warning("sink: waiting for Kafka to acknowledge dead letters")
 
     def _insert_all(self, by_record: dict[str, list[dict[str, Any]]]) -> None:
-        from processors.store.rows import to_arrow
+        from agentgym.processors.store.rows import to_arrow
 
         for record_name, records in by_record.items():
             if not records:
@@ -381,7 +381,7 @@ def register(app: Any, settings: Any) -> None:
 
     from mode import Service
 
-    from processors.store import migrate, open_store
+    from agentgym.processors.store import migrate, open_store
 
     @app.service
     class ClickHouseSinkService(Service):
@@ -396,7 +396,7 @@ def register(app: Any, settings: Any) -> None:
             self._store = open_store()
             migrate(self._store)
             if settings.http_port and type(self._store).__name__ == "ChdbStore":
-                from processors.store.http_server import serve_readonly
+                from agentgym.processors.store.http_server import serve_readonly
 
                 self._http = serve_readonly(self._store, settings.http_port)
                 log.info("sink: ClickHouse read-only HTTP interface on 127.0.0.1:%d", settings.http_port)

@@ -12,7 +12,7 @@ machine, with no state and no network. A weight change moves only the units whos
 where they were as far as the new split allows).
 
 What the live status means for routing (the configuration is followed live by
-:class:`producers.follower.ExperimentFollower`):
+:class:`agentgym.producers.follower.ExperimentFollower`):
 
 | status | :func:`assign` returns |
 |---|---|

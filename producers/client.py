@@ -1,6 +1,6 @@
 """The thin producer SDK: what an agent imports to send experience and feedback.
 
-    from producers import AgentGym
+    from agentgym import AgentGym
 
     gym = AgentGym(tenant_id="acme", agent_id="support-bot")   # or AGENTGYM_* env
     with gym.run(input="Where is my order?", model_name="llama-3.2-1b", model_version="v3") as run:
@@ -32,17 +32,17 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from producers.assignment import Assignment
-from producers.exceptions import ConfigError, InvalidEventError
-from producers.run import Run
-from producers.settings import ProducerSettings
-from producers.spool import Spool, read_segment
-from schemas.codec import AvroCodec
-from schemas.exceptions import SchemaValidationError
-from schemas.topics import TOPICS
+from agentgym.producers.assignment import Assignment
+from agentgym.producers.exceptions import ConfigError, InvalidEventError
+from agentgym.producers.run import Run
+from agentgym.producers.settings import ProducerSettings
+from agentgym.producers.spool import Spool, read_segment
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import SchemaValidationError
+from agentgym.schemas.topics import TOPICS
 
 if TYPE_CHECKING:
-    from producers.follower import ExperimentFollower
+    from agentgym.producers.follower import ExperimentFollower
 
 __all__ = ["AgentGym", "SDK_VERSION"]
 
@@ -128,7 +128,7 @@ class AgentGym:
         self.agent_id = settings.agent_id
         registry = None
         if settings.schema_registry_url:
-            from schemas.confluent import SchemaRegistryClient
+            from agentgym.schemas.confluent import SchemaRegistryClient
 
             registry = SchemaRegistryClient(settings.schema_registry_url)
         self._codec = AvroCodec(registry=registry)
@@ -396,7 +396,7 @@ class AgentGym:
         """
         with self._follower_lock:
             if self._follower is None:
-                from producers.follower import ExperimentFollower
+                from agentgym.producers.follower import ExperimentFollower
 
                 self._follower = ExperimentFollower(self.settings.bootstrap_servers, tenant_id=self.tenant_id).start()
             follower = self._follower
@@ -408,7 +408,7 @@ class AgentGym:
         """The variant (and model version) that serves ``unit_id`` in ``experiment_id``.
 
         Deterministic and sticky (a hash of the experiment's salt and the unit id
-        against the live weights; see :mod:`producers.assignment`), never blocking:
+        against the live weights; see :mod:`agentgym.producers.assignment`), never blocking:
         a dictionary lookup and one BLAKE2b hash. Returns None when the experiment is
         unknown (or not yet loaded), a draft or stopped: serve the default model then.
         After a rollback it returns the control, after a promotion the winner. Pass the

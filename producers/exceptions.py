@@ -1,6 +1,6 @@
 """Errors the SDK raises at the call site (misuse only: Kafka trouble never raises)."""
 
-from schemas.exceptions import SchemaValidationError
+from agentgym.schemas.exceptions import SchemaValidationError
 
 __all__ = ["InvalidEventError", "ConfigError"]
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from producers.assignment import Assignment, assign
-from schemas.codec import AvroCodec
-from schemas.exceptions import DecodeError
-from schemas.topics import TOPICS
+from agentgym.producers.assignment import Assignment, assign
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
 
 __all__ = ["ExperimentFollower"]
 

@@ -7,10 +7,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from producers.exceptions import InvalidEventError
+from agentgym.producers.exceptions import InvalidEventError
 
 if TYPE_CHECKING:
-    from producers.client import AgentGym
+    from agentgym.producers.client import AgentGym
 
 __all__ = ["Run", "Step"]
 

@@ -1,6 +1,6 @@
 """Settings of the producer SDK.
 
-Precedence: argument to :class:`producers.AgentGym`, then environment, then default.
+Precedence: argument to :class:`agentgym.producers.AgentGym`, then environment, then default.
 
 | variable | meaning | default |
 |---|---|---|

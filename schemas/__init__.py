@@ -1,7 +1,7 @@
 """Avro schemas of Agent Gym's records, the codec, and the topic layout."""
 
-from schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec, Decoded
-from schemas.exceptions import (
+from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec, Decoded
+from agentgym.schemas.exceptions import (
     BadMarkerError,
     CorruptBodyError,
     DecodeError,
@@ -10,8 +10,8 @@ from schemas.exceptions import (
     TruncatedMessageError,
     UnknownSchemaError,
 )
-from schemas.registry import RECORD_NAMES, SchemaSet, SchemaVersion, default_schema_set
-from schemas.topics import TOPICS, TopicSpec, spec_for, topic_name
+from agentgym.schemas.registry import RECORD_NAMES, SchemaSet, SchemaVersion, default_schema_set
+from agentgym.schemas.topics import TOPICS, TopicSpec, spec_for, topic_name
 
 __all__ = [
     "AvroCodec",

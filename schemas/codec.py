@@ -21,15 +21,15 @@ from typing import Any, NamedTuple
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.validation import ValidationError, validate
 
-from schemas.exceptions import (
+from agentgym.schemas.exceptions import (
     BadMarkerError,
     CorruptBodyError,
     SchemaValidationError,
     TruncatedMessageError,
     UnknownSchemaError,
 )
-from schemas.fastencode import UnsupportedSchema, compile_encoder
-from schemas.registry import SchemaSet, SchemaVersion, default_schema_set
+from agentgym.schemas.fastencode import UnsupportedSchema, compile_encoder
+from agentgym.schemas.registry import SchemaSet, SchemaVersion, default_schema_set
 
 __all__ = ["SINGLE_OBJECT_MARKER", "Decoded", "AvroCodec"]
 

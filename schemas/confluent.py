@@ -12,8 +12,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from schemas.exceptions import SchemaError
-from schemas.registry import SchemaSet, SchemaVersion
+from agentgym.schemas.exceptions import SchemaError
+from agentgym.schemas.registry import SchemaSet, SchemaVersion
 
 __all__ = ["SchemaRegistryClient"]
 

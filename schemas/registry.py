@@ -17,7 +17,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from schemas.exceptions import SchemaError
+from agentgym.schemas.exceptions import SchemaError
 
 __all__ = ["AVRO_DIR", "SchemaVersion", "SchemaSet", "default_schema_set", "RECORD_NAMES"]
 

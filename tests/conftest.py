@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.kafka.broker import KafkaBroker, free_port
-from ops.settings import StackSettings
+from agentgym.ops.kafka.broker import KafkaBroker, free_port
+from agentgym.ops.settings import StackSettings
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -49,7 +49,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 @pytest.fixture(scope="session")
 def bootstrap(kafka_broker: KafkaBroker) -> str:
     """Bootstrap servers of the session's broker, with every Agent Gym topic created."""
-    from ops.topics import ensure_topics
+    from agentgym.ops.topics import ensure_topics
 
     ensure_topics(kafka_broker.bootstrap_servers)
     return kafka_broker.bootstrap_servers

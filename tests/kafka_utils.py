@@ -8,7 +8,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
-from schemas.codec import AvroCodec
+from agentgym.schemas.codec import AvroCodec
 
 
 def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0, match: Any = None) -> list[Any]:

@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Any
 
-from schemas.codec import AvroCodec
+from agentgym.schemas.codec import AvroCodec
 
 __all__ = [
     "decoded",

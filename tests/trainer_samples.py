@@ -11,7 +11,7 @@ import random
 import uuid
 from typing import Any
 
-from schemas.codec import AvroCodec
+from agentgym.schemas.codec import AvroCodec
 
 __all__ = ["WORDS", "answer", "runs"]
 

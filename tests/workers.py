@@ -1,4 +1,4 @@
-"""Running the real Faust worker (``faust -A processors.app worker``) from tests."""
+"""Running the real Faust worker (``faust -A agentgym.processors.app worker``) from tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ops.kafka.broker import free_port
+from agentgym.ops.kafka.broker import free_port
 
 
 class Worker:
@@ -23,7 +23,7 @@ class Worker:
     def start(self) -> "Worker":
         fh = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "faust", "-A", "processors.app", "worker", "-l", "info"],
+            [sys.executable, "-m", "faust", "-A", "agentgym.processors.app", "worker", "-l", "info"],
             env=self.env, stdout=fh, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1],
         )
         fh.close()

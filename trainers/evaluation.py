@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.datasets.quality import normalize
-from trainers.exceptions import EvaluatorError, GateError
+from agentgym.trainers.datasets.quality import normalize
+from agentgym.trainers.exceptions import EvaluatorError, GateError
 
 __all__ = [
     "EvalCase",
@@ -142,7 +142,7 @@ def completion_loss(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], 
 def score_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], evaluator: Evaluator | None = None,
                 max_new_tokens: int = 128, max_length: int = 2048) -> EvalScores:
     """Loss (and, with an evaluator, task success) of a loaded model on ``rows``."""
-    from trainers.modeling import generate
+    from agentgym.trainers.modeling import generate
 
     loss, tokens = completion_loss(model, tokenizer, rows, max_length)
     rate = None
@@ -158,7 +158,7 @@ def score_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], eval
 def score_version(base_model: str, adapter_uri: str | None, rows: Sequence[dict[str, Any]],
                   evaluator: str | Evaluator | None = None, max_new_tokens: int = 128, max_length: int = 2048) -> EvalScores:
     """Loads a base model (with its adapter) and scores it; the unit a Ray task runs."""
-    from trainers.modeling import load_for_inference
+    from agentgym.trainers.modeling import load_for_inference
 
     model, tokenizer = load_for_inference(base_model, adapter_uri)
     try:

@@ -1,6 +1,6 @@
 """The A/B experiment a new candidate gets: candidate against champion, small traffic share.
 
-Created through the experiments module (:class:`processors.experiments.admin.ExperimentAdmin`),
+Created through the experiments module (:class:`agentgym.processors.experiments.admin.ExperimentAdmin`),
 which validates the configuration and writes it to the compacted
 ``gym-experiments-v1`` topic; agents follow it live and the experiments processor
 evaluates it, decides, and promotes or rolls back. The trainer only starts it.
@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from trainers.settings import GateSettings
+from agentgym.trainers.settings import GateSettings
 
 if TYPE_CHECKING:
-    from processors.experiments import ExperimentConfig
+    from agentgym.processors.experiments import ExperimentConfig
 
 __all__ = ["CandidateExperiment", "candidate_experiment", "start_experiment"]
 
@@ -31,13 +31,13 @@ class CandidateExperiment:
 
 def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, candidate_version: str,
                          settings: GateSettings) -> "ExperimentConfig":
-    """The experiment's configuration (a running :class:`processors.experiments.ExperimentConfig`).
+    """The experiment's configuration (a running :class:`agentgym.processors.experiments.ExperimentConfig`).
 
     Control: the champion; treatment: the candidate with ``experiment_treatment_weight``
     of the traffic. Primary metric: success rate (the labeller's outcomes); guardrails:
     latency and cost may not degrade by more than 20 %.
     """
-    from processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
+    from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
 
     w = settings.experiment_treatment_weight
     experiment_id = f"exp-{candidate_version}"
@@ -56,8 +56,8 @@ def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, c
 def start_experiment(bootstrap_servers: str, tenant_id: str, agent_id: str, champion_version: str,
                      candidate_version: str, settings: GateSettings | None = None) -> CandidateExperiment:
     """Creates the candidate's experiment (running); an experiment that exists already is left as it is."""
-    from processors.experiments import ExperimentConfigError
-    from processors.experiments.admin import ExperimentAdmin
+    from agentgym.processors.experiments import ExperimentConfigError
+    from agentgym.processors.experiments.admin import ExperimentAdmin
 
     s = settings or GateSettings()
     config = candidate_experiment(tenant_id, agent_id, champion_version, candidate_version, s)

@@ -2,7 +2,7 @@
 
 Both are scored on the dataset's held-out split -- prompts no training example of
 this dataset (or of any earlier one: splits are fixed by prompt hash) contains -- by
-:func:`trainers.evaluation.score_version`:
+:func:`agentgym.trainers.evaluation.score_version`:
 
 * **loss**: the candidate's mean completion NLL must be lower than the champion's by
   at least ``gate_loss_margin`` (relative: 0.01 = 1 % lower);
@@ -10,7 +10,7 @@ this dataset (or of any earlier one: splits are fixed by prompt hash) contains -
   champion's plus ``gate_success_margin`` (absolute).
 
 Passing makes the version a ``candidate`` and (``experiment_auto_start``) starts an A/B
-experiment against the champion with a small traffic share (:mod:`trainers.experiments`);
+experiment against the champion with a small traffic share (:mod:`agentgym.trainers.experiments`);
 failing registers it as ``rejected``, with its scores, so the registry keeps every
 attempt.
 """
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.evaluation import EvalScores, Evaluator, load_evaluator, score_version
-from trainers.exceptions import GateError
-from trainers.settings import GateSettings
+from agentgym.trainers.evaluation import EvalScores, Evaluator, load_evaluator, score_version
+from agentgym.trainers.exceptions import GateError
+from agentgym.trainers.settings import GateSettings
 
 __all__ = ["GateDecision", "ValidationGate"]
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from trainers.fsutil import read_json, write_json
+from agentgym.trainers.fsutil import read_json, write_json
 
 __all__ = ["JobStatus", "JobRecord", "JobStore"]
 

@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from schemas.codec import AvroCodec
-from schemas.exceptions import DecodeError
-from schemas.topics import TOPICS
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
 
 __all__ = ["RecordProducer", "read_topic", "watermarks"]
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from trainers.exceptions import BaseModelError
+from agentgym.trainers.exceptions import BaseModelError
 
 __all__ = [
     "TINY_PREFIX",

@@ -39,12 +39,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from trainers.exceptions import RegistryError
-from trainers.registry import ModelRegistry, ModelVersion
+from agentgym.trainers.exceptions import RegistryError
+from agentgym.trainers.registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
-    from processors.experiments import ExperimentConfig
-    from processors.experiments.admin import ExperimentAdmin
+    from agentgym.processors.experiments import ExperimentConfig
+    from agentgym.processors.experiments.admin import ExperimentAdmin
 
 __all__ = ["Outcome", "Promotion", "plan", "RegistryPromoter"]
 
@@ -189,8 +189,8 @@ class RegistryPromoter:
 
     # -- one decision ------------------------------------------------------------------
     def _config(self, experiment_id: str, action: str) -> "ExperimentConfig | None":
-        from processors.experiments import TERMINAL, ExperimentNotFoundError
-        from processors.experiments.admin import ExperimentAdmin
+        from agentgym.processors.experiments import TERMINAL, ExperimentNotFoundError
+        from agentgym.processors.experiments.admin import ExperimentAdmin
 
         if self._admin is None:
             self._admin = ExperimentAdmin(self.bootstrap_servers)
@@ -242,7 +242,7 @@ class RegistryPromoter:
         if self._consumer is None:
             from confluent_kafka import Consumer
 
-            from schemas.topics import TOPICS
+            from agentgym.schemas.topics import TOPICS
 
             self._consumer = Consumer({
                 "bootstrap.servers": self.bootstrap_servers, "group.id": self.group,
@@ -260,9 +260,9 @@ class RegistryPromoter:
         """
         from confluent_kafka import TopicPartition
 
-        from processors.experiments import PublishError
-        from schemas.codec import AvroCodec
-        from schemas.exceptions import DecodeError
+        from agentgym.processors.experiments import PublishError
+        from agentgym.schemas.codec import AvroCodec
+        from agentgym.schemas.exceptions import DecodeError
 
         consumer = self._consumer_for()
         codec = AvroCodec()

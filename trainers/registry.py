@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from trainers.exceptions import ModelVersionNotFoundError, RegistryError
-from trainers.kafka import RecordProducer, read_topic
+from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
+from agentgym.trainers.kafka import RecordProducer, read_topic
 
 __all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for"]
 

@@ -12,16 +12,16 @@ each DatasetReady applies its policy:
   until then, and a newer dataset of the same agent supersedes it (datasets are
   cumulative, so the newest holds everything the older one did).
 
-A job then trains on Ray (:func:`trainers.training.launcher.launch`), goes through
+A job then trains on Ray (:func:`agentgym.trainers.training.launcher.launch`), goes through
 the validation gate against the agent's champion, is registered as ``candidate`` or
 ``rejected`` on ``gym-models-v1``, and a candidate gets its A/B experiment. Every step
-is written to the job record (:mod:`trainers.jobs`). The offset of an announcement is
+is written to the job record (:mod:`agentgym.trainers.jobs`). The offset of an announcement is
 committed once its job record holds the policy's decision; a job that a crash
 interrupted is found ``running`` at the next start and run again under the same job
 id, so Ray Train resumes it from its latest checkpoint.
 
 With ``AGENTGYM_TRAINER_AUTO_PROMOTE`` (default on), :meth:`TrainerService.run` also
-runs the :class:`~trainers.promoter.RegistryPromoter` in a thread of its own: it applies
+runs the :class:`~agentgym.trainers.promoter.RegistryPromoter` in a thread of its own: it applies
 the experiments' decisions to the registry (a winner becomes champion, a rolled-back
 candidate retires) while a training job blocks the main loop for minutes.
 """
@@ -35,13 +35,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.exceptions import GateError
-from trainers.jobs import JobRecord, JobStore
-from trainers.promoter import RegistryPromoter
-from trainers.registry import ModelRegistry, ModelVersion, base_version_for
-from trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
-from trainers.training.job import TrainJob, new_job_id
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.exceptions import GateError
+from agentgym.trainers.jobs import JobRecord, JobStore
+from agentgym.trainers.promoter import RegistryPromoter
+from agentgym.trainers.registry import ModelRegistry, ModelVersion, base_version_for
+from agentgym.trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
+from agentgym.trainers.training.job import TrainJob, new_job_id
 
 __all__ = ["TrainerService", "JobOutcome"]
 
@@ -158,7 +158,7 @@ class TrainerService:
         of the first one's experiment and its decision would wait for both. An unreadable
         registry counts as "a candidate may be in test" (try again later).
         """
-        from trainers.exceptions import RegistryError
+        from agentgym.trainers.exceptions import RegistryError
 
         now = time.monotonic()
         if self._candidates is None or now - self._candidates_read >= 5.0:
@@ -180,8 +180,8 @@ class TrainerService:
             base_model: the base to fine-tune (default: the champion's base, else ``trainer_base_model``).
             job_overrides: :class:`TrainJob` fields to override (``max_steps``, ...).
         """
-        from trainers.gate import ValidationGate
-        from trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
+        from agentgym.trainers.gate import ValidationGate
+        from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
 
         try:
             manifest = DatasetStore.open(rec.dataset_uri)
@@ -230,7 +230,7 @@ class TrainerService:
             return JobOutcome(rec)
 
     def _start_experiment(self, rec: JobRecord, control_version: str, candidate_version: str) -> str:
-        from trainers.experiments import start_experiment
+        from agentgym.trainers.experiments import start_experiment
 
         exp = start_experiment(self.settings.bootstrap_servers, rec.tenant_id, rec.agent_id, control_version,
                                candidate_version, self.gate_settings)
@@ -241,7 +241,7 @@ class TrainerService:
         if self._consumer is None:
             from confluent_kafka import Consumer
 
-            from schemas.topics import TOPICS
+            from agentgym.schemas.topics import TOPICS
 
             self._consumer = Consumer({
                 "bootstrap.servers": self.settings.bootstrap_servers, "group.id": self.settings.trainer_group,
@@ -254,8 +254,8 @@ class TrainerService:
 
     def poll_once(self, timeout_s: float = 1.0) -> list[JobOutcome]:
         """Admits the announcements that arrived within ``timeout_s``, then runs the jobs that are due."""
-        from schemas.codec import AvroCodec
-        from schemas.exceptions import DecodeError
+        from agentgym.schemas.codec import AvroCodec
+        from agentgym.schemas.exceptions import DecodeError
 
         if not self._recovered:
             self.recover()
@@ -279,7 +279,7 @@ class TrainerService:
         """Serves until ``stop`` is set (or forever); the promoter, when on, polls in its own thread.
 
         :meth:`poll_once` handles datasets and jobs only; the promoter's
-        :meth:`~trainers.promoter.RegistryPromoter.poll_once` can be called on its own.
+        :meth:`~agentgym.trainers.promoter.RegistryPromoter.poll_once` can be called on its own.
         """
         stop = stop or threading.Event()
         if self.promoter is not None:

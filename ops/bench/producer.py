@@ -1,4 +1,4 @@
-"""Producer benchmark (not a test): ``python -m ops.bench.producer``.
+"""Producer benchmark (not a test): ``python -m agentgym.ops.bench.producer``.
 
 Measures, against a real broker and in the same run, for ~1 KiB experiences:
 
@@ -31,10 +31,10 @@ from typing import Any
 from confluent_kafka import Producer
 from fastavro import parse_schema, schemaless_writer
 
-from ops.kafka.broker import KafkaBroker, free_port
-from ops.topics import ensure_topics
-from producers import AgentGym
-from schemas import default_schema_set
+from agentgym.ops.kafka.broker import KafkaBroker, free_port
+from agentgym.ops.topics import ensure_topics
+from agentgym import AgentGym
+from agentgym.schemas import default_schema_set
 
 TOPIC = "gym-experiences-v1"
 _CONF = {"enable.idempotence": True, "acks": "all", "compression.type": "lz4", "linger.ms": 20,

@@ -1,4 +1,4 @@
-"""ClickHouse sink benchmark (not a test): ``python -m ops.bench.sink``.
+"""ClickHouse sink benchmark (not a test): ``python -m agentgym.ops.bench.sink``.
 
 Against a real broker and the embedded ClickHouse engine, for ~1 KiB experiences
 produced through the SDK, in the same run:
@@ -6,7 +6,7 @@ produced through the SDK, in the same run:
 * **raw**: a plain confluent-kafka consumer loop doing the same decoding and batched
   inserts (bodies wrapped in an Avro container, ``INSERT ... SELECT ... FROM
   file(..., 'Avro')``, commit) and nothing else — the ceiling;
-* **sink**: :class:`processors.sink.ClickHouseSink` (framing checks, validation,
+* **sink**: :class:`agentgym.processors.sink.ClickHouseSink` (framing checks, validation,
   dead letters, retries, commit after insert), as the Faust worker runs it.
 
 Each reads all events from the topic's beginning under its own consumer group into
@@ -28,14 +28,14 @@ from pathlib import Path
 
 from confluent_kafka import Consumer
 
-from ops.bench.producer import experience_kwargs
-from ops.kafka.broker import KafkaBroker, free_port
-from ops.topics import ensure_topics
-from processors.avro_batch import container, select_list
-from processors.sink import ClickHouseSink
-from processors.store import migrate, open_store
-from producers import AgentGym
-from schemas import TOPICS, default_schema_set
+from agentgym.ops.bench.producer import experience_kwargs
+from agentgym.ops.kafka.broker import KafkaBroker, free_port
+from agentgym.ops.topics import ensure_topics
+from agentgym.processors.avro_batch import container, select_list
+from agentgym.processors.sink import ClickHouseSink
+from agentgym.processors.store import migrate, open_store
+from agentgym import AgentGym
+from agentgym.schemas import TOPICS, default_schema_set
 
 TOPIC = TOPICS["experiences"].name
 

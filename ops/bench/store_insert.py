@@ -3,14 +3,14 @@
 Prints rows/s for ~1 KiB Experience rows in batches, through
 
 * ``store.insert`` — ``INSERT ... SETTINGS optimize_on_insert = 0 SELECT * FROM Python(batch)``
-  (what :class:`~processors.store.chdb_store.ChdbStore` uses),
+  (what :class:`~agentgym.processors.store.chdb_store.ChdbStore` uses),
 * the same with ``optimize_on_insert = 1`` (ClickHouse's default: collapse duplicates
   inside the inserted block at insert time),
 * chdb's streaming inserter fed the batch as an Arrow IPC stream (``FORMAT ArrowStream``),
 
-and the cost of building the batch (:func:`processors.store.rows.to_arrow`).
+and the cost of building the batch (:func:`agentgym.processors.store.rows.to_arrow`).
 
-Run: ``python -m ops.bench.store_insert --rows 20000 --repeats 5``.
+Run: ``python -m agentgym.ops.bench.store_insert --rows 20000 --repeats 5``.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import pyarrow as pa
 
-    from processors.store import migrate
-    from processors.store.chdb_store import ChdbStore
-    from processors.store.rows import COLUMNS, to_arrow
+    from agentgym.processors.store import migrate
+    from agentgym.processors.store.chdb_store import ChdbStore
+    from agentgym.processors.store.rows import COLUMNS, to_arrow
 
     records = [_experience(i, int(time.time() * 1000)) for i in range(args.rows)]
     with tempfile.TemporaryDirectory(prefix="agentgym-bench-") as tmp:

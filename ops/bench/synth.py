@@ -8,7 +8,7 @@ without the shipped ``tool_routing`` spec. Prints scenarios/s (accepted / batch 
 generation plus validation), the end-to-end time including mining and writing,
 rejections, and the diversity of the scenarios next to that of the real inputs.
 
-Run: ``python -m ops.bench.synth --runs 2000 --n 200 1000 5000``.
+Run: ``python -m agentgym.ops.bench.synth --runs 2000 --n 200 1000 5000``.
 """
 
 from __future__ import annotations
@@ -78,13 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
 
-    from processors.store import migrate, open_store
-    from processors.store.rows import insert_records
-    from schemas.codec import AvroCodec
-    from trainers.datasets.store import DatasetStore
-    from trainers.settings import DatasetSettings
-    from trainers.synth.service import SynthRequest, SynthService
-    from trainers.synth.settings import SynthSettings
+    from agentgym.processors.store import migrate, open_store
+    from agentgym.processors.store.rows import insert_records
+    from agentgym.schemas.codec import AvroCodec
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.trainers.synth.service import SynthRequest, SynthService
+    from agentgym.trainers.synth.settings import SynthSettings
 
     codec = AvroCodec()
     with tempfile.TemporaryDirectory(prefix="agentgym-synth-bench-") as tmp:

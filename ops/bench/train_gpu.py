@@ -1,8 +1,8 @@
 """Training throughput of the trainer's LoRA step on a Llama-3.2-1B-shaped model (a benchmark, not a test).
 
-    python -m ops.bench.train_gpu                      # one GPU: raw loop, trainer step, trainer step on Ray Train
-    python -m ops.bench.train_gpu --compile            # the same with torch.compile
-    python -m ops.bench.train_gpu --tiny               # a tiny shape on CPU: checks the script runs end to end
+    python -m agentgym.ops.bench.train_gpu                      # one GPU: raw loop, trainer step, trainer step on Ray Train
+    python -m agentgym.ops.bench.train_gpu --compile            # the same with torch.compile
+    python -m agentgym.ops.bench.train_gpu --tiny               # a tiny shape on CPU: checks the script runs end to end
 
 The model is built from its config with random weights (nothing is downloaded):
 hidden 2048, 16 layers, 32 heads, 8 KV heads, intermediate 8192, vocab 128256, tied
@@ -11,7 +11,7 @@ embeddings (1.24 B parameters); LoRA r=16 on every linear layer, bf16, sequences
 
 * ``raw``: a hand-written loop (forward, backward, AdamW on the adapter) -- the floor
   of what the hardware gives this model, without any trainer;
-* ``trainer``: the trainer's own step: :func:`trainers.training.trainer.build_trainer`
+* ``trainer``: the trainer's own step: :func:`agentgym.trainers.training.trainer.build_trainer`
   (TRL ``SFTTrainer`` + PEFT, completion-only loss) in this process;
 * ``ray``: the same trainer inside a Ray Train ``TorchTrainer`` worker (1 GPU), whose
   throughput over ``trainer``'s is Ray's overhead.
@@ -114,7 +114,7 @@ def _rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _job(cfg: dict[str, Any], gpu: bool) -> Any:
-    from trainers.training.job import TrainJob
+    from agentgym.trainers.training.job import TrainJob
 
     return TrainJob(
         job_id="bench", model_version="bench", tenant_id="bench", agent_id="bench", dataset_id="bench",
@@ -152,7 +152,7 @@ def run_trainer(cfg: dict[str, Any]) -> dict[str, Any]:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from trainers.training.trainer import build_trainer, runtime_for
+    from agentgym.trainers.training.trainer import build_trainer, runtime_for
 
     model, tok, device, n = _build(cfg)
     job = _job(cfg, device.type == "cuda")
@@ -225,7 +225,7 @@ def run_ray(cfg: dict[str, Any]) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from trainers.training.launcher import ensure_ray
+    from agentgym.trainers.training.launcher import ensure_ray
 
     ensure_ray(None if cfg["gpu"] else 2)
     with tempfile.TemporaryDirectory() as storage:

@@ -13,8 +13,8 @@ __all__ = ["datasets"]
 
 
 def _store(store_url: str | None) -> Any:
-    from trainers.datasets.store import DatasetStore
-    from trainers.settings import DatasetSettings
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.settings import DatasetSettings
 
     overrides: dict[str, Any] = {"dataset_store": store_url} if store_url else {}
     return DatasetStore(DatasetSettings(**overrides).dataset_store)
@@ -62,7 +62,7 @@ def list_(store_url: str | None, tenant: str | None, agent: str | None, as_json:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="re-hash the shards against the checksum")
 def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) -> None:
     """Show a dataset's manifest (counts, splits, checksum, lineage)."""
-    from trainers.exceptions import DatasetError
+    from agentgym.trainers.exceptions import DatasetError
 
     store = _store(store_url)
     try:
@@ -90,7 +90,7 @@ def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) ->
               help="JSONL file ('-': stdout)")
 def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], output: str) -> None:
     """Export a dataset as JSON lines (one example per line, with its split)."""
-    from trainers.exceptions import DatasetError
+    from agentgym.trainers.exceptions import DatasetError
 
     store = _store(store_url)
     try:
@@ -113,10 +113,10 @@ def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], outp
 @click.option("--announce/--no-announce", default=True, show_default=True, help="announce on gym-datasets-v1")
 def build(store_url: str | None, tenant: str | None, agent: str | None, announce: bool) -> None:
     """Build the finished datasets now (what the datasets processor does on its timer)."""
-    from processors.store import StoreError, open_reader
-    from trainers.datasets.builder import DatasetBuilder
-    from trainers.kafka import RecordProducer
-    from trainers.settings import DatasetSettings
+    from agentgym.processors.store import StoreError, open_reader
+    from agentgym.trainers.datasets.builder import DatasetBuilder
+    from agentgym.trainers.kafka import RecordProducer
+    from agentgym.trainers.settings import DatasetSettings
 
     if (tenant is None) != (agent is None):
         raise click.UsageError("--tenant and --agent go together")

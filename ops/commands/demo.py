@@ -4,7 +4,7 @@ Starts its own local stack (Kafka, the Faust worker with embedded ClickHouse, th
 trainer service with Ray), runs LM-driven agents and simulated users, and lets the
 real pipeline label, build a dataset, fine-tune, gate, A/B test, decide and promote;
 then measures base against promoted on held-out requests and writes an HTML report.
-See :mod:`ops.demo.loop`.
+See :mod:`agentgym.ops.demo.loop`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ops.exceptions import StackError
+from agentgym.ops.exceptions import StackError
 
 TARGET_PP = 20.0
 
@@ -39,8 +39,8 @@ def demo(fast: bool, scale: float, users: int | None, rate: float | None, timeou
     Exit status 0 when a fine-tuned model was promoted by the experiment's decision,
     1 when the loop did not close (or the stack failed), 130 when interrupted.
     """
-    from ops.demo.loop import DemoConfig, run_demo
-    from ops.settings import StackSettings
+    from agentgym.ops.demo.loop import DemoConfig, run_demo
+    from agentgym.ops.settings import StackSettings
 
     def _stop(*_: Any) -> None:
         raise KeyboardInterrupt

@@ -91,8 +91,8 @@ def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control
            cap: float | None, guardrails: tuple[str, ...], alpha: float, min_samples: int, unit_type: str, salt: str, name: str,
            tenant_id: str, draft: bool, by: str, bootstrap_servers: str) -> None:
     """Create EXPERIMENT_ID (running unless --draft)."""
-    from processors.experiments import ExperimentConfig, ExperimentError, MetricSpec, VariantSpec
-    from processors.experiments.admin import ExperimentAdmin
+    from agentgym.processors.experiments import ExperimentConfig, ExperimentError, MetricSpec, VariantSpec
+    from agentgym.processors.experiments.admin import ExperimentAdmin
 
     parsed = [parse_variant(v) for v in variants]
     control = control or parsed[0][0]
@@ -113,8 +113,8 @@ def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control
 
 
 def _change(verb: str, experiment_id: str, by: str, bootstrap_servers: str, fn: Callable[[Any], Any]) -> None:
-    from processors.experiments import ExperimentError
-    from processors.experiments.admin import ExperimentAdmin
+    from agentgym.processors.experiments import ExperimentError
+    from agentgym.processors.experiments.admin import ExperimentAdmin
 
     try:
         with ExperimentAdmin(bootstrap_servers) as admin:
@@ -176,8 +176,8 @@ def rollback(experiment_id: str, by: str, bootstrap_servers: str) -> None:
 @_BOOTSTRAP
 def list_(show_all: bool, as_json: bool, bootstrap_servers: str) -> None:
     """List the experiments and their live configuration."""
-    from processors.experiments import TERMINAL, ExperimentError
-    from processors.experiments.admin import ExperimentAdmin
+    from agentgym.processors.experiments import TERMINAL, ExperimentError
+    from agentgym.processors.experiments.admin import ExperimentAdmin
 
     try:
         with ExperimentAdmin(bootstrap_servers) as admin:
@@ -256,9 +256,9 @@ def watch(experiment_id: str, once: bool, timeout_s: float | None, bootstrap_ser
     """Stream EXPERIMENT_ID's live statistics (estimates, intervals, p-values, n, status)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    from schemas.codec import AvroCodec
-    from schemas.exceptions import DecodeError
-    from schemas.topics import TOPICS
+    from agentgym.schemas.codec import AvroCodec
+    from agentgym.schemas.exceptions import DecodeError
+    from agentgym.schemas.topics import TOPICS
 
     topic = TOPICS["experiment-stats"].name
     codec = AvroCodec()

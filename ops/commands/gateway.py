@@ -17,7 +17,7 @@ def run(host: str, port: int) -> None:
     """Serve POST /v1/experiences and /v1/feedback (JSON) into Kafka through the SDK."""
     import logging
 
-    from producers.gateway import run as serve
+    from agentgym.gateway.app import run as serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"agentgym gateway on http://{host}:{port} (POST /v1/experiences, /v1/feedback; GET /healthz)")

@@ -13,8 +13,8 @@ __all__ = ["models"]
 
 
 def _registry(bootstrap: str | None) -> Any:
-    from trainers.registry import ModelRegistry
-    from trainers.settings import TrainerServiceSettings
+    from agentgym.trainers.registry import ModelRegistry
+    from agentgym.trainers.settings import TrainerServiceSettings
 
     return ModelRegistry(bootstrap or TrainerServiceSettings().bootstrap_servers)
 
@@ -39,7 +39,7 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_(bootstrap: str | None, tenant: str | None, agent: str | None, status: str | None, as_json: bool) -> None:
     """List model versions, newest first."""
-    from trainers.exceptions import RegistryError
+    from agentgym.trainers.exceptions import RegistryError
 
     registry = _registry(bootstrap)
     try:
@@ -61,7 +61,7 @@ def list_(bootstrap: str | None, tenant: str | None, agent: str | None, status: 
 
 
 def _one(bootstrap: str | None, action: str, version: str) -> None:
-    from trainers.exceptions import RegistryError
+    from agentgym.trainers.exceptions import RegistryError
 
     registry = _registry(bootstrap)
     try:

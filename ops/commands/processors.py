@@ -1,4 +1,4 @@
-"""``agentgym processors run``: the Faust worker (the same as ``faust -A processors.app worker``)."""
+"""``agentgym processors run``: the Faust worker (the same as ``faust -A agentgym.processors.app worker``)."""
 
 from __future__ import annotations
 
@@ -20,5 +20,5 @@ def run(only: str | None, loglevel: str) -> None:
     """Run a worker in the foreground; run more with the same AGENTGYM_APP_ID to share partitions."""
     if only:
         os.environ["AGENTGYM_PROCESSORS"] = only
-    argv = [sys.executable, "-m", "faust", "-A", "processors.app", "worker", "-l", loglevel]
+    argv = [sys.executable, "-m", "faust", "-A", "agentgym.processors.app", "worker", "-l", loglevel]
     os.execv(sys.executable, argv)  # the worker owns the process: signals reach Faust directly

@@ -48,7 +48,7 @@ def sql(query: str, fmt: str, url: str | None, database: str | None, param_items
     Tables and views are described in docs/analytics.md; unqualified names are in the
     Agent Gym database (v_runs, v_experiences, v_rollup_hourly, ...).
     """
-    from processors.store import StoreError, StoreSettings, open_reader, open_store
+    from agentgym.processors.store import StoreError, StoreSettings, open_reader, open_store
 
     if query == "-":
         query = sys.stdin.read()

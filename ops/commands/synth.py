@@ -55,12 +55,12 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
              dataset_store: str | None, bootstrap_servers: str | None, announce: bool, dry_run: bool,
              report_path: str | None, as_json: bool) -> None:
     """Generate N scenarios for AGENT from its real runs, validate them, store them as a synthetic dataset."""
-    from processors.store import StoreError, StoreSettings, open_reader
-    from trainers.datasets.store import DatasetStore
-    from trainers.exceptions import TrainersError
-    from trainers.settings import DatasetSettings
-    from trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
-    from trainers.synth.settings import SynthSettings
+    from agentgym.processors.store import StoreError, StoreSettings, open_reader
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.exceptions import TrainersError
+    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
+    from agentgym.trainers.synth.settings import SynthSettings
 
     overrides = {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
     try:
@@ -77,7 +77,7 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
     try:
         announcer = lineage_publisher = None
         if announce and not dry_run:
-            from trainers.kafka import RecordProducer
+            from agentgym.trainers.kafka import RecordProducer
 
             producer = RecordProducer(settings.bootstrap_servers)
 
@@ -124,10 +124,10 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def report(dataset_id: str, dataset_store: str | None, as_json: bool) -> None:
     """Print the quality report stored with a synthetic dataset."""
-    from trainers.datasets.store import DatasetStore
-    from trainers.exceptions import DatasetError
-    from trainers.settings import DatasetSettings
-    from trainers.synth.report import QualityReport
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.exceptions import DatasetError
+    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.trainers.synth.report import QualityReport
 
     settings = DatasetSettings(**({"dataset_store": dataset_store} if dataset_store else {}))  # type: ignore[arg-type]
     try:

@@ -35,9 +35,9 @@ __all__ = ["train"]
 def train(dataset: str, base: str | None, job_id: str | None, method: str | None, workers: int | None, gpu: bool | None,
           max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool) -> None:
     """Fine-tune a LoRA adapter on a finished dataset with Ray Train."""
-    from trainers.datasets.store import DatasetStore
-    from trainers.exceptions import TrainersError
-    from trainers.settings import TrainSettings
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.exceptions import TrainersError
+    from agentgym.trainers.settings import TrainSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides: dict[str, Any] = {}
@@ -65,12 +65,12 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
             if outcome.record.status == "failed":
                 raise SystemExit(1)
             return
-        from trainers.training.job import TrainJob
-        from trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
+        from agentgym.trainers.training.job import TrainJob
+        from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
 
         ensure_ray(ts.train_ray_num_cpus)
         use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
-        from trainers.settings import TrainerServiceSettings
+        from agentgym.trainers.settings import TrainerServiceSettings
 
         job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
                                    use_gpu=use_gpu)
@@ -83,9 +83,9 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
 def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any) -> Any:
     import time
 
-    from trainers.jobs import JobRecord
-    from trainers.service import TrainerService
-    from trainers.training.job import new_job_id
+    from agentgym.trainers.jobs import JobRecord
+    from agentgym.trainers.service import TrainerService
+    from agentgym.trainers.training.job import new_job_id
 
     service = TrainerService(train_settings=ts)
     now = int(time.time() * 1000)

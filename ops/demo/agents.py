@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ops.demo.task import Task, execute, is_correct, messages_for, parse_call
+from agentgym.ops.demo.task import Task, execute, is_correct, messages_for, parse_call
 
 __all__ = ["ModelPool", "RouterAgent", "RunResult", "SimulatedUsers", "FeedbackMix"]
 
@@ -56,7 +56,7 @@ class ModelPool:
     def _load(base: str, adapter_uri: str | None) -> tuple[Any, Any]:
         from transformers.utils import logging as hf_logging
 
-        from trainers.modeling import load_for_inference
+        from agentgym.trainers.modeling import load_for_inference
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in the demo's account
         model, tokenizer = load_for_inference(base, adapter_uri, device="cpu")

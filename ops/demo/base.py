@@ -1,8 +1,8 @@
 """The demo's base model: a tiny byte-level Llama pre-trained on the routing format.
 
-It starts from ``tiny:llama``'s architecture (:mod:`trainers.modeling`, random
+It starts from ``tiny:llama``'s architecture (:mod:`agentgym.trainers.modeling`, random
 weights from a fixed seed) and is trained, fully, on requests answered by
-:func:`ops.demo.task.base_answer`: it learns the call format and to copy the argument,
+:func:`agentgym.ops.demo.task.base_answer`: it learns the call format and to copy the argument,
 and carries the base's blind spots (refunds and FAQ questions go to the wrong tool).
 That takes about a minute on two cores, once: the result is kept under
 ``<home>/models/base/<name>`` keyed by a hash of everything that shapes it, so re-runs
@@ -19,8 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.demo.task import base_answer, messages_for, sample_task
-from trainers.modeling import TINY_MODELS, save_model_dir
+from agentgym.ops.demo.task import base_answer, messages_for, sample_task
+from agentgym.trainers.modeling import TINY_MODELS, save_model_dir
 
 __all__ = ["BASE_SHAPE", "DEFAULT_STEPS", "base_model_dir", "pretrain_base"]
 
@@ -78,7 +78,7 @@ def pretrain_base(home: Path, steps: int = DEFAULT_STEPS, progress: Callable[[in
     import torch
     from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
 
-    from trainers.modeling import DEFAULT_CHAT_TEMPLATE
+    from agentgym.trainers.modeling import DEFAULT_CHAT_TEMPLATE
 
     tokenizer = ByT5Tokenizer()
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE

@@ -3,12 +3,12 @@
 1. **Stack**: a Kafka broker (KRaft), the Faust worker (ClickHouse sink, labeller,
    experiments processor, dataset builder; embedded ClickHouse) and the trainer
    service (Ray Train, the validation gate, the registry promoter), each a process of
-   its own (:mod:`ops.demo.stack`).
+   its own (:mod:`agentgym.ops.demo.stack`).
 2. **Base model**: a tiny byte-level Llama pre-trained on the routing format, with two
-   blind spots (:mod:`ops.demo.base`), cached after the first run.
+   blind spots (:mod:`agentgym.ops.demo.base`), cached after the first run.
 3. **Traffic**: agents serve requests with the model version the live experiment
    assigns (else the registry's champion) and record every run through the SDK;
-   simulated users give noisy feedback (:mod:`ops.demo.agents`).
+   simulated users give noisy feedback (:mod:`agentgym.ops.demo.agents`).
 4. From there the **real pipeline** does everything: the labeller labels runs; the
    dataset builder finishes a dataset once enough labelled runs wait; the trainer
    service fine-tunes a LoRA adapter on Ray, gates it against the champion on held-out
@@ -37,12 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ops.demo.agents import RouterAgent, RunResult, SimulatedUsers
-from ops.demo.base import DEFAULT_STEPS, pretrain_base
-from ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
-from ops.demo.stack import DemoStack
-from ops.demo.task import is_correct, sample_task, sample_tasks
-from ops.exceptions import StackError
+from agentgym.ops.demo.agents import RouterAgent, RunResult, SimulatedUsers
+from agentgym.ops.demo.base import DEFAULT_STEPS, pretrain_base
+from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
+from agentgym.ops.demo.stack import DemoStack
+from agentgym.ops.demo.task import is_correct, sample_task, sample_tasks
+from agentgym.ops.exceptions import StackError
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -99,7 +99,7 @@ class _Registry:
     """The registry, re-read in the background every ``every_s`` (reading it scans the compacted topic)."""
 
     def __init__(self, bootstrap: str, every_s: float = 2.0) -> None:
-        from trainers.registry import ModelRegistry
+        from agentgym.trainers.registry import ModelRegistry
 
         self.registry = ModelRegistry(bootstrap)
         self.versions: dict[str, Any] = {}
@@ -142,8 +142,8 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
     Raises:
         StackError: a process died, or a stage did not finish within ``cfg.timeout_s``.
     """
-    from producers import AgentGym
-    from trainers.registry import base_version_for
+    from agentgym import AgentGym
+    from agentgym.trainers.registry import base_version_for
 
     t_start = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -166,7 +166,7 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
         stack.reset()
         bootstrap = stack.start_kafka()
         say(f"      Kafka 4.1 (KRaft) on {bootstrap}")
-        from ops.demo.base import base_model_dir
+        from agentgym.ops.demo.base import base_model_dir
 
         pretrain_target = base_model_dir(home, cfg.base_steps)
         port = stack.start_worker(
@@ -216,7 +216,7 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
         base_version = base_version_for(AGENT, str(base_dir))
         result.base_version = base_version
         registry = _Registry(bootstrap)
-        from ops.demo.agents import ModelPool
+        from agentgym.ops.demo.agents import ModelPool
 
         def describe(version: str) -> tuple[str, str | None]:
             if version == base_version:
@@ -422,7 +422,7 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
 def _latest_job(stack: DemoStack, model_version: str | None = None) -> Any:
     """The job that trained ``model_version``, else the newest job that started (a rejected
     candidate's retry is newer than the first attempt); None before any started."""
-    from trainers.jobs import JobStore
+    from agentgym.trainers.jobs import JobStore
 
     started = [j for j in JobStore(str(stack.root / "trainer" / "jobs")).list() if j.started_ms]  # newest first
     return next((j for j in started if model_version and j.model_version == model_version), started[0] if started else None)
@@ -430,7 +430,7 @@ def _latest_job(stack: DemoStack, model_version: str | None = None) -> Any:
 
 def _progress(stack: DemoStack, job: Any) -> dict[str, Any] | None:
     """The job's latest training progress (step, loss, the loss curve so far), if written yet."""
-    from trainers.jobs import JobStore
+    from agentgym.trainers.jobs import JobStore
 
     return _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
 

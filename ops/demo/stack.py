@@ -24,9 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ops.exceptions import StackError
-from ops.kafka.broker import KafkaBroker, free_port
-from ops.settings import StackSettings
+from agentgym.ops.exceptions import StackError
+from agentgym.ops.kafka.broker import KafkaBroker, free_port
+from agentgym.ops.settings import StackSettings
 
 __all__ = ["DemoStack"]
 
@@ -75,7 +75,7 @@ class DemoStack:
                     AGENTGYM_CLICKHOUSE_URL=f"chdb://{self.root / 'clickhouse'}", **extra)
 
     def start_kafka(self) -> str:
-        from ops.topics import ensure_topics
+        from agentgym.ops.topics import ensure_topics
 
         st = self.broker.start()
         self.bootstrap = st.bootstrap_servers
@@ -95,13 +95,13 @@ class DemoStack:
     def start_worker(self, **settings: str) -> int:
         """The Faust worker; returns the port of its read-only ClickHouse HTTP interface."""
         self.http_port = free_port()
-        self.start("processors", [sys.executable, "-m", "faust", "-A", "processors.app", "worker", "-l", "info"],
+        self.start("processors", [sys.executable, "-m", "faust", "-A", "agentgym.processors.app", "worker", "-l", "info"],
                    self.env(AGENTGYM_HTTP_PORT=str(self.http_port), AGENTGYM_FAUST_WEB_PORT=str(free_port()), **settings))
         self.wait(lambda: self.query("SELECT 1"), 180, "the processors' ClickHouse interface")
         return self.http_port
 
     def start_trainer(self, **settings: str) -> None:
-        self.start("trainer", [sys.executable, "-m", "ops.cli", "trainer", "run", "--poll-s", "0.5"], self.env(**settings))
+        self.start("trainer", [sys.executable, "-m", "agentgym.ops.cli", "trainer", "run", "--poll-s", "0.5"], self.env(**settings))
 
     def check(self) -> None:
         """Raises when a child has exited."""

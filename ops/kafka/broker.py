@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.exceptions import MissingToolError, StackError
+from agentgym.ops.exceptions import MissingToolError, StackError
 
 __all__ = ["KafkaBroker", "BrokerStatus", "free_port", "resolve_jars"]
 

@@ -1,19 +1,19 @@
 """A/B experiments: configuration, the metric catalogue, administration and decisions.
 
 Importing this package pulls in neither Faust nor the ClickHouse client; the Faust
-processor lives in :mod:`processors.experiments.processor` and is imported only by
+processor lives in :mod:`agentgym.processors.experiments.processor` and is imported only by
 the app when ``AGENTGYM_PROCESSORS`` includes ``experiments``.
 """
 
-from processors.experiments.config import ROUTED, TERMINAL, ExperimentConfig, MetricSpec, VariantSpec
-from processors.experiments.exceptions import (
+from agentgym.processors.experiments.config import ROUTED, TERMINAL, ExperimentConfig, MetricSpec, VariantSpec
+from agentgym.processors.experiments.exceptions import (
     ExperimentConfigError,
     ExperimentError,
     ExperimentNotFoundError,
     PublishError,
     TransitionError,
 )
-from processors.experiments.metrics import METRICS, MetricDefinition
+from agentgym.processors.experiments.metrics import METRICS, MetricDefinition
 
 __all__ = [
     "ExperimentConfig", "MetricSpec", "VariantSpec", "TERMINAL", "ROUTED",

@@ -1,7 +1,7 @@
 """Creating and changing experiments: records on the compacted ``gym-experiments-v1`` topic.
 
 Used by ``agentgym experiments ...`` and by the processor's decisions. Reads go
-through an :class:`~producers.follower.ExperimentFollower` (the topic read to its
+through an :class:`~agentgym.producers.follower.ExperimentFollower` (the topic read to its
 end), writes are idempotent produces keyed by ``experiment_id`` that wait for the
 broker's acknowledgement. The ClickHouse sink materialises the same records into
 the ``experiments`` table.
@@ -15,11 +15,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from processors.experiments.config import ExperimentConfig
-from processors.experiments.exceptions import ExperimentConfigError, ExperimentNotFoundError, PublishError
-from producers.follower import ExperimentFollower
-from schemas.codec import AvroCodec
-from schemas.topics import TOPICS
+from agentgym.processors.experiments.config import ExperimentConfig
+from agentgym.processors.experiments.exceptions import ExperimentConfigError, ExperimentNotFoundError, PublishError
+from agentgym.producers.follower import ExperimentFollower
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.topics import TOPICS
 
 __all__ = ["ExperimentAdmin"]
 

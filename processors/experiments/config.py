@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from processors.experiments.exceptions import ExperimentConfigError, TransitionError
-from processors.experiments.metrics import METRICS
+from agentgym.processors.experiments.exceptions import ExperimentConfigError, TransitionError
+from agentgym.processors.experiments.metrics import METRICS
 
 __all__ = ["MetricSpec", "VariantSpec", "ExperimentConfig", "Status", "TERMINAL", "ROUTED"]
 
@@ -50,7 +50,7 @@ class MetricSpec:
     """A metric of an experiment.
 
     Attributes:
-        name: a metric of :data:`processors.experiments.metrics.METRICS`.
+        name: a metric of :data:`agentgym.processors.experiments.metrics.METRICS`.
         kind: ``proportion`` or ``mean`` (must match the catalogue).
         direction: ``increase`` if higher is better, ``decrease`` otherwise.
         cap: values above it count as ``cap`` (heavy-tailed metrics); None: uncapped.

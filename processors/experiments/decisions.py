@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from processors.experiments.config import ExperimentConfig
-from processors.stats import ArmComparison, GuardrailStatus, MetricAnalysis, SrmResult
+from agentgym.processors.experiments.config import ExperimentConfig
+from agentgym.processors.stats import ArmComparison, GuardrailStatus, MetricAnalysis, SrmResult
 
 __all__ = ["DecisionOutcome", "decide"]
 

@@ -11,7 +11,7 @@ Three steps, each a pure function over JSON-ready state (the Faust tables hold i
    partition's *partial* statistics per variant and metric (units, not events).
 3. :func:`analyse` — on the experiment's partition: the partials of all partitions
    summed (the statistics are mergeable), the always-valid tests with their running
-   state, the SRM check, :func:`processors.experiments.decisions.decide`, and the
+   state, the SRM check, :func:`agentgym.processors.experiments.decisions.decide`, and the
    records to write (:func:`snapshot_records`, :func:`decision_record`).
 """
 
@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.experiments.config import ExperimentConfig
-from processors.experiments.decisions import DecisionOutcome, decide
-from processors.experiments.metrics import EXPOSURE, METRICS, RATING_SOURCES, Source, observations
-from processors.stats import (
+from agentgym.processors.experiments.config import ExperimentConfig
+from agentgym.processors.experiments.decisions import DecisionOutcome, decide
+from agentgym.processors.experiments.metrics import EXPOSURE, METRICS, RATING_SOURCES, Source, observations
+from agentgym.processors.stats import (
     GuardrailSpec,
     MetricAnalysis,
     ProportionStatistic,
@@ -359,7 +359,7 @@ def analyse(
         totals: :func:`merge_partials` of all partitions.
         state: the state after the previous look.
         mixing_horizon: ρ is tuned (once) for ``mixing_horizon × min_samples_per_arm``
-            units per arm (:func:`processors.stats.mixing_rho`).
+            units per arm (:func:`agentgym.processors.stats.mixing_rho`).
         correction: ``holm`` or ``bonferroni`` across treatments.
         srm_alpha, srm_concentration: the SRM test's level and Dirichlet prior k.
     """

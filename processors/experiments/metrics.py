@@ -18,7 +18,7 @@ Statistics count *units* (users, sessions or traces), not events:
 | ``rating`` | mean | Feedback (``gym-feedback-v1``) joined to its trace's assignment | ``rating / rating_scale`` (in [0, 1]) | increase |
 
 Feedback carries no assignment: the processor joins it to the assignment of the
-experience of the same trace (see :mod:`processors.experiments.processor`). Only
+experience of the same trace (see :mod:`agentgym.processors.experiments.processor`). Only
 feedback of the sources :data:`RATING_SOURCES` (human ratings) counts by default.
 """
 

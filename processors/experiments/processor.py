@@ -44,9 +44,9 @@ exactly. A partial is the full state of its partition, so a redelivered one chan
 nothing. All four tables are changelog-backed: a restarted or rebalanced worker
 restores them before it processes again.
 
-The live configurations come from an :class:`~producers.follower.ExperimentFollower`,
+The live configurations come from an :class:`~agentgym.producers.follower.ExperimentFollower`,
 the same follower agents use; events are handled only once it has read the topic.
-The statistics and decisions are pure (:mod:`processors.experiments.engine`); this
+The statistics and decisions are pure (:mod:`agentgym.processors.experiments.engine`); this
 module decodes, calls them and writes.
 """
 
@@ -62,10 +62,10 @@ from typing import Any
 import faust
 from faust.types import EventT
 
-from processors.app import app, topic
-from processors.app import settings as app_settings
-from processors.experiments.config import TERMINAL, ExperimentConfig
-from processors.experiments.engine import (
+from agentgym.processors.app import app, topic
+from agentgym.processors.app import settings as app_settings
+from agentgym.processors.experiments.config import TERMINAL, ExperimentConfig
+from agentgym.processors.experiments.engine import (
     ExperimentState,
     UnitObservation,
     analyse,
@@ -78,12 +78,12 @@ from processors.experiments.engine import (
     snapshot_records,
     unit_observations,
 )
-from processors.experiments.metrics import Source
-from processors.experiments.settings import ExperimentSettings
-from producers.follower import ExperimentFollower
-from schemas.codec import AvroCodec
-from schemas.exceptions import DecodeError
-from schemas.topics import TOPICS
+from agentgym.processors.experiments.metrics import Source
+from agentgym.processors.experiments.settings import ExperimentSettings
+from agentgym.producers.follower import ExperimentFollower
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
 
 __all__ = [
     "PROCESSOR",
@@ -143,7 +143,7 @@ def _ensure_internal_topics(timeout_s: float = 20.0) -> None:
     waiting until the metadata lists them, closes that race. Failures are logged:
     Faust still tries.
     """
-    from ops.topics import create_topics
+    from agentgym.ops.topics import create_topics
 
     day_ms = str(24 * 3600 * 1000)
     wanted = {units_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),

@@ -4,9 +4,9 @@ No Kafka and no ClickHouse here; ``processors/labeller.py`` is the Faust agent t
 feeds this package from the topics and writes its outcomes back.
 """
 
-from processors.labelling.decision import Decision, decide
-from processors.labelling.drift import DriftEvent, SuccessRateDriftMonitor
-from processors.labelling.engine import (
+from agentgym.processors.labelling.decision import Decision, decide
+from agentgym.processors.labelling.drift import DriftEvent, SuccessRateDriftMonitor
+from agentgym.processors.labelling.engine import (
     AgentLearner,
     DueQueue,
     Finalised,
@@ -16,11 +16,11 @@ from processors.labelling.engine import (
     TrainingExample,
     drift_alert_record,
 )
-from processors.labelling.exceptions import InvalidEventError, LabellingError, RulesConfigError
-from processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
-from processors.labelling.rules import LabellingRules, RuleBook
-from processors.labelling.settings import LabellerSettings
-from processors.labelling.state import FeedbackItem, RunSummary, TraceState
+from agentgym.processors.labelling.exceptions import InvalidEventError, LabellingError, RulesConfigError
+from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
+from agentgym.processors.labelling.rules import LabellingRules, RuleBook
+from agentgym.processors.labelling.settings import LabellerSettings
+from agentgym.processors.labelling.state import FeedbackItem, RunSummary, TraceState
 
 __all__ = [
     "AgentLearner",

@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from processors.labelling.features import model_features, signal_evidence
-from processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
-from processors.labelling.rules import LabellingRules
-from processors.labelling.state import FeedbackItem, TraceState
+from agentgym.processors.labelling.features import model_features, signal_evidence
+from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
+from agentgym.processors.labelling.rules import LabellingRules
+from agentgym.processors.labelling.state import FeedbackItem, TraceState
 
 __all__ = ["Decision", "Label", "Source", "decide", "explicit_decision", "signal_decision"]
 

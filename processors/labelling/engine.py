@@ -6,7 +6,7 @@ offline evaluation drive the same code. Lifecycle of a trace:
 * every experience or feedback updates its :class:`TraceState` and re-arms the quiet
   period (``due_at``);
 * once quiet, :meth:`LabellingEngine.finalise` decides the label
-  (:func:`processors.labelling.decision.decide`) and returns an Outcome record when the
+  (:func:`agentgym.processors.labelling.decision.decide`) and returns an Outcome record when the
   decision is new or changed — revision 0 first, then 1, 2, ... — plus a training
   example when the label is explicit and a drift observation for the trace's first
   label; the caller applies those to the agent's :class:`AgentLearner`;
@@ -21,13 +21,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.labelling.decision import Decision, decide, signal_decision
-from processors.labelling.drift import DriftEvent, SuccessRateDriftMonitor
-from processors.labelling.features import model_features
-from processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
-from processors.labelling.rules import RuleBook
-from processors.labelling.settings import LabellerSettings
-from processors.labelling.state import (
+from agentgym.processors.labelling.decision import Decision, decide, signal_decision
+from agentgym.processors.labelling.drift import DriftEvent, SuccessRateDriftMonitor
+from agentgym.processors.labelling.features import model_features
+from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
+from agentgym.processors.labelling.rules import RuleBook
+from agentgym.processors.labelling.settings import LabellerSettings
+from agentgym.processors.labelling.state import (
     TraceState,
     feedback_item,
     summarise_experience,

@@ -1,8 +1,8 @@
 """Measures the labeller on a simulated stream with ground truth.
 
-    python -m processors.labelling.evaluate [--traces 6000] [--seeds 0 1 2] [--json]
+    python -m agentgym.processors.labelling.evaluate [--traces 6000] [--seeds 0 1 2] [--json]
 
-The stream (:mod:`processors.labelling.simulator`) runs through the same engine the
+The stream (:mod:`agentgym.processors.labelling.simulator`) runs through the same engine the
 Faust agent uses, on a simulated clock, once per labeller configuration:
 
 * ``rules (fallback unknown)`` — the production default without the model;
@@ -31,11 +31,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from processors.labelling.decision import Decision
-from processors.labelling.engine import InMemoryLabeller, LabellingEngine
-from processors.labelling.rules import RuleBook
-from processors.labelling.settings import LabellerSettings
-from processors.labelling.simulator import SimConfig, SimStream, simulate
+from agentgym.processors.labelling.decision import Decision
+from agentgym.processors.labelling.engine import InMemoryLabeller, LabellingEngine
+from agentgym.processors.labelling.rules import RuleBook
+from agentgym.processors.labelling.settings import LabellerSettings
+from agentgym.processors.labelling.simulator import SimConfig, SimStream, simulate
 
 __all__ = ["LabelQuality", "EvaluationReport", "CONFIGURATIONS", "brier_score", "expected_calibration_error", "run_labeller", "evaluate", "main"]
 
@@ -204,7 +204,7 @@ def _print(report: EvaluationReport, seed: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prints (or dumps as JSON) one report per seed."""
-    ap = argparse.ArgumentParser(prog="python -m processors.labelling.evaluate", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m agentgym.processors.labelling.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--traces", type=int, default=6000, help="simulated runs per seed (default 6000)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="simulation seeds (default 0 1 2)")
     ap.add_argument("--no-drift", action="store_true", help="simulate without the model-version drift")

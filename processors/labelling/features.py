@@ -14,8 +14,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from processors.labelling.rules import LabellingRules
-from processors.labelling.state import TraceState
+from agentgym.processors.labelling.rules import LabellingRules
+from agentgym.processors.labelling.state import TraceState
 
 __all__ = ["CATEGORICAL", "Evidence", "comment_sentiment", "signal_counts", "signal_evidence", "model_features", "KNOWN_SIGNALS"]
 

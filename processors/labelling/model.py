@@ -14,7 +14,7 @@ labels the others with ``P(success | features)``, calibrated in two steps:
    with Noisy Labels", NeurIPS 2013, sec. 2); inverting gives
    ``P(success) = (P_human - eps) / (1 - 2 eps)``.
 
-The evaluation measures how well this works (``python -m processors.labelling.evaluate``).
+The evaluation measures how well this works (``python -m agentgym.processors.labelling.evaluate``).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing, tree
 
-from processors.labelling.features import CATEGORICAL
-from processors.labelling.rules import ModelKind
+from agentgym.processors.labelling.features import CATEGORICAL
+from agentgym.processors.labelling.rules import ModelKind
 
 __all__ = ["OnlineOutcomeModel", "ProportionStatistic"]
 

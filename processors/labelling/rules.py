@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from processors.labelling.exceptions import RulesConfigError
+from agentgym.processors.labelling.exceptions import RulesConfigError
 
 __all__ = ["LabellingRules", "RuleBook", "DEFAULT_SIGNAL_WEIGHTS", "ModelKind", "ModelTrainOn", "Fallback"]
 

@@ -10,7 +10,7 @@ Precedence: argument, then environment, then default.
 | ``AGENTGYM_LABELLER_STATE_TTL_S`` | a trace's join state is deleted (changelog tombstone) this many seconds after its last event; feedback arriving later starts a new, experience-less trace (> 0) | ``259200`` (3 days) |
 | ``AGENTGYM_LABELLER_TICK_S`` | how often the finalisation timer runs, seconds (> 0) | ``1.0`` |
 | ``AGENTGYM_LABELLER_EXPIRY_SWEEP_S`` | how often expired join state is swept, seconds (> 0) | ``60`` |
-| ``AGENTGYM_LABELLER_RULES_PATH`` | YAML file of per-tenant / per-agent rule overrides (see :mod:`processors.labelling.rules`) | unset (built-in defaults) |
+| ``AGENTGYM_LABELLER_RULES_PATH`` | YAML file of per-tenant / per-agent rule overrides (see :mod:`agentgym.processors.labelling.rules`) | unset (built-in defaults) |
 | ``AGENTGYM_LABELLER_DRIFT_DELTA`` | ADWIN's confidence parameter: smaller means fewer false alarms and slower detection (0 < delta < 1) | ``0.002`` |
 | ``AGENTGYM_LABELLER_DRIFT_GRACE_PERIOD`` | outcomes of a model version seen before ADWIN may signal drift (>= 1) | ``30`` |
 | ``AGENTGYM_LABELLER_DRIFT_SOURCES`` | which labels feed the drift detector: ``independent`` (human, AI-judge and rule labels: not the online model's, which adapts to the very drift and can shift other versions' labels with it) or ``all`` (faster, more false alarms) | ``independent`` |

@@ -1,6 +1,6 @@
 """A simulated stream of agent runs and feedback, with the ground truth of every run.
 
-Used to measure the labeller (``python -m processors.labelling.evaluate``). The noise
+Used to measure the labeller (``python -m agentgym.processors.labelling.evaluate``). The noise
 is the kind production has:
 
 * most runs get no explicit feedback, and failures get it more often than successes

@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from processors.labelling.exceptions import InvalidEventError
+from agentgym.processors.labelling.exceptions import InvalidEventError
 
 __all__ = [
     "RunSummary",

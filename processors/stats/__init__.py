@@ -1,26 +1,26 @@
 """Pure statistics of Agent Gym's experiments: no Kafka, no ClickHouse, no I/O.
 
-* :mod:`~processors.stats.statistics` — mergeable sufficient statistics per arm.
-* :mod:`~processors.stats.sequential` — the always-valid normal-mixture test (mSPRT)
+* :mod:`~agentgym.processors.stats.statistics` — mergeable sufficient statistics per arm.
+* :mod:`~agentgym.processors.stats.sequential` — the always-valid normal-mixture test (mSPRT)
   and asymptotic confidence sequences for absolute and relative differences.
-* :mod:`~processors.stats.fixed_horizon` — the classical z / Welch t tests.
-* :mod:`~processors.stats.cuped` — variance reduction with a pre-period covariate.
-* :mod:`~processors.stats.srm` — sample-ratio mismatch: χ² and the sequential
+* :mod:`~agentgym.processors.stats.fixed_horizon` — the classical z / Welch t tests.
+* :mod:`~agentgym.processors.stats.cuped` — variance reduction with a pre-period covariate.
+* :mod:`~agentgym.processors.stats.srm` — sample-ratio mismatch: χ² and the sequential
   Dirichlet-multinomial Bayes factor.
-* :mod:`~processors.stats.guardrails` — one-sided non-inferiority tests.
-* :mod:`~processors.stats.multiple` — Holm and Bonferroni corrections.
-* :mod:`~processors.stats.analysis` — all of it for one metric at one look.
+* :mod:`~agentgym.processors.stats.guardrails` — one-sided non-inferiority tests.
+* :mod:`~agentgym.processors.stats.multiple` — Holm and Bonferroni corrections.
+* :mod:`~agentgym.processors.stats.analysis` — all of it for one metric at one look.
 
 Degenerate data never raises: results carry a :class:`Reason`.
 """
 
-from processors.stats.analysis import ArmComparison, GuardrailSpec, MetricAnalysis, analyse_metric
-from processors.stats.cuped import cuped_adjust, cuped_theta
-from processors.stats.exceptions import InvalidParameterError, StatsError
-from processors.stats.fixed_horizon import fixed_horizon_test, two_proportion_z_test, welch_t_test
-from processors.stats.guardrails import guardrail_test
-from processors.stats.multiple import adjust_p_values, bonferroni, holm
-from processors.stats.results import (
+from agentgym.processors.stats.analysis import ArmComparison, GuardrailSpec, MetricAnalysis, analyse_metric
+from agentgym.processors.stats.cuped import cuped_adjust, cuped_theta
+from agentgym.processors.stats.exceptions import InvalidParameterError, StatsError
+from agentgym.processors.stats.fixed_horizon import fixed_horizon_test, two_proportion_z_test, welch_t_test
+from agentgym.processors.stats.guardrails import guardrail_test
+from agentgym.processors.stats.multiple import adjust_p_values, bonferroni, holm
+from agentgym.processors.stats.results import (
     UNBOUNDED,
     DifferenceEstimate,
     FixedHorizonResult,
@@ -31,7 +31,7 @@ from processors.stats.results import (
     SequentialResult,
     SrmResult,
 )
-from processors.stats.sequential import (
+from agentgym.processors.stats.sequential import (
     SequentialState,
     log_mixture_likelihood_ratio,
     mixing_rho,
@@ -40,8 +40,8 @@ from processors.stats.sequential import (
     radius_multiplier,
     sequential_test,
 )
-from processors.stats.srm import SrmState, srm_chi_square, srm_log_bayes_factor, srm_test
-from processors.stats.statistics import ArmSummary, ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, Statistic, capped
+from agentgym.processors.stats.srm import SrmState, srm_chi_square, srm_log_bayes_factor, srm_test
+from agentgym.processors.stats.statistics import ArmSummary, ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, Statistic, capped
 
 __all__ = [
     "ArmSummary", "ProportionStatistic", "SampleMeanStatistic", "RegressionAdjustedStatistic", "Statistic", "capped",

@@ -1,11 +1,11 @@
 """One metric of one experiment, every treatment against the control, at one look.
 
 Glue over the tests: summarises each arm's statistic, runs the always-valid test
-(:mod:`processors.stats.sequential`) and the fixed-horizon test
-(:mod:`processors.stats.fixed_horizon`) for every treatment, advances each
+(:mod:`agentgym.processors.stats.sequential`) and the fixed-horizon test
+(:mod:`agentgym.processors.stats.fixed_horizon`) for every treatment, advances each
 comparison's running state, corrects the always-valid p-values for multiple
-comparisons (:mod:`processors.stats.multiple`) and, for a guardrail metric, runs the
-non-inferiority tests (:mod:`processors.stats.guardrails`). Pure: the caller keeps
+comparisons (:mod:`agentgym.processors.stats.multiple`) and, for a guardrail metric, runs the
+non-inferiority tests (:mod:`agentgym.processors.stats.guardrails`). Pure: the caller keeps
 the states between looks.
 """
 
@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from processors.stats.fixed_horizon import fixed_horizon_test
-from processors.stats.guardrails import guardrail_test
-from processors.stats.multiple import Correction, adjust_p_values
-from processors.stats.results import FixedHorizonResult, GuardrailResult, SequentialResult
-from processors.stats.sequential import SequentialState, check_alpha, sequential_test
-from processors.stats.statistics import ArmSummary, ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, Statistic
+from agentgym.processors.stats.fixed_horizon import fixed_horizon_test
+from agentgym.processors.stats.guardrails import guardrail_test
+from agentgym.processors.stats.multiple import Correction, adjust_p_values
+from agentgym.processors.stats.results import FixedHorizonResult, GuardrailResult, SequentialResult
+from agentgym.processors.stats.sequential import SequentialState, check_alpha, sequential_test
+from agentgym.processors.stats.statistics import ArmSummary, ProportionStatistic, RegressionAdjustedStatistic, SampleMeanStatistic, Statistic
 
 __all__ = ["ArmComparison", "MetricAnalysis", "GuardrailSpec", "analyse_metric"]
 

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from functools import reduce
 from operator import add
 
-from processors.stats.statistics import ArmSummary, RegressionAdjustedStatistic
+from agentgym.processors.stats.statistics import ArmSummary, RegressionAdjustedStatistic
 
 __all__ = ["cuped_theta", "cuped_adjust"]
 

@@ -4,7 +4,7 @@ Only *misuse* raises (an alpha outside (0, 1), a negative count, statistics of
 different kinds added together). Degenerate *data* — an empty arm, zero variance,
 a control mean of zero for a relative difference — never raises: the functions
 return a result whose ``reason`` says why no inference was made
-(:class:`processors.stats.results.Reason`), so a stream processor never stops on it.
+(:class:`agentgym.processors.stats.results.Reason`), so a stream processor never stops on it.
 """
 
 from __future__ import annotations

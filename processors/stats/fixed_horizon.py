@@ -19,9 +19,9 @@ from typing import Literal
 
 from scipy import stats as sps
 
-from processors.stats.results import DifferenceEstimate, FixedHorizonResult, Interval, Reason
-from processors.stats.sequential import check_alpha
-from processors.stats.statistics import ArmSummary, ProportionStatistic
+from agentgym.processors.stats.results import DifferenceEstimate, FixedHorizonResult, Interval, Reason
+from agentgym.processors.stats.sequential import check_alpha
+from agentgym.processors.stats.statistics import ArmSummary, ProportionStatistic
 
 __all__ = ["welch_t_test", "two_proportion_z_test", "fixed_horizon_test"]
 

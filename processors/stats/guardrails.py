@@ -5,7 +5,7 @@ A guardrail (latency, cost, error rate, ...) may degrade by at most ``limit``
 r = m_t/m_c − 1 and the metric's good direction, the *degradation* is
 d = r for a metric that should decrease and d = −r for one that should increase.
 Two one-sided always-valid tests against the margin, each a half-normal mixture
-(:func:`processors.stats.sequential.one_sided_p_value`):
+(:func:`agentgym.processors.stats.sequential.one_sided_p_value`):
 
 * holds    — H0: d ≥ limit  vs  d < limit   (non-inferiority shown; the usual
   non-inferiority formulation, e.g. Wellek 2010, *Testing Statistical Hypotheses of
@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from processors.stats.results import DifferenceEstimate, GuardrailResult, GuardrailStatus, Interval, Reason
-from processors.stats.sequential import one_sided_p_value, sequential_test
-from processors.stats.statistics import ArmSummary
+from agentgym.processors.stats.results import DifferenceEstimate, GuardrailResult, GuardrailStatus, Interval, Reason
+from agentgym.processors.stats.sequential import one_sided_p_value, sequential_test
+from agentgym.processors.stats.statistics import ArmSummary
 
 __all__ = ["guardrail_test"]
 

@@ -93,7 +93,7 @@ class SequentialResult:
     Attributes:
         reason: :attr:`Reason.OK` or why there is no inference.
         p_value: ``min(1, 1 / Λ_t)`` at this look. Keep the running minimum over looks
-            with :class:`processors.stats.sequential.SequentialState` (the always-valid
+            with :class:`agentgym.processors.stats.sequential.SequentialState` (the always-valid
             p-value of Johari et al. 2022 is that minimum).
         log_likelihood_ratio: ``log Λ_t``, the mixture likelihood ratio against the null.
         absolute: the difference of means with its confidence-sequence interval.

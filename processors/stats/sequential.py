@@ -74,9 +74,9 @@ from typing import Any, TypeVar
 import numpy as np
 from scipy.special import log_ndtr
 
-from processors.stats.exceptions import InvalidParameterError
-from processors.stats.results import UNBOUNDED, DifferenceEstimate, Interval, Reason, SequentialResult
-from processors.stats.statistics import ArmSummary
+from agentgym.processors.stats.exceptions import InvalidParameterError
+from agentgym.processors.stats.results import UNBOUNDED, DifferenceEstimate, Interval, Reason, SequentialResult
+from agentgym.processors.stats.statistics import ArmSummary
 
 __all__ = [
     "mixing_rho",

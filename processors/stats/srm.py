@@ -34,9 +34,9 @@ import numpy as np
 from scipy import stats as sps
 from scipy.special import gammaln, xlogy
 
-from processors.stats.exceptions import InvalidParameterError
-from processors.stats.results import Reason, SrmResult
-from processors.stats.sequential import check_alpha
+from agentgym.processors.stats.exceptions import InvalidParameterError
+from agentgym.processors.stats.results import Reason, SrmResult
+from agentgym.processors.stats.sequential import check_alpha
 
 __all__ = ["srm_chi_square", "srm_log_bayes_factor", "SrmState", "srm_test"]
 

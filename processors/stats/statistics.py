@@ -8,7 +8,7 @@ sets of units merge exactly (partition partials, worker partials, time buckets),
 * :class:`SampleMeanStatistic` — ``n`` units, ``sum`` and ``sum_squares`` of a
   per-unit value, optionally capped (winsorised) for heavy-tailed metrics.
 * :class:`RegressionAdjustedStatistic` — the above plus a pre-period covariate's
-  ``sum``, ``sum_squares`` and cross-product, for CUPED (:mod:`processors.stats.cuped`).
+  ``sum``, ``sum_squares`` and cross-product, for CUPED (:mod:`agentgym.processors.stats.cuped`).
 
 Every statistic reduces to an :class:`ArmSummary` (``n``, mean, per-unit variance),
 which is what the tests consume.
@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Union
 
-from processors.stats.exceptions import InvalidParameterError
+from agentgym.processors.stats.exceptions import InvalidParameterError
 
 __all__ = [
     "ArmSummary",

@@ -1,12 +1,12 @@
 """The ClickHouse store: one small interface, an embedded (chdb) and a server backend.
 
->>> from processors.store import open_store, migrate
+>>> from agentgym.processors.store import open_store, migrate
 >>> store = open_store("chdb:///tmp/agentgym-clickhouse")   # or http://host:8123
 >>> migrate(store)                                          # versioned, idempotent
 >>> store.query("SELECT count() FROM v_runs").scalar()
 
-Heavier pieces are imported on first use: :mod:`processors.store.rows` (pyarrow),
-:mod:`processors.store.http_server`, and the backends (chdb, clickhouse-connect).
+Heavier pieces are imported on first use: :mod:`agentgym.processors.store.rows` (pyarrow),
+:mod:`agentgym.processors.store.http_server`, and the backends (chdb, clickhouse-connect).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from processors.store.base import QueryResult, RawResult, Store
-from processors.store.exceptions import (
+from agentgym.processors.store.base import QueryResult, RawResult, Store
+from agentgym.processors.store.exceptions import (
     MigrationError,
     QueryError,
     ReadOnlyError,
@@ -25,9 +25,9 @@ from processors.store.exceptions import (
     StoreError,
     StoreLockedError,
 )
-from processors.store.factory import open_reader, open_store
-from processors.store.migrations import migrate, refresh_rollups
-from processors.store.settings import StoreSettings
+from agentgym.processors.store.factory import open_reader, open_store
+from agentgym.processors.store.migrations import migrate, refresh_rollups
+from agentgym.processors.store.settings import StoreSettings
 
 __all__ = [
     "Store",
@@ -57,13 +57,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ChdbStore": "processors.store.chdb_store",
-    "ServerStore": "processors.store.server_store",
-    "ROW_BUILDERS": "processors.store.rows",
-    "TABLES": "processors.store.rows",
-    "to_arrow": "processors.store.rows",
-    "insert_records": "processors.store.rows",
-    "serve_readonly": "processors.store.http_server",
+    "ChdbStore": "agentgym.processors.store.chdb_store",
+    "ServerStore": "agentgym.processors.store.server_store",
+    "ROW_BUILDERS": "agentgym.processors.store.rows",
+    "TABLES": "agentgym.processors.store.rows",
+    "to_arrow": "agentgym.processors.store.rows",
+    "insert_records": "agentgym.processors.store.rows",
+    "serve_readonly": "agentgym.processors.store.http_server",
 }
 
 

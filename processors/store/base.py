@@ -1,8 +1,8 @@
 """The store interface: one small surface, two backends running the same SQL.
 
-* :class:`~processors.store.chdb_store.ChdbStore`: the embedded engine (chdb), data in
+* :class:`~agentgym.processors.store.chdb_store.ChdbStore`: the embedded engine (chdb), data in
   a directory this process owns.
-* :class:`~processors.store.server_store.ServerStore`: a ClickHouse server over HTTP
+* :class:`~agentgym.processors.store.server_store.ServerStore`: a ClickHouse server over HTTP
   (clickhouse-connect).
 
 Query parameters use ClickHouse's server-side binding on both: ``{name:Type}`` in the
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from processors.store.exceptions import StoreConfigError
+from agentgym.processors.store.exceptions import StoreConfigError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -89,7 +89,7 @@ def rows_to_arrow(rows: Sequence[Sequence[Any]], column_names: Sequence[str]) ->
     """Builds an Arrow table from rows, inferring each column's type.
 
     Pass ``datetime`` objects for DateTime columns: an integer becomes Int64, which the
-    engine reads as *seconds*. For Agent Gym's records use :func:`processors.store.rows.to_arrow`,
+    engine reads as *seconds*. For Agent Gym's records use :func:`agentgym.processors.store.rows.to_arrow`,
     which has the exact column types.
     """
     import pyarrow as pa
@@ -202,7 +202,7 @@ class Store(abc.ABC):
             settings: ClickHouse settings for this statement only.
             database: default database for unqualified names (default: the store's).
             readonly: refuse writes and DDL (the check of
-                :func:`processors.store.readonly.check_readonly`, and the engine's
+                :func:`agentgym.processors.store.readonly.check_readonly`, and the engine's
                 ``readonly`` setting where the backend allows it).
             text_params: placeholder values already in ClickHouse's text form (as
                 HTTP ``param_<name>`` values arrive), passed on untouched; embedded

@@ -6,12 +6,12 @@ What chdb (4.x, engine 26.9) allows, and how this module lives with it:
   that directory may be open at once (each with its own ``USE``/``SET`` state); opening
   a *different* directory while one is open fails. :class:`ChdbStore` objects on the
   same directory share the engine; a store on another directory raises
-  :class:`~processors.store.exceptions.StoreError` until the first is closed.
+  :class:`~agentgym.processors.store.exceptions.StoreError` until the first is closed.
 * **One process per directory.** The engine takes an exclusive ``flock`` on
   ``<dir>/status`` (which also records the owner's PID) and a second process fails to
   open it. :func:`directory_owner` tells whether another process holds it, without
   touching the engine; the owner serves reads to others over HTTP
-  (:mod:`processors.store.http_server`).
+  (:mod:`agentgym.processors.store.http_server`).
 * **Fast inserts.** An Arrow table is read by the engine in place through the
   ``Python()`` table function (``INSERT INTO t SELECT * FROM Python(batch)``).
   Measured on this 2-core machine (shared with other work) with ~1 KiB experience rows
@@ -21,7 +21,7 @@ What chdb (4.x, engine 26.9) allows, and how this module lives with it:
   ~190,000-200,000 rows/s (it serializes the batch first). ``optimize_on_insert = 0``
   skips collapsing duplicates inside the inserted block; the ReplacingMergeTree tables
   collapse them at merge time and the analyst views read with FINAL, so nothing
-  duplicated ever shows. Reproduce with ``python -m ops.bench.store_insert``.
+  duplicated ever shows. Reproduce with ``python -m agentgym.ops.bench.store_insert``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from processors.store.base import (
+from agentgym.processors.store.base import (
     SETTING_NAME_RE,
     Backend,
     QueryResult,
@@ -44,7 +44,7 @@ from processors.store.base import (
     qualified_table,
     quote_identifier,
 )
-from processors.store.exceptions import (
+from agentgym.processors.store.exceptions import (
     QueryError,
     StoreClosedError,
     StoreConfigError,
@@ -52,7 +52,7 @@ from processors.store.exceptions import (
     StoreLockedError,
     query_error_from_message,
 )
-from processors.store.readonly import check_readonly
+from agentgym.processors.store.readonly import check_readonly
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -215,7 +215,7 @@ class ChdbStore(Store):
         """A clickhouse-connect client on this engine (its own connection), made on first use.
 
         Rows decode through the same Native codec as over HTTP, so :meth:`query` returns
-        the same Python types as :class:`~processors.store.server_store.ServerStore`.
+        the same Python types as :class:`~agentgym.processors.store.server_store.ServerStore`.
         """
         self._check_open()
         with self._client_lock:

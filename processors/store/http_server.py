@@ -23,7 +23,7 @@ What it speaks (the parts of ClickHouse's interface those clients use):
   ClickHouse gives the code (``exceptionCodeToHTTPStatus.cpp``) and its error text.
 
 Writes and DDL are refused before they reach the engine (HTTP 403, ClickHouse error
-164 READONLY, see :mod:`processors.store.readonly`), and each request runs on its own
+164 READONLY, see :mod:`agentgym.processors.store.readonly`), and each request runs on its own
 engine connection with ``readonly=2`` as well. Not supported: sessions (every request
 stands alone; ``session_id`` is accepted and ignored), external data tables, response
 compression, progress headers, authentication (it listens on loopback only).
@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from processors.store.base import Store
-from processors.store.exceptions import QueryError, ReadOnlyError, StoreError
-from processors.store.readonly import check_readonly
-from processors.store.sqltext import READ_KEYWORDS, statement_keyword, tokenize
+from agentgym.processors.store.base import Store
+from agentgym.processors.store.exceptions import QueryError, ReadOnlyError, StoreError
+from agentgym.processors.store.readonly import check_readonly
+from agentgym.processors.store.sqltext import READ_KEYWORDS, statement_keyword, tokenize
 
 __all__ = ["ReadOnlyHTTPServer", "serve_readonly", "CONTENT_TYPES", "status_for_code"]
 
@@ -150,7 +150,7 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
 
     def write_port_file(self, directory: Path) -> Path:
         """Records the port in ``directory/http.port`` (written atomically) and returns that path."""
-        from processors.store.chdb_store import PORT_FILE_NAME
+        from agentgym.processors.store.chdb_store import PORT_FILE_NAME
 
         target = Path(directory) / PORT_FILE_NAME
         tmp = target.with_name(f".{PORT_FILE_NAME}.{os.getpid()}")
@@ -185,7 +185,7 @@ def serve_readonly(store: Store, port: int = 0, host: str = "127.0.0.1") -> Read
     """Starts the read-only HTTP interface of ``store`` in a background thread.
 
     For an embedded store the port is recorded in ``<dir>/http.port``, where
-    ``agentgym sql`` and :func:`~processors.store.factory.open_reader` find it; the
+    ``agentgym sql`` and :func:`~agentgym.processors.store.factory.open_reader` find it; the
     server stops (and removes the file) when the store closes, or at ``stop()``.
 
     Args:

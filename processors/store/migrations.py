@@ -17,10 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from processors.store.base import Store, quote_identifier
-from processors.store.exceptions import MigrationError, QueryError
-from processors.store.settings import DATABASE_NAME_RE
-from processors.store.sqltext import split_statements
+from agentgym.processors.store.base import Store, quote_identifier
+from agentgym.processors.store.exceptions import MigrationError, QueryError
+from agentgym.processors.store.settings import DATABASE_NAME_RE
+from agentgym.processors.store.sqltext import split_statements
 
 __all__ = [
     "Migration",

@@ -6,7 +6,7 @@ QUERY`` and table functions that read local files or reach the network. So a sta
 is a read only when
 
 * it is one statement (no ``;`` followed by another),
-* its leading keyword is one of :data:`~processors.store.sqltext.READ_KEYWORDS`
+* its leading keyword is one of :data:`~agentgym.processors.store.sqltext.READ_KEYWORDS`
   (``SELECT``, ``WITH``, ``SHOW``, ``DESCRIBE``, ``EXISTS``, ``EXPLAIN``, ``SET``, ``USE``),
 * it has no ``INTO OUTFILE`` / ``FROM INFILE``, and
 * it calls none of the functions in :data:`EXTERNAL_FUNCTIONS` (table functions that
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processors.store.exceptions import QueryError, ReadOnlyError
-from processors.store.sqltext import RESULT_KEYWORDS, READ_KEYWORDS, statement_keyword, tokenize, trailing_format
+from agentgym.processors.store.exceptions import QueryError, ReadOnlyError
+from agentgym.processors.store.sqltext import RESULT_KEYWORDS, READ_KEYWORDS, statement_keyword, tokenize, trailing_format
 
 __all__ = ["ReadStatement", "check_readonly", "EXTERNAL_FUNCTIONS", "SAFE_TABLE_FUNCTIONS", "readonly_error_text"]
 

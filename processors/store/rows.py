@@ -27,8 +27,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from processors.store.base import Store
-from processors.store.exceptions import RowConversionError
+from agentgym.processors.store.base import Store
+from agentgym.processors.store.exceptions import RowConversionError
 
 __all__ = [
     "TABLES",
@@ -376,7 +376,7 @@ def insert_records(store: Store, record_name: str, records: Iterable[dict[str, A
     """Inserts decoded records of one type into their raw table in one statement.
 
     Args:
-        store: a :class:`~processors.store.base.Store`.
+        store: a :class:`~agentgym.processors.store.base.Store`.
         record_name: the Avro record type.
         records: decoded records of that type.
 

@@ -2,7 +2,7 @@
 
 The same SQL as the embedded backend; rows come back as the same Python types (both
 decode ClickHouse's Native format with clickhouse-connect). Also used to read from an
-embedded store's read-only HTTP interface (:mod:`processors.store.http_server`).
+embedded store's read-only HTTP interface (:mod:`agentgym.processors.store.http_server`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-from processors.store.base import (
+from agentgym.processors.store.base import (
     Backend,
     QueryResult,
     RawResult,
@@ -19,9 +19,9 @@ from processors.store.base import (
     as_arrow,
     quote_identifier,
 )
-from processors.store.exceptions import StoreClosedError, StoreConfigError, StoreError, query_error_from_message
-from processors.store.readonly import check_readonly
-from processors.store.sqltext import RESULT_KEYWORDS, statement_keyword, tokenize, trailing_format
+from agentgym.processors.store.exceptions import StoreClosedError, StoreConfigError, StoreError, query_error_from_message
+from agentgym.processors.store.readonly import check_readonly
+from agentgym.processors.store.sqltext import RESULT_KEYWORDS, statement_keyword, tokenize, trailing_format
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -12,8 +12,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-from producers.exceptions import InvalidEventError
-from producers.run import Run
+from agentgym.producers.exceptions import InvalidEventError
+from agentgym.producers.run import Run
 
 __all__ = [
     "ExperienceSink",
@@ -35,11 +35,11 @@ _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 
 
 class ExperienceSink(Protocol):
-    """What an integration needs of :class:`producers.AgentGym`."""
+    """What an integration needs of :class:`agentgym.producers.AgentGym`."""
 
     @property
     def record_experience(self) -> Callable[..., str]:  # pragma: no cover - protocol
-        """Records one run; see :meth:`producers.AgentGym.record_experience`."""
+        """Records one run; see :meth:`agentgym.producers.AgentGym.record_experience`."""
         ...
 
 
@@ -112,7 +112,7 @@ def message(role: Any, content: Any, *, name: Any = None, tool_call_id: Any = No
 
 
 def error_text(exc: BaseException) -> str:
-    """``"ExceptionType: message"``, as :class:`producers.Run` records errors."""
+    """``"ExceptionType: message"``, as :class:`agentgym.producers.Run` records errors."""
     return f"{type(exc).__name__}: {exc}"
 
 

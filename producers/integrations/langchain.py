@@ -1,7 +1,7 @@
 """Record LangChain runs as Agent Gym Experiences: a callback handler.
 
-    from producers import AgentGym
-    from producers.integrations.langchain import AgentGymCallbackHandler
+    from agentgym import AgentGym
+    from agentgym.producers.integrations.langchain import AgentGymCallbackHandler
 
     gym = AgentGym(tenant_id="acme", agent_id="support-bot")
     handler = AgentGymCallbackHandler(gym, model_version="prompt-v3")
@@ -25,7 +25,7 @@ What is recorded:
   call (kind ``tool``: its arguments and output) and every retriever call (kind
   ``retrieval``: the query and the documents), each with its error if it failed.
   Intermediate chains are not steps. A top-level chat model run also records the
-  tool calls its answer requests as ``tool`` steps, as :mod:`producers.integrations.openai` does;
+  tool calls its answer requests as ``tool`` steps, as :mod:`agentgym.producers.integrations.openai` does;
 * ``output``: the run's final output as text (a message's content; from a dict, its
   single value or its ``output``/``answer``/``result``/``text`` entry; else JSON);
 * ``model_name``: the handler's ``model_name``, else the first LLM call's model
@@ -55,8 +55,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.outputs import LLMResult
 
-from producers.exceptions import ConfigError
-from producers.integrations._common import (
+from agentgym.producers.exceptions import ConfigError
+from agentgym.producers.integrations._common import (
     ExperienceSink,
     assignment_record,
     content_text,
@@ -213,7 +213,7 @@ class AgentGymCallbackHandler(BaseCallbackHandler):
     """A LangChain callback handler that records each top-level run as an Experience.
 
     Args:
-        gym: the :class:`producers.AgentGym` client to record to.
+        gym: the :class:`agentgym.producers.AgentGym` client to record to.
         model_version: ``model_version`` of every Experience; default ``None``: the
             model name.
         model_name: ``model_name`` of every Experience; default ``None``: the first

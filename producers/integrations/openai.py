@@ -1,8 +1,8 @@
 """Record every chat completion of an OpenAI-style client as an Agent Gym Experience.
 
     from openai import OpenAI
-    from producers import AgentGym
-    from producers.integrations.openai import wrap_openai
+    from agentgym import AgentGym
+    from agentgym.producers.integrations.openai import wrap_openai
 
     gym = AgentGym(tenant_id="acme", agent_id="support-bot")
     client = wrap_openai(OpenAI(), gym, model_version="prompt-v3")
@@ -47,7 +47,7 @@ variants, the ``chat.completions.stream(...)`` helper, and every other endpoint.
 Recording never breaks the agent: a failure to record is logged (logger
 ``agentgym.integrations``) and the response is returned as usual. Only the agent's own
 misuse raises, before the request is sent: an unknown ``agentgym_*`` argument or one of
-the wrong type (:class:`producers.InvalidEventError`).
+the wrong type (:class:`agentgym.producers.InvalidEventError`).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from producers.exceptions import ConfigError, InvalidEventError
-from producers.integrations._common import (
+from agentgym.producers.exceptions import ConfigError, InvalidEventError
+from agentgym.producers.integrations._common import (
     ExperienceSink,
     assignment_record,
     content_text,
@@ -538,7 +538,7 @@ def wrap_openai(
     Args:
         client: an ``openai.OpenAI`` / ``openai.AsyncOpenAI`` client, or anything with
             ``client.chat.completions.create(**kwargs)``.
-        gym: the :class:`producers.AgentGym` client to record to.
+        gym: the :class:`agentgym.producers.AgentGym` client to record to.
         model_version: the ``model_version`` of every Experience; default ``None``:
             the model name of each call.
         metadata: string key/values added to every Experience (per-call

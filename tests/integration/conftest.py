@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from trainers.registry import ModelRegistry
+from agentgym.trainers.registry import ModelRegistry
 
 
 @pytest.fixture

@@ -11,16 +11,16 @@ import clickhouse_connect
 import pytest
 from confluent_kafka import Producer
 
-from processors.store import migrate, open_store
-from processors.store.base import Store
-from processors.store.rows import insert_records
-from schemas.codec import AvroCodec
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.base import Store
+from agentgym.processors.store.rows import insert_records
+from agentgym.schemas.codec import AvroCodec
 from tests import trainer_samples
 from tests.kafka_utils import consume_all, decode_all
 from tests.workers import Worker, wait_for, worker_env
-from trainers.datasets.builder import DatasetBuilder
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.settings import DatasetSettings
+from agentgym.trainers.datasets.builder import DatasetBuilder
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.settings import DatasetSettings
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def _alive(pid: int) -> bool:
 
 def test_the_loop_closes_and_the_promoted_model_is_better(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    out = subprocess.run([sys.executable, "-m", "ops.cli", "demo", "--fast"], env=_env(home),
+    out = subprocess.run([sys.executable, "-m", "agentgym.ops.cli", "demo", "--fast"], env=_env(home),
                          capture_output=True, text=True, timeout=900, cwd=REPO)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     result = json.loads((home / "demo" / "result.json").read_text())
@@ -66,7 +66,7 @@ def test_the_loop_closes_and_the_promoted_model_is_better(tmp_path: Path) -> Non
 
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    proc = subprocess.Popen([sys.executable, "-m", "ops.cli", "demo", "--fast"], env=_env(home), cwd=REPO,
+    proc = subprocess.Popen([sys.executable, "-m", "agentgym.ops.cli", "demo", "--fast"], env=_env(home), cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     pids: dict[str, int] = {}

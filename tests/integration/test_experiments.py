@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from confluent_kafka import Producer
 
-from ops.cli import main as cli
-from processors.store import StoreSettings, open_reader
-from producers import AgentGym, Assignment
-from schemas.codec import AvroCodec
-from schemas.topics import TOPICS
+from agentgym.ops.cli import main as cli
+from agentgym.processors.store import StoreSettings, open_reader
+from agentgym import AgentGym, Assignment
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.topics import TOPICS
 from tests.kafka_utils import consume_all
 from tests.workers import Worker, wait_for, worker_env
 

@@ -35,10 +35,10 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
 from pydantic import BaseModel
 
-from producers import AgentGym, ConfigError, InvalidEventError
-from producers.integrations.langchain import AgentGymCallbackHandler
-from producers.integrations.openai import AgentGymOpenAI, wrap_openai
-from schemas.topics import TOPICS
+from agentgym import AgentGym, ConfigError, InvalidEventError
+from agentgym.producers.integrations.langchain import AgentGymCallbackHandler
+from agentgym.producers.integrations.openai import AgentGymOpenAI, wrap_openai
+from agentgym.schemas.topics import TOPICS
 from tests.kafka_utils import consume_all, decode_all
 
 pytestmark = pytest.mark.integration

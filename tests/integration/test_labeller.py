@@ -1,6 +1,6 @@
 """The outcome labeller as a real Faust worker against the real broker.
 
-Each worker is a ``faust -A processors.app worker`` subprocess with only the labeller
+Each worker is a ``faust -A agentgym.processors.app worker`` subprocess with only the labeller
 enabled, its own app id (consumer group, changelog topics) and a short quiet period.
 Events go in through the SDK (or raw, for malformed ones); outcomes, dead letters and
 drift alerts are read back from their topics.
@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from ops.kafka.broker import free_port
-from producers import AgentGym
-from schemas import AvroCodec
+from agentgym.ops.kafka.broker import free_port
+from agentgym import AgentGym
+from agentgym.schemas import AvroCodec
 from tests.kafka_utils import consume_all
 
 pytestmark = pytest.mark.integration
@@ -62,7 +62,7 @@ class LabellerWorker:
         self.home.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [str(FAUST), "-A", "processors.app", "worker", "-l", "warn"],
+                [str(FAUST), "-A", "agentgym.processors.app", "worker", "-l", "warn"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
 
@@ -195,7 +195,7 @@ def test_late_correction_revises_an_earlier_success(start_worker: Callable[..., 
 
 def _checkpointed(bootstrap: str, app_id: str, tenant_id: str, n_learned: int, timeout_s: float = 30.0) -> bool:
     """Whether the learners changelog holds a checkpoint of the tenant's learner with ``n_learned`` examples."""
-    from processors.labelling import AgentLearner
+    from agentgym.processors.labelling import AgentLearner
 
     def match(m: Any) -> bool:
         return m.key() is not None and tenant_id.encode() in m.key() and m.value() is not None \

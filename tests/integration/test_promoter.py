@@ -1,7 +1,7 @@
 """The registry promoter on the real broker: decisions on ``gym-decisions-v1`` -> ``gym-models-v1``.
 
 Each test plays the experiments processor's part: the experiment is created the way the
-trainer creates it (:func:`trainers.experiments.start_experiment`), and a decision is
+trainer creates it (:func:`agentgym.trainers.experiments.start_experiment`), and a decision is
 written as the processor writes it, a ``Decision`` record and the configuration that
 applies it. The promoter's group starts at the decisions topic's end, so it sees only
 what its test writes.
@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
-from processors.experiments.admin import ExperimentAdmin
-from schemas.topics import TOPICS
-from trainers.experiments import start_experiment
-from trainers.kafka import RecordProducer, read_topic, watermarks
-from trainers.promoter import Promotion, RegistryPromoter
-from trainers.registry import ModelRegistry, ModelVersion
-from trainers.service import TrainerService
-from trainers.settings import GateSettings, TrainerServiceSettings
+from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
+from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.schemas.topics import TOPICS
+from agentgym.trainers.experiments import start_experiment
+from agentgym.trainers.kafka import RecordProducer, read_topic, watermarks
+from agentgym.trainers.promoter import Promotion, RegistryPromoter
+from agentgym.trainers.registry import ModelRegistry, ModelVersion
+from agentgym.trainers.service import TrainerService
+from agentgym.trainers.settings import GateSettings, TrainerServiceSettings
 
 pytestmark = pytest.mark.integration
 

@@ -9,11 +9,11 @@ import clickhouse_connect
 import pytest
 from confluent_kafka import Producer
 
-from processors.sink import ClickHouseSink
-from processors.store import migrate, open_store
-from processors.store.base import Store
-from producers import AgentGym
-from schemas import AvroCodec
+from agentgym.processors.sink import ClickHouseSink
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.base import Store
+from agentgym import AgentGym
+from agentgym.schemas import AvroCodec
 from tests.kafka_utils import consume_all, decode_all
 from tests.workers import Worker, wait_for, worker_env
 
@@ -153,7 +153,7 @@ def count_offline(path: Path, tenant: str) -> int:
 
 def test_events_from_an_older_schema_version_are_stored_with_defaults(bootstrap: str, store: Store, unique: str) -> None:
     """A v1 StatsSnapshot (older producer) and a v2 one, through ClickHouse's Avro reader."""
-    from schemas import default_schema_set
+    from agentgym.schemas import default_schema_set
     from tests.unit.schemas.records import EXAMPLES
 
     codec = AvroCodec()

@@ -25,15 +25,15 @@ import pytest
 from clickhouse_connect.driver.client import Client
 from click.testing import CliRunner
 
-from ops.cli import main as agentgym
-from processors.store import migrate, open_store
-from processors.store.chdb_store import ChdbStore
-from processors.store.exceptions import QueryError, ReadOnlyError
-from processors.store.http_server import ReadOnlyHTTPServer, serve_readonly
-from processors.store.readonly import EXTERNAL_FUNCTIONS, SAFE_TABLE_FUNCTIONS, check_readonly
-from processors.store.rows import insert_records, to_arrow
-from processors.store.server_store import ServerStore
-from processors.store.sqltext import split_statements
+from agentgym.ops.cli import main as agentgym
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.chdb_store import ChdbStore
+from agentgym.processors.store.exceptions import QueryError, ReadOnlyError
+from agentgym.processors.store.http_server import ReadOnlyHTTPServer, serve_readonly
+from agentgym.processors.store.readonly import EXTERNAL_FUNCTIONS, SAFE_TABLE_FUNCTIONS, check_readonly
+from agentgym.processors.store.rows import insert_records, to_arrow
+from agentgym.processors.store.server_store import ServerStore
+from agentgym.processors.store.sqltext import split_statements
 from tests import store_samples as samples
 
 pytestmark = pytest.mark.integration
@@ -372,9 +372,9 @@ def test_sql_command_explains_a_missing_store(tmp_path: Path) -> None:
 
 _OWNER = r"""
 import sys
-from processors.store import migrate, open_store, serve_readonly
-from processors.store.rows import insert_records, to_arrow
-from processors.store.server_store import ServerStore
+from agentgym.processors.store import migrate, open_store, serve_readonly
+from agentgym.processors.store.rows import insert_records, to_arrow
+from agentgym.processors.store.server_store import ServerStore
 from tests import store_samples as samples
 
 store = open_store(sys.argv[1])

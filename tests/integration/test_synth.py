@@ -18,21 +18,21 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from ops.cli import main
-from processors.sink import ClickHouseSink
-from processors.store import migrate, open_store
-from processors.store.base import Store
-from processors.store.rows import insert_records
-from schemas.topics import TOPICS
+from agentgym.ops.cli import main
+from agentgym.processors.sink import ClickHouseSink
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.base import Store
+from agentgym.processors.store.rows import insert_records
+from agentgym.schemas.topics import TOPICS
 from tests import store_samples
-from trainers.datasets.store import DatasetStore
-from trainers.kafka import RecordProducer, read_topic
-from trainers.settings import DatasetSettings
-from trainers.synth.generators import GenerationContext
-from trainers.synth.output import augmentation_rows, eval_suite_rows, read_scenarios
-from trainers.synth.scenario import EDGE_FAMILIES
-from trainers.synth.service import SynthRequest, SynthService
-from trainers.synth.settings import SynthSettings
+from agentgym.trainers.datasets.store import DatasetStore
+from agentgym.trainers.kafka import RecordProducer, read_topic
+from agentgym.trainers.settings import DatasetSettings
+from agentgym.trainers.synth.generators import GenerationContext
+from agentgym.trainers.synth.output import augmentation_rows, eval_suite_rows, read_scenarios
+from agentgym.trainers.synth.scenario import EDGE_FAMILIES
+from agentgym.trainers.synth.service import SynthRequest, SynthService
+from agentgym.trainers.synth.settings import SynthSettings
 
 AGENT = "support"
 SYSTEM = "You route requests to tools."
@@ -243,7 +243,7 @@ def test_same_seed_same_dataset_and_per_scenario_lineage_in_clickhouse(bootstrap
 
 
 def test_scenarios_serve_the_gate_and_training_augmentation(bootstrap: str, store: Store, unique: str, tmp_path: Path) -> None:
-    from trainers.evaluation import score_version
+    from agentgym.trainers.evaluation import score_version
 
     tenant = f"t-{unique}"
     seed_runs(store, tenant, n=40)
@@ -262,7 +262,7 @@ def test_scenarios_serve_the_gate_and_training_augmentation(bootstrap: str, stor
 
 def test_a_registry_model_paraphrases_and_the_rules_catch_what_it_gets_wrong(bootstrap: str, store: Store, unique: str,
                                                                               tmp_path: Path) -> None:
-    from trainers.registry import ModelRegistry, ModelVersion
+    from agentgym.trainers.registry import ModelRegistry, ModelVersion
 
     tenant = f"t-{unique}"
     seed_runs(store, tenant, n=30)

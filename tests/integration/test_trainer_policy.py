@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from trainers.registry import ModelRegistry, ModelVersion
-from trainers.service import TrainerService
-from trainers.settings import TrainerServiceSettings
+from agentgym.trainers.registry import ModelRegistry, ModelVersion
+from agentgym.trainers.service import TrainerService
+from agentgym.trainers.settings import TrainerServiceSettings
 
 pytestmark = pytest.mark.integration
 

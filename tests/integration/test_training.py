@@ -20,22 +20,22 @@ import torch
 from click.testing import CliRunner
 from confluent_kafka import Consumer, TopicPartition
 
-from ops.cli import main as cli
-from processors.sink import ClickHouseSink
-from processors.store import migrate, open_store
-from processors.store.rows import insert_records
-from schemas.topics import TOPICS
+from agentgym.ops.cli import main as cli
+from agentgym.processors.sink import ClickHouseSink
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.rows import insert_records
+from agentgym.schemas.topics import TOPICS
 from tests import trainer_samples
 from tests.kafka_utils import consume_all, decode_all
-from trainers.datasets.builder import DatasetBuilder
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.kafka import RecordProducer, watermarks
-from trainers.modeling import generate, load_for_inference
-from trainers.registry import ModelRegistry
-from trainers.service import TrainerService
-from trainers.settings import DatasetSettings, GateSettings, TrainerServiceSettings, TrainSettings
-from trainers.training.job import TrainJob
-from trainers.training.launcher import launch
+from agentgym.trainers.datasets.builder import DatasetBuilder
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.kafka import RecordProducer, watermarks
+from agentgym.trainers.modeling import generate, load_for_inference
+from agentgym.trainers.registry import ModelRegistry
+from agentgym.trainers.service import TrainerService
+from agentgym.trainers.settings import DatasetSettings, GateSettings, TrainerServiceSettings, TrainSettings
+from agentgym.trainers.training.job import TrainJob
+from agentgym.trainers.training.launcher import launch
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +78,8 @@ def preempted_once(config: dict[str, Any]) -> None:
     """``train_func``, but the first attempt dies right after its first checkpoint (a preempted worker)."""
     import ray.train
 
-    from trainers.training import callbacks
-    from trainers.training.train_func import train_func
+    from agentgym.trainers.training import callbacks
+    from agentgym.trainers.training.train_func import train_func
 
     if ray.train.get_checkpoint() is None:
         saved = callbacks.RayReportCallback.on_save

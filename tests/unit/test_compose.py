@@ -36,17 +36,17 @@ PREFIX = "AGENTGYM_"
 # cannot be imported fails the tests below: nothing is skipped. A settings class added
 # to the packages without being listed here fails test_every_settings_class_is_listed.
 SETTINGS_CLASSES: tuple[str, ...] = (
-    "producers.settings:ProducerSettings",
-    "ops.settings:StackSettings",
-    "processors.settings:ProcessorSettings",
-    "processors.store.settings:StoreSettings",
-    "processors.labelling.settings:LabellerSettings",
-    "processors.experiments.settings:ExperimentSettings",
-    "trainers.synth.settings:SynthSettings",
-    "trainers.settings:DatasetSettings",
-    "trainers.settings:TrainSettings",
-    "trainers.settings:GateSettings",
-    "trainers.settings:TrainerServiceSettings",
+    "agentgym.producers.settings:ProducerSettings",
+    "agentgym.ops.settings:StackSettings",
+    "agentgym.processors.settings:ProcessorSettings",
+    "agentgym.processors.store.settings:StoreSettings",
+    "agentgym.processors.labelling.settings:LabellerSettings",
+    "agentgym.processors.experiments.settings:ExperimentSettings",
+    "agentgym.trainers.synth.settings:SynthSettings",
+    "agentgym.trainers.settings:DatasetSettings",
+    "agentgym.trainers.settings:TrainSettings",
+    "agentgym.trainers.settings:GateSettings",
+    "agentgym.trainers.settings:TrainerServiceSettings",
 )
 
 REQUIRED_SERVICES = frozenset(
@@ -298,10 +298,10 @@ def test_settings_class_exists_and_reads_the_agentgym_prefix(path: str) -> None:
 def test_every_settings_class_is_listed() -> None:
     """Every ``class X(BaseSettings)`` in the project's packages is in SETTINGS_CLASSES."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = [p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    package_dirs = {name: folder for name, folder in pyproject["tool"]["setuptools"]["package-dir"].items() if name != "agentgym"}
     found = set()
-    for package in packages:
-        for file in sorted((ROOT / package).rglob("*.py")):
+    for package, folder in package_dirs.items():
+        for file in sorted((ROOT / folder).rglob("*.py")):
             tree = ast.parse(file.read_text(encoding="utf-8"), filename=str(file))
             for node in ast.walk(tree):
                 if isinstance(node, ast.ClassDef) and any(
@@ -309,7 +309,7 @@ def test_every_settings_class_is_listed() -> None:
                     or (isinstance(b, ast.Attribute) and b.attr == "BaseSettings")
                     for b in node.bases
                 ):
-                    module = ".".join(file.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                    module = ".".join((package, *file.relative_to(ROOT / folder).with_suffix("").parts)).removesuffix(".__init__")
                     found.add(f"{module}:{node.name}")
     unlisted = sorted(found - set(SETTINGS_CLASSES))
     assert not unlisted, f"settings classes missing from SETTINGS_CLASSES (and so from these checks): {unlisted}"
@@ -415,7 +415,7 @@ def test_scaled_services_publish_no_fixed_host_port() -> None:
 
 
 def test_processors_scale_with_deploy_replicas_within_the_partitions() -> None:
-    from schemas.topics import TOPICS
+    from agentgym.schemas.topics import TOPICS
 
     replicas = (service("processors").get("deploy") or {}).get("replicas")
     assert isinstance(replicas, int) and replicas >= 1, "processors must set deploy.replicas"
@@ -457,7 +457,7 @@ def test_project_services_build_from_the_dockerfile() -> None:
 
 
 def test_kafka_image_is_apache_kafka_4_and_matches_the_local_stack() -> None:
-    from ops.settings import StackSettings
+    from agentgym.ops.settings import StackSettings
 
     image = service("kafka").get("image", "")
     m = re.fullmatch(r"apache/kafka:(\d+)\.(\d+)\.(\d+)", image)
@@ -519,8 +519,8 @@ def test_services_reach_kafka_at_its_internal_listener() -> None:
 
 
 def test_kafka_host_port_is_the_local_stacks_default_port() -> None:
-    from ops.settings import StackSettings
-    from producers.settings import ProducerSettings
+    from agentgym.ops.settings import StackSettings
+    from agentgym.producers.settings import ProducerSettings
 
     _name, (adv_host, adv_port), (_bind_host, bind_port) = external_listener()
     published = {target: host for _ip, host, target, _proto in published_ports(service("kafka"))}
@@ -542,7 +542,7 @@ def test_clickhouse_url_points_at_the_clickhouse_http_port() -> None:
     assert CLICKHOUSE_HTTP_PORT in container_ports(ch), "the clickhouse service does not expose its HTTP port"
     ch_env = environment(ch)
 
-    from processors.store.settings import StoreSettings
+    from agentgym.processors.store.settings import StoreSettings
 
     users = [name for name, svc in services().items() if "AGENTGYM_CLICKHOUSE_URL" in environment(svc)]
     assert {"processors", "trainer"} <= set(users), f"services given AGENTGYM_CLICKHOUSE_URL: {users}"
@@ -664,7 +664,7 @@ def _command_params() -> list[Any]:
 def test_agentgym_commands_in_compose_exist_and_accept_their_options(name: str, args: list[str]) -> None:
     import click
 
-    from ops.cli import main
+    from agentgym.ops.cli import main
 
     assert len(args) >= 3, f"{name}: {args} names no sub-command"
     ctx = click.Context(main)
@@ -711,7 +711,7 @@ def test_dockerfile_base_is_python_slim_within_requires_python() -> None:
 
 def test_dockerfile_copies_every_package_it_installs() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    packages = {p.rstrip("*").rstrip(".") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]}
+    packages = set(pyproject["tool"]["setuptools"]["package-dir"].values())
     copied: set[str] = set()
     for keyword, rest in _dockerfile_instructions():
         if keyword == "COPY" and "--from" not in rest:

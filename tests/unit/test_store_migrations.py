@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from processors.store import (
+from agentgym.processors.store import (
     MigrationError,
     RowConversionError,
     StoreClosedError,
@@ -27,10 +27,10 @@ from processors.store import (
     open_store,
     refresh_rollups,
 )
-from processors.store.chdb_store import ChdbStore
-from processors.store.migrations import SQL_DIR, load_migrations, pending_migrations
-from processors.store.readonly import check_readonly
-from processors.store.rows import ARROW_SCHEMAS, COLUMNS, ROW_BUILDERS, TABLES, insert_records, rows_to_table, to_arrow
+from agentgym.processors.store.chdb_store import ChdbStore
+from agentgym.processors.store.migrations import SQL_DIR, load_migrations, pending_migrations
+from agentgym.processors.store.readonly import check_readonly
+from agentgym.processors.store.rows import ARROW_SCHEMAS, COLUMNS, ROW_BUILDERS, TABLES, insert_records, rows_to_table, to_arrow
 from tests import store_samples as samples
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
@@ -132,7 +132,7 @@ def test_arrow_schemas_match_the_tables_column_order(store: ChdbStore) -> None:
 
 
 def test_tables_agree_with_the_topic_specs() -> None:
-    from schemas.topics import TOPICS
+    from agentgym.schemas.topics import TOPICS
 
     covered = {spec.record: spec.table for spec in TOPICS.values() if spec.record in TABLES}
     assert covered == {name: TABLES[name] for name in covered}

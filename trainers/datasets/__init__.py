@@ -1,14 +1,14 @@
 """Datasets for fine-tuning: built from labelled runs, quality-filtered, stored as Parquet plus a manifest.
 
-* :mod:`trainers.datasets.quality`: scrubbing, exact and near-duplicate removal, length limits, splits (pure).
-* :mod:`trainers.datasets.examples`: labelled runs -> SFT examples and preference pairs (pure).
-* :mod:`trainers.datasets.store`: the dataset store (any fsspec URL): shards, manifest, checksum, JSONL export.
-* :mod:`trainers.datasets.builder`: reads ClickHouse, decides when a dataset is finished, writes and announces it.
+* :mod:`agentgym.trainers.datasets.quality`: scrubbing, exact and near-duplicate removal, length limits, splits (pure).
+* :mod:`agentgym.trainers.datasets.examples`: labelled runs -> SFT examples and preference pairs (pure).
+* :mod:`agentgym.trainers.datasets.store`: the dataset store (any fsspec URL): shards, manifest, checksum, JSONL export.
+* :mod:`agentgym.trainers.datasets.builder`: reads ClickHouse, decides when a dataset is finished, writes and announces it.
 """
 
-from trainers.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
-from trainers.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber, split_of
-from trainers.datasets.store import DatasetStore, Manifest, ShardInfo
+from agentgym.trainers.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
+from agentgym.trainers.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber, split_of
+from agentgym.trainers.datasets.store import DatasetStore, Manifest, ShardInfo
 
 __all__ = [
     "BuildResult",

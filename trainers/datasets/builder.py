@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from processors.store.base import Store
-from trainers.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
-from trainers.datasets.quality import LengthLimits, Scrubber
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.settings import DatasetSettings
+from agentgym.processors.store.base import Store
+from agentgym.trainers.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
+from agentgym.trainers.datasets.quality import LengthLimits, Scrubber
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.settings import DatasetSettings
 
 __all__ = ["DatasetBuilder", "PendingLabels", "dataset_id_for", "KINDS"]
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from trainers.datasets.quality import normalize
-from trainers.synth.scenario import Message, Scenario, SourceRun, content_key
-from trainers.synth.text import fill, mask_values, placeholders, typed_value
+from agentgym.trainers.datasets.quality import normalize
+from agentgym.trainers.synth.scenario import Message, Scenario, SourceRun, content_key
+from agentgym.trainers.synth.text import fill, mask_values, placeholders, typed_value
 
 __all__ = ["Base", "base_from_run", "bases_from_runs", "collect_slot_values", "failure_key", "expected_for", "scenario_from"]
 

@@ -1,10 +1,10 @@
 """Clusters of failed runs: where the agent fails systematically, failure-seeded generation digs deeper.
 
 Failed runs are grouped first by why they failed (the failing tool, else the run's
-status, else the label: :func:`trainers.synth.bases.failure_key`), then within a group
+status, else the label: :func:`agentgym.trainers.synth.bases.failure_key`), then within a group
 by what was asked: leader clustering over the masked request templates, with the
 character-shingle Jaccard similarity that near-duplicate detection uses
-(:class:`trainers.datasets.quality.NearDuplicateIndex` at a lower threshold, so a
+(:class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` at a lower threshold, so a
 request joins the first cluster whose leader is at least that similar). Masking the
 argument values first makes ``"Where is order 4512?"`` and ``"Where is order 88?"``
 one cluster.
@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from trainers.datasets.quality import NearDuplicateIndex
-from trainers.synth.bases import Base
+from agentgym.trainers.datasets.quality import NearDuplicateIndex
+from agentgym.trainers.synth.bases import Base
 
 __all__ = ["FailureCluster", "cluster_failures", "allocate"]
 

@@ -1,14 +1,14 @@
-"""Errors of synthetic scenario generation (:mod:`trainers.synth`)."""
+"""Errors of synthetic scenario generation (:mod:`agentgym.trainers.synth`)."""
 
 from __future__ import annotations
 
-from trainers.exceptions import TrainersError
+from agentgym.trainers.exceptions import TrainersError
 
 __all__ = ["SynthError", "SpecError", "GeneratorLoadError", "ScenarioSchemaError", "NoSourcesError"]
 
 
 class SynthError(TrainersError):
-    """Base class of every error raised by :mod:`trainers.synth`."""
+    """Base class of every error raised by :mod:`agentgym.trainers.synth`."""
 
 
 class SpecError(SynthError):

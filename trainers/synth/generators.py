@@ -1,11 +1,11 @@
 """Scenario generators: the built-in families and the protocol a domain's own generator follows.
 
-A generator has a ``name``, a ``family`` (:data:`trainers.synth.scenario.FAMILIES`) and
+A generator has a ``name``, a ``family`` (:data:`agentgym.trainers.synth.scenario.FAMILIES`) and
 ``generate(ctx, count, rng)``, which returns up to ``count`` candidates (scenarios or
 mappings with their fields) drawn from ``rng`` alone, so the same seed gives the same
 candidates. It may define ``available(ctx) -> bool`` (False: it has nothing to work
 on, and its share of the batch goes to the others). Validation happens afterwards, on
-every candidate of every generator (:mod:`trainers.synth.validation`).
+every candidate of every generator (:mod:`agentgym.trainers.synth.validation`).
 
 Built in:
 
@@ -19,7 +19,7 @@ Built in:
   family is represented.
 * :class:`FunctionGenerator`: wraps a plain ``fn(ctx, count, rng)`` (a plugin).
 
-A domain spec (:mod:`trainers.synth.spec`) is a generator too.
+A domain spec (:mod:`agentgym.trainers.synth.spec`) is a generator too.
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from trainers.synth.bases import Base, scenario_from
-from trainers.synth.clusters import FailureCluster, allocate
-from trainers.synth.paraphrase import Paraphraser, RuleParaphraser
-from trainers.synth.scenario import EDGE_FAMILIES, Scenario, SourceRun
-from trainers.synth.text import (
+from agentgym.trainers.synth.bases import Base, scenario_from
+from agentgym.trainers.synth.clusters import FailureCluster, allocate
+from agentgym.trainers.synth.paraphrase import Paraphraser, RuleParaphraser
+from agentgym.trainers.synth.scenario import EDGE_FAMILIES, Scenario, SourceRun
+from agentgym.trainers.synth.text import (
     EMPTY_INPUTS,
     LANGUAGES,
     MALFORMED_KINDS,
@@ -49,7 +49,7 @@ from trainers.synth.text import (
 )
 
 if TYPE_CHECKING:
-    from trainers.synth.spec import DomainSpec
+    from agentgym.trainers.synth.spec import DomainSpec
 
 __all__ = [
     "Generator",

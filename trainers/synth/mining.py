@@ -2,9 +2,9 @@
 
 Reads ``v_experiences`` (deduplicated runs) with each run's latest outcome from
 ``v_outcomes_latest``, newest first, for one tenant and agent. Tool steps
-(``steps.kind = 'tool'``) become :class:`~trainers.synth.scenario.ToolCall` values, their
+(``steps.kind = 'tool'``) become :class:`~agentgym.trainers.synth.scenario.ToolCall` values, their
 JSON input the call's arguments. Everything textual is scrubbed with the dataset
-builder's :class:`~trainers.datasets.quality.Scrubber` before any generator sees it, so
+builder's :class:`~agentgym.trainers.datasets.quality.Scrubber` before any generator sees it, so
 secrets and personal data never reach a synthetic dataset.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from processors.store.base import Store
-from trainers.datasets.quality import Scrubber
-from trainers.synth.scenario import SourceRun, ToolCall
+from agentgym.processors.store.base import Store
+from agentgym.trainers.datasets.quality import Scrubber
+from agentgym.trainers.synth.scenario import SourceRun, ToolCall
 
 __all__ = ["RUNS_SQL", "mine_runs", "scrub_run", "parse_arguments"]
 

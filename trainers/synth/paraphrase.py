@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from trainers.datasets.quality import normalize
-from trainers.synth.text import SYNONYMS, paraphrase_rules, placeholders
+from agentgym.trainers.datasets.quality import normalize
+from agentgym.trainers.synth.text import SYNONYMS, paraphrase_rules, placeholders
 
 __all__ = ["Paraphraser", "RuleParaphraser", "ModelParaphraser", "PARAPHRASE_INSTRUCTION"]
 
@@ -39,7 +39,7 @@ class Paraphraser(Protocol):
 
 
 class RuleParaphraser:
-    """Synonym swaps, reordering and framings (:func:`trainers.synth.text.paraphrase_rules`).
+    """Synonym swaps, reordering and framings (:func:`agentgym.trainers.synth.text.paraphrase_rules`).
 
     Args:
         synonyms: groups of interchangeable phrases (default: the built-in ones; a domain spec adds its own).
@@ -59,7 +59,7 @@ class ModelParaphraser:
     """A language model rewrites the request; the rules step in when its answer is unusable.
 
     Args:
-        generate: messages -> the model's reply (greedy), e.g. ``trainers.modeling.generate`` bound to a model.
+        generate: messages -> the model's reply (greedy), e.g. ``agentgym.trainers.modeling.generate`` bound to a model.
         name: reported name (``model:<model_version>``).
         fallback: used when the model's paraphrase is rejected.
         max_length_ratio: a paraphrase longer than this many times the request (plus 40 characters) is rejected.
@@ -114,8 +114,8 @@ class ModelParaphraser:
             ModelVersionNotFoundError: no such version in the registry.
             RegistryError: the registry cannot be read.
         """
-        from trainers.modeling import generate, load_for_inference
-        from trainers.registry import ModelRegistry
+        from agentgym.trainers.modeling import generate, load_for_inference
+        from agentgym.trainers.registry import ModelRegistry
 
         registry = ModelRegistry(bootstrap_servers)
         try:

@@ -5,7 +5,7 @@ How a batch of ``n`` is filled:
 1. The active generators (those whose ``available(ctx)`` is not False) share ``n`` by
    weight: each family's share of ``mix`` (paraphrase, failure, edge, domain), split
    evenly among the generators of that family, renormalised over the active ones
-   (largest remainder, :func:`trainers.synth.clusters.allocate`).
+   (largest remainder, :func:`agentgym.trainers.synth.clusters.allocate`).
 2. Each round asks every generator still short for ``ceil(missing * oversample)``
    candidates, drawn from its own ``random.Random`` seeded with (seed, generator,
    round), so a generator's output does not depend on the others.
@@ -29,13 +29,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.synth.clusters import allocate
-from trainers.synth.exceptions import ScenarioSchemaError, SynthError
-from trainers.synth.generators import GenerationContext, Generator
-from trainers.synth.report import QualityReport
-from trainers.synth.scenario import Scenario, coerce_scenario, scenario_text
-from trainers.synth.settings import DEFAULT_MIX
-from trainers.synth.validation import BatchValidator, diversity
+from agentgym.trainers.synth.clusters import allocate
+from agentgym.trainers.synth.exceptions import ScenarioSchemaError, SynthError
+from agentgym.trainers.synth.generators import GenerationContext, Generator
+from agentgym.trainers.synth.report import QualityReport
+from agentgym.trainers.synth.scenario import Scenario, coerce_scenario, scenario_text
+from agentgym.trainers.synth.settings import DEFAULT_MIX
+from agentgym.trainers.synth.validation import BatchValidator, diversity
 
 __all__ = ["BatchResult", "generate_batch", "generator_weights"]
 

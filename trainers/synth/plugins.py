@@ -14,9 +14,9 @@ A reference is, in the order tried:
 
 What the reference names may be a generator object (``name``, ``family``,
 ``generate``), a class of one (instantiated without arguments), a
-:class:`~trainers.synth.spec.DomainSpec`, or a plain function
+:class:`~agentgym.trainers.synth.spec.DomainSpec`, or a plain function
 ``fn(ctx, count, rng) -> iterable of scenarios or mappings`` (wrapped in a
-:class:`~trainers.synth.generators.FunctionGenerator` named after the reference).
+:class:`~agentgym.trainers.synth.generators.FunctionGenerator` named after the reference).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from trainers.synth.exceptions import GeneratorLoadError
-from trainers.synth.generators import BUILTIN_GENERATORS, FunctionGenerator, Generator
-from trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
+from agentgym.trainers.synth.exceptions import GeneratorLoadError
+from agentgym.trainers.synth.generators import BUILTIN_GENERATORS, FunctionGenerator, Generator
+from agentgym.trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
 
 __all__ = ["ENTRY_POINT_GROUP", "load_generator", "installed_generators", "as_generator"]
 

@@ -21,7 +21,7 @@ class QualityReport:
         requested: scenarios asked for (``--n``).
         candidates: scenarios the generators made (validated or not).
         accepted: scenarios kept.
-        rejected: reason -> count (:data:`trainers.synth.validation.REASONS`, ``schema_invalid:<field>``).
+        rejected: reason -> count (:data:`agentgym.trainers.synth.validation.REASONS`, ``schema_invalid:<field>``).
         rejected_examples: reason -> up to three rejected inputs (shortened).
         surplus: valid-looking candidates not needed because their generator had reached its quota.
         sources: what was mined: runs read, seeds, held out, succeeded, failed, templates, clusters.

@@ -1,6 +1,6 @@
 """``agentgym synth generate`` end to end: mine, generate, validate, write, publish lineage, announce.
 
-1. **Mine** the agent's newest real runs from ClickHouse (:func:`trainers.synth.mining.mine_runs`)
+1. **Mine** the agent's newest real runs from ClickHouse (:func:`agentgym.trainers.synth.mining.mine_runs`)
    and scrub them with the dataset builder's scrubbers.
 2. **Hold out** evaluation prompts: the ``eval`` splits of the named datasets (default:
    every non-synthetic dataset of the tenant and agent in the dataset store) and any
@@ -8,12 +8,12 @@
    near), or when the dataset builder's split would put it in ``eval``
    (``split_of(prompt_key, AGENTGYM_DATASET_EVAL_FRACTION)``): splits are fixed by
    prompt hash, so such a prompt is held out in every dataset, including later ones.
-3. **Generate and validate** one batch (:func:`trainers.synth.pipeline.generate_batch`)
+3. **Generate and validate** one batch (:func:`agentgym.trainers.synth.pipeline.generate_batch`)
    against the real inputs and the held-out prompts.
-4. **Write** the scenarios as a synthetic dataset (:mod:`trainers.synth.output`) with the
+4. **Write** the scenarios as a synthetic dataset (:mod:`agentgym.trainers.synth.output`) with the
    quality report in its manifest and beside it (``quality_report.json``).
 5. **Publish lineage**: one ScenarioLineage record per scenario and source trace on
-   ``gym-scenario-lineage-v1`` (:func:`trainers.synth.output.lineage_records`); the
+   ``gym-scenario-lineage-v1`` (:func:`agentgym.trainers.synth.output.lineage_records`); the
    ClickHouse sink materialises them into ``synthetic_scenarios``, joinable with
    ``v_runs`` on ``(tenant_id, source_trace_id = trace_id)``. Like every other record,
    lineage reaches ClickHouse through Kafka and the sink, which owns the store's writes.
@@ -33,30 +33,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainers.datasets.quality import NearDuplicateIndex, Scrubber, prompt_key, split_of
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.settings import DatasetSettings
-from trainers.synth.bases import bases_from_runs, collect_slot_values
-from trainers.synth.clusters import cluster_failures
-from trainers.synth.exceptions import NoSourcesError, SynthError
-from trainers.synth.generators import GenerationContext, Generator
-from trainers.synth.mining import mine_runs, scrub_run
-from trainers.synth.output import (
+from agentgym.trainers.datasets.quality import NearDuplicateIndex, Scrubber, prompt_key, split_of
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.settings import DatasetSettings
+from agentgym.trainers.synth.bases import bases_from_runs, collect_slot_values
+from agentgym.trainers.synth.clusters import cluster_failures
+from agentgym.trainers.synth.exceptions import NoSourcesError, SynthError
+from agentgym.trainers.synth.generators import GenerationContext, Generator
+from agentgym.trainers.synth.mining import mine_runs, scrub_run
+from agentgym.trainers.synth.output import (
     KIND,
     assign_splits,
     lineage_records,
     synthetic_dataset_id,
     write_scenarios,
 )
-from trainers.synth.paraphrase import ModelParaphraser, Paraphraser, RuleParaphraser
-from trainers.synth.pipeline import generate_batch
-from trainers.synth.plugins import load_generator
-from trainers.synth.report import QualityReport
-from trainers.synth.scenario import Message, Scenario, SourceRun, content_key, scenario_text
-from trainers.synth.settings import SynthSettings
-from trainers.synth.spec import DomainSpec, SpecGenerator
-from trainers.synth.text import SYNONYMS
-from trainers.synth.validation import BatchValidator, ValidationConfig, diversity, messages_of
+from agentgym.trainers.synth.paraphrase import ModelParaphraser, Paraphraser, RuleParaphraser
+from agentgym.trainers.synth.pipeline import generate_batch
+from agentgym.trainers.synth.plugins import load_generator
+from agentgym.trainers.synth.report import QualityReport
+from agentgym.trainers.synth.scenario import Message, Scenario, SourceRun, content_key, scenario_text
+from agentgym.trainers.synth.settings import SynthSettings
+from agentgym.trainers.synth.spec import DomainSpec, SpecGenerator
+from agentgym.trainers.synth.text import SYNONYMS
+from agentgym.trainers.synth.validation import BatchValidator, ValidationConfig, diversity, messages_of
 
 __all__ = ["DEFAULT_GENERATORS", "REPORT_FILE", "SynthRequest", "SynthOutcome", "SynthService", "load_prompt_list"]
 
@@ -71,7 +71,7 @@ class SynthRequest:
     """One ``synth generate``.
 
     Attributes:
-        generators: generator references (:func:`trainers.synth.plugins.load_generator`); default the built-ins.
+        generators: generator references (:func:`agentgym.trainers.synth.plugins.load_generator`); default the built-ins.
         specs: YAML domain specs (paths or shipped names), added to the generators.
         paraphraser: a model version of the registry to paraphrase with (None: rules).
         eval_datasets: dataset ids whose ``eval`` prompts are held out (empty: every non-synthetic

@@ -21,7 +21,7 @@ A domain that needs no code describes its requests in a YAML file
     synonyms: [[package, parcel]]                    # added to the rule paraphraser's
 
 Every placeholder must name a slot, and arguments need a tool; a mistake is reported
-with the file and the field (:class:`~trainers.synth.exceptions.SpecError`). A spec is a
+with the file and the field (:class:`~agentgym.trainers.synth.exceptions.SpecError`). A spec is a
 generator (:class:`SpecGenerator`, family ``domain``): it fills templates, paraphrases
 half of them, and lends its requests, translations and boundary values to the
 edge-case generator.
@@ -39,10 +39,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from trainers.synth.bases import Base, scenario_from
-from trainers.synth.exceptions import SpecError
-from trainers.synth.scenario import Scenario
-from trainers.synth.text import fill, placeholders
+from agentgym.trainers.synth.bases import Base, scenario_from
+from agentgym.trainers.synth.exceptions import SpecError
+from agentgym.trainers.synth.scenario import Scenario
+from agentgym.trainers.synth.text import fill, placeholders
 
 __all__ = ["SlotSpec", "IntentSpec", "SpecModel", "DomainSpec", "SpecGenerator", "SPECS_DIR", "builtin_spec"]
 

@@ -16,10 +16,10 @@ reason                         when
 ``duplicate_near``             it nearly duplicates one
 =============================  ===============================================================
 
-Inputs are compared without their system messages (:func:`~trainers.synth.scenario.content_key`,
-:func:`~trainers.synth.scenario.scenario_text`); near duplicates with MinHash LSH
+Inputs are compared without their system messages (:func:`~agentgym.trainers.synth.scenario.content_key`,
+:func:`~agentgym.trainers.synth.scenario.scenario_text`); near duplicates with MinHash LSH
 confirmed by exact shingle Jaccard (:class:`SignatureIndex`, the banding of
-:class:`trainers.datasets.quality.NearDuplicateIndex` on signatures computed once per candidate).
+:class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` on signatures computed once per candidate).
 
 Diversity (:func:`diversity`):
 
@@ -46,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from trainers.datasets.quality import MinHasher, jaccard, normalize, shingles
-from trainers.synth.scenario import Message, Scenario, content_key, scenario_text, schema_problems
+from agentgym.trainers.datasets.quality import MinHasher, jaccard, normalize, shingles
+from agentgym.trainers.synth.scenario import Message, Scenario, content_key, scenario_text, schema_problems
 
 __all__ = ["ValidationConfig", "BatchValidator", "SignatureIndex", "Diversity", "diversity", "messages_of", "REASONS"]
 
@@ -57,7 +57,7 @@ REASONS = ("schema_invalid", "too_long", "eval_leak_exact", "eval_leak_near", "d
 
 @dataclass(frozen=True)
 class ValidationConfig:
-    """Thresholds of :class:`BatchValidator` (defaults: :class:`trainers.synth.settings.SynthSettings`).
+    """Thresholds of :class:`BatchValidator` (defaults: :class:`agentgym.trainers.synth.settings.SynthSettings`).
 
     Attributes:
         near_threshold: Jaccard at or above which two inputs are near duplicates (1.0: exact only).
@@ -84,8 +84,8 @@ class SignatureIndex:
     """Near-duplicate lookup on precomputed shingles and signatures.
 
     The same banded LSH with exact-Jaccard confirmation as
-    :class:`trainers.datasets.quality.NearDuplicateIndex` (32 bands of 4 rows of the same
-    :class:`~trainers.datasets.quality.MinHasher`), taking a candidate's shingles and
+    :class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` (32 bands of 4 rows of the same
+    :class:`~agentgym.trainers.datasets.quality.MinHasher`), taking a candidate's shingles and
     signature instead of its text: one candidate is checked against three indexes
     (held-out prompts, real inputs, the batch) and shingling a 12,000-character edge
     case three times dominated the batch time. (``NearDuplicateIndex.find(text)``

@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from trainers.fsutil import write_json
+from agentgym.trainers.fsutil import write_json
 
 try:  # the controller-side callback base of Ray Train V2
     from ray.train import UserCallback as _UserCallback

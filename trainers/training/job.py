@@ -15,8 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from trainers.datasets.store import Manifest
-from trainers.settings import TrainSettings
+from agentgym.trainers.datasets.store import Manifest
+from agentgym.trainers.settings import TrainSettings
 
 __all__ = ["TrainJob", "new_job_id", "model_version_for", "HYPERPARAMETERS"]
 
@@ -107,7 +107,7 @@ class TrainJob(BaseModel):
         ``use_gpu`` None follows ``train_use_gpu`` (``auto`` means no here; the launcher
         resolves ``auto`` against the cluster's resources).
         """
-        from trainers.modeling import resolve_base
+        from agentgym.trainers.modeling import resolve_base
 
         s = settings or TrainSettings()
         if manifest.kind not in ("sft", "preference"):

@@ -1,4 +1,4 @@
-"""The launcher: runs a :class:`~trainers.training.job.TrainJob` as a Ray Train ``TorchTrainer``.
+"""The launcher: runs a :class:`~agentgym.trainers.training.job.TrainJob` as a Ray Train ``TorchTrainer``.
 
 Ray: an already initialised Ray is used as it is; otherwise ``RAY_ADDRESS`` names a
 cluster (``ray://head:10001`` or ``auto``), and without it a local Ray starts
@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from trainers.exceptions import TrainingError
-from trainers.training.job import TrainJob
+from agentgym.trainers.exceptions import TrainingError
+from agentgym.trainers.training.job import TrainJob
 
 __all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for"]
 
@@ -83,7 +83,7 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
         job: the job (its ``job_id`` names the run: the same id resumes it).
         progress_uri: where the controller writes progress JSON (default: in the run's directory).
         ray_num_cpus: CPUs of a local Ray, when this call starts one.
-        train_loop: the per-worker function (default :func:`~trainers.training.train_func.train_func`;
+        train_loop: the per-worker function (default :func:`~agentgym.trainers.training.train_func.train_func`;
             a wrapper may add to it, e.g. fault injection in tests).
 
     Raises:
@@ -93,8 +93,8 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from trainers.training.callbacks import ProgressCallback
-    from trainers.training.train_func import FINAL_MARKER, train_func
+    from agentgym.trainers.training.callbacks import ProgressCallback
+    from agentgym.trainers.training.train_func import FINAL_MARKER, train_func
 
     ensure_ray(ray_num_cpus)
     _quiet_print_patch()

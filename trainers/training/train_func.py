@@ -1,8 +1,8 @@
 """The per-worker training function Ray Train runs: ``train_func(config)``.
 
-``config`` is a :class:`~trainers.training.job.TrainJob` as a dict. Each worker reads
+``config`` is a :class:`~agentgym.trainers.training.job.TrainJob` as a dict. Each worker reads
 the dataset (its manifest and Parquet shards, from any fsspec URL), loads the base
-model and tokenizer, builds the TRL trainer (:func:`trainers.training.trainer.build_trainer`;
+model and tokenizer, builds the TRL trainer (:func:`agentgym.trainers.training.trainer.build_trainer`;
 Hugging Face ``Trainer`` runs data-parallel across the Ray workers through the
 ``torch.distributed`` group Ray Train sets up) and trains.
 
@@ -50,11 +50,11 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train import Checkpoint
 
-    from trainers.datasets.store import DatasetStore
-    from trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
-    from trainers.training.callbacks import RayReportCallback, clean_metrics
-    from trainers.training.job import TrainJob
-    from trainers.training.trainer import build_trainer, runtime_for
+    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
+    from agentgym.trainers.training.callbacks import RayReportCallback, clean_metrics
+    from agentgym.trainers.training.job import TrainJob
+    from agentgym.trainers.training.trainer import build_trainer, runtime_for
 
     job = TrainJob.model_validate(config)
     rank = int(ray.train.get_context().get_world_rank())

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.training.job import TrainJob
+from agentgym.trainers.training.job import TrainJob
 
 __all__ = ["Runtime", "runtime_for", "lora_config", "to_hf_dataset", "build_trainer"]
 

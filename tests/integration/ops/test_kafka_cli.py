@@ -7,9 +7,9 @@ from pathlib import Path
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from ops.cli import main
-from ops.kafka.broker import free_port
-from schemas import TOPICS
+from agentgym.ops.cli import main
+from agentgym.ops.kafka.broker import free_port
+from agentgym.schemas import TOPICS
 
 
 def test_start_status_stop(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from producers import AgentGym, ConfigError, InvalidEventError
+from agentgym import AgentGym, ConfigError, InvalidEventError
 from tests.kafka_utils import consume_all, decode_all
 
 
@@ -20,7 +20,7 @@ def gym(bootstrap: str, unique: str, tmp_path: Path):
 
 
 def _by_tenant(tenant: str):
-    from schemas import AvroCodec
+    from agentgym.schemas import AvroCodec
 
     codec = AvroCodec()
     return lambda m: codec.decode(m.value()).record["tenant_id"] == tenant

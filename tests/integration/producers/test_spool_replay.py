@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ops.kafka.broker import KafkaBroker
-from ops.topics import ensure_topics
-from producers import AgentGym
+from agentgym.ops.kafka.broker import KafkaBroker
+from agentgym.ops.topics import ensure_topics
+from agentgym import AgentGym
 from tests.conftest import start_broker
 from tests.kafka_utils import consume_all, decode_all
 

@@ -7,7 +7,7 @@ import json
 import click
 import pytest
 
-from ops.commands.experiments import parse_guardrail, parse_variant, render_snapshots
+from agentgym.ops.commands.experiments import parse_guardrail, parse_variant, render_snapshots
 
 
 def test_parse_variant() -> None:

@@ -6,8 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from processors.experiments import ExperimentConfig, ExperimentConfigError, MetricSpec, TransitionError, VariantSpec
-from schemas.codec import AvroCodec
+from agentgym.processors.experiments import ExperimentConfig, ExperimentConfigError, MetricSpec, TransitionError, VariantSpec
+from agentgym.schemas.codec import AvroCodec
 
 
 def make(**changes: object) -> ExperimentConfig:

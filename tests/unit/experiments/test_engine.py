@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
-from processors.experiments.engine import (
+from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
+from agentgym.processors.experiments.engine import (
     ExperimentState,
     UnitObservation,
     analyse,
@@ -21,10 +21,10 @@ from processors.experiments.engine import (
     snapshot_records,
     unit_observations,
 )
-from processors.experiments.metrics import EXPOSURE
-from processors.stats import ProportionStatistic, SampleMeanStatistic
-from producers.assignment import assign
-from schemas.codec import AvroCodec
+from agentgym.processors.experiments.metrics import EXPOSURE
+from agentgym.processors.stats import ProportionStatistic, SampleMeanStatistic
+from agentgym.producers.assignment import assign
+from agentgym.schemas.codec import AvroCodec
 
 CODEC = AvroCodec()
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
-from processors.experiments.config import ExperimentConfigError
-from processors.experiments.engine import (
+from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
+from agentgym.processors.experiments.config import ExperimentConfigError
+from agentgym.processors.experiments.engine import (
     ExperimentState,
     UnitObservation,
     analyse,
@@ -19,9 +19,9 @@ from processors.experiments.engine import (
     merge_partials,
     rating_assignment,
 )
-from processors.experiments.metrics import EXPOSURE, METRICS, normalised_rating
-from processors.stats import SampleMeanStatistic
-from producers.assignment import assign
+from agentgym.processors.experiments.metrics import EXPOSURE, METRICS, normalised_rating
+from agentgym.processors.stats import SampleMeanStatistic
+from agentgym.producers.assignment import assign
 
 
 def config(**changes: Any) -> ExperimentConfig:
@@ -104,7 +104,7 @@ def test_feedback_is_not_observed_without_an_assignment_or_a_running_experiment(
 
 def _fold(cfg: ExperimentConfig, events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Experiences remember their trace's assignment; feedback is joined to it (as the processor does)."""
-    from processors.experiments.engine import unit_observations
+    from agentgym.processors.experiments.engine import unit_observations
 
     traces: dict[str, dict[str, str]] = {}
     units: dict[str, Any] = {}

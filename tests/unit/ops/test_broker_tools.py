@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ops.exceptions import MissingToolError
-from ops.kafka.broker import KafkaBroker, resolve_jars
+from agentgym.ops.exceptions import MissingToolError
+from agentgym.ops.kafka.broker import KafkaBroker, resolve_jars
 
 
 @pytest.mark.parametrize("present", [set(), {"java"}])

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ops.demo.agents import FeedbackMix, RunResult, SimulatedUsers
-from ops.demo.loop import DemoConfig
-from ops.demo.task import Task
+from agentgym.ops.demo.agents import FeedbackMix, RunResult, SimulatedUsers
+from agentgym.ops.demo.loop import DemoConfig
+from agentgym.ops.demo.task import Task
 
 
 def test_presets_scale_the_run_and_explicit_options_win() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, render, wilson, write
+from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, render, wilson, write
 
 _PLOTS = 6  # success over time, confidence sequence, feedback, labels, training loss, held-out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from ops.demo.task import INTENTS, Task, base_answer, execute, is_correct, parse_call, sample_task, sample_tasks
+from agentgym.ops.demo.task import INTENTS, Task, base_answer, execute, is_correct, parse_call, sample_task, sample_tasks
 
 
 def test_tasks_carry_their_argument_and_held_out_sets_exclude_what_was_seen() -> None:

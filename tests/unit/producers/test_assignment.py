@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from producers.assignment import Assignment, assign, choose_variant, unit_bucket
+from agentgym.producers.assignment import Assignment, assign, choose_variant, unit_bucket
 
 
 def _config(status: str = "running", weights: tuple[float, float] = (1.0, 1.0)) -> dict:

@@ -6,7 +6,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from producers.spool import Spool, read_segment
+from agentgym.producers.spool import Spool, read_segment
 
 
 def test_append_and_read_back_in_order(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from schemas import (
+from agentgym.schemas import (
     RECORD_NAMES,
     AvroCodec,
     BadMarkerError,
@@ -20,7 +20,7 @@ from schemas import (
     UnknownSchemaError,
     default_schema_set,
 )
-from schemas.codec import SINGLE_OBJECT_MARKER
+from agentgym.schemas.codec import SINGLE_OBJECT_MARKER
 from tests.unit.schemas.records import EXAMPLES
 
 codec = AvroCodec()

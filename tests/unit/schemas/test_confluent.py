@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from schemas import AvroCodec, UnknownSchemaError
-from schemas.confluent import SchemaRegistryClient
+from agentgym.schemas import AvroCodec, UnknownSchemaError
+from agentgym.schemas.confluent import SchemaRegistryClient
 from tests.unit.schemas.records import EXAMPLES
 
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastavro import schemaless_writer
 
-from schemas import RECORD_NAMES, AvroCodec, SchemaValidationError, default_schema_set
-from schemas.fastencode import UnsupportedSchema, compile_encoder
+from agentgym.schemas import RECORD_NAMES, AvroCodec, SchemaValidationError, default_schema_set
+from agentgym.schemas.fastencode import UnsupportedSchema, compile_encoder
 from tests.unit.schemas.records import EXAMPLES
 
 SCHEMAS = default_schema_set()

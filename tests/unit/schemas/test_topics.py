@@ -2,7 +2,7 @@
 
 import pytest
 
-from schemas import TOPICS, default_schema_set, spec_for, topic_name
+from agentgym.schemas import TOPICS, default_schema_set, spec_for, topic_name
 
 
 def test_names_are_lowercase_hyphenated_and_versioned() -> None:

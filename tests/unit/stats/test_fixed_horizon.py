@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from processors.stats import ArmSummary, ProportionStatistic, Reason, SampleMeanStatistic, fixed_horizon_test, two_proportion_z_test, welch_t_test
+from agentgym.processors.stats import ArmSummary, ProportionStatistic, Reason, SampleMeanStatistic, fixed_horizon_test, two_proportion_z_test, welch_t_test
 
 
 @pytest.mark.parametrize("seed", range(4))

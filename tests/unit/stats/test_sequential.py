@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats as sps
 
-from processors.stats import (
+from agentgym.processors.stats import (
     ArmSummary,
     Interval,
     InvalidParameterError,

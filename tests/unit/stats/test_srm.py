@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats as sps
 
-from processors.stats import InvalidParameterError, Reason, SrmState, srm_chi_square, srm_log_bayes_factor, srm_test
+from agentgym.processors.stats import InvalidParameterError, Reason, SrmState, srm_chi_square, srm_log_bayes_factor, srm_test
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "golden_values.json").read_text())
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from processors.stats import (
+from agentgym.processors.stats import (
     InvalidParameterError,
     ProportionStatistic,
     RegressionAdjustedStatistic,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from trainers.synth.scenario import SourceRun, ToolCall
+from agentgym.trainers.synth.scenario import SourceRun, ToolCall
 
 __all__ = ["TOOLS", "demo_runs", "request_for"]
 

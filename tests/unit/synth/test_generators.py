@@ -9,16 +9,16 @@ from collections import Counter
 import pytest
 
 from tests.unit.synth.runs import TOOLS, demo_runs
-from trainers.synth.bases import base_from_run, bases_from_runs, collect_slot_values, expected_for
-from trainers.synth.clusters import allocate, cluster_failures
-from trainers.synth.generators import (
+from agentgym.trainers.synth.bases import base_from_run, bases_from_runs, collect_slot_values, expected_for
+from agentgym.trainers.synth.clusters import allocate, cluster_failures
+from agentgym.trainers.synth.generators import (
     EdgeCaseGenerator,
     FailureSeededGenerator,
     GenerationContext,
     ParaphraseGenerator,
 )
-from trainers.synth.scenario import EDGE_FAMILIES, SourceRun, ToolCall, schema_problems
-from trainers.synth.spec import DomainSpec, builtin_spec
+from agentgym.trainers.synth.scenario import EDGE_FAMILIES, SourceRun, ToolCall, schema_problems
+from agentgym.trainers.synth.spec import DomainSpec, builtin_spec
 
 
 def _ctx(runs: list[SourceRun], **kw: object) -> GenerationContext:

@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from schemas.codec import AvroCodec
-from trainers.datasets.store import DatasetStore, arrow_schema
-from trainers.exceptions import DatasetError
-from trainers.synth.output import (
+from agentgym.schemas.codec import AvroCodec
+from agentgym.trainers.datasets.store import DatasetStore, arrow_schema
+from agentgym.trainers.exceptions import DatasetError
+from agentgym.trainers.synth.output import (
     KIND,
     assign_splits,
     augmentation_rows,
@@ -22,7 +22,7 @@ from trainers.synth.output import (
     synthetic_dataset_id,
     write_scenarios,
 )
-from trainers.synth.scenario import Scenario, arrow_schema as scenario_schema
+from agentgym.trainers.synth.scenario import Scenario, arrow_schema as scenario_schema
 
 
 def _scenarios(n: int = 40) -> list[Scenario]:
@@ -99,7 +99,7 @@ def test_rows_for_the_gate_and_for_training(tmp_path: Path) -> None:
     aug = augmentation_rows(store, m, "train")  # type: ignore[arg-type]
     assert aug and set(aug[0]) == set(arrow_schema("sft").names)
     assert {r["source"] for r in aug} <= {"synthetic:paraphrase", "synthetic:edge"}
-    from trainers.evaluation import reference_of
+    from agentgym.trainers.evaluation import reference_of
 
     assert reference_of(suite[0]).startswith("Done: lookup_order(")
     sft = store.write(dataset_id="aug", tenant_id="t", agent_id="a", kind="sft", created_ms=1, rows={"train": aug})

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from trainers.synth.paraphrase import PARAPHRASE_INSTRUCTION, ModelParaphraser, Paraphraser, RuleParaphraser
+from agentgym.trainers.synth.paraphrase import PARAPHRASE_INSTRUCTION, ModelParaphraser, Paraphraser, RuleParaphraser
 
 
 def test_rules_paraphrase_and_count() -> None:

@@ -8,20 +8,20 @@ from typing import Any
 import pytest
 
 from tests.unit.synth.runs import demo_runs
-from trainers.synth.bases import bases_from_runs, collect_slot_values
-from trainers.synth.clusters import cluster_failures
-from trainers.synth.exceptions import SynthError
-from trainers.synth.generators import (
+from agentgym.trainers.synth.bases import bases_from_runs, collect_slot_values
+from agentgym.trainers.synth.clusters import cluster_failures
+from agentgym.trainers.synth.exceptions import SynthError
+from agentgym.trainers.synth.generators import (
     EdgeCaseGenerator,
     FailureSeededGenerator,
     FunctionGenerator,
     GenerationContext,
     ParaphraseGenerator,
 )
-from trainers.synth.pipeline import generate_batch, generator_weights
-from trainers.synth.scenario import EDGE_FAMILIES, scenario_text
-from trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
-from trainers.synth.validation import BatchValidator, ValidationConfig
+from agentgym.trainers.synth.pipeline import generate_batch, generator_weights
+from agentgym.trainers.synth.scenario import EDGE_FAMILIES, scenario_text
+from agentgym.trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
+from agentgym.trainers.synth.validation import BatchValidator, ValidationConfig
 
 
 def _setup(n_runs: int = 80) -> tuple[GenerationContext, BatchValidator, list[Any]]:

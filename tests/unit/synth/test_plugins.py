@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from trainers.synth.exceptions import GeneratorLoadError, SpecError
-from trainers.synth.generators import (
+from agentgym.trainers.synth.exceptions import GeneratorLoadError, SpecError
+from agentgym.trainers.synth.generators import (
     EdgeCaseGenerator,
     FailureSeededGenerator,
     FunctionGenerator,
     GenerationContext,
     ParaphraseGenerator,
 )
-from trainers.synth.plugins import ENTRY_POINT_GROUP, as_generator, installed_generators, load_generator
-from trainers.synth.spec import SpecGenerator, builtin_spec
+from agentgym.trainers.synth.plugins import ENTRY_POINT_GROUP, as_generator, installed_generators, load_generator
+from agentgym.trainers.synth.spec import SpecGenerator, builtin_spec
 
 PLUGIN_SOURCE = '''
 import random

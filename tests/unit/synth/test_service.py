@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from schemas.codec import AvroCodec
-from trainers.datasets.store import DatasetStore, Manifest
-from trainers.settings import DatasetSettings
-from trainers.synth.exceptions import NoSourcesError, SynthError
-from trainers.synth.output import eval_suite_rows
-from trainers.synth.service import REPORT_FILE, SynthRequest, SynthService, load_prompt_list
-from trainers.synth.settings import SynthSettings
+from agentgym.schemas.codec import AvroCodec
+from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.trainers.settings import DatasetSettings
+from agentgym.trainers.synth.exceptions import NoSourcesError, SynthError
+from agentgym.trainers.synth.output import eval_suite_rows
+from agentgym.trainers.synth.service import REPORT_FILE, SynthRequest, SynthService, load_prompt_list
+from agentgym.trainers.synth.settings import SynthSettings
 
 HELD = "Has order 4242 shipped yet?"
 

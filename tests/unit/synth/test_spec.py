@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import yaml
 
-from trainers.synth.bases import expected_for
-from trainers.synth.exceptions import SpecError
-from trainers.synth.generators import EdgeCaseGenerator, GenerationContext
-from trainers.synth.paraphrase import RuleParaphraser
-from trainers.synth.pipeline import generate_batch
-from trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
-from trainers.synth.text import SYNONYMS
-from trainers.synth.validation import BatchValidator, ValidationConfig
+from agentgym.trainers.synth.bases import expected_for
+from agentgym.trainers.synth.exceptions import SpecError
+from agentgym.trainers.synth.generators import EdgeCaseGenerator, GenerationContext
+from agentgym.trainers.synth.paraphrase import RuleParaphraser
+from agentgym.trainers.synth.pipeline import generate_batch
+from agentgym.trainers.synth.spec import DomainSpec, SpecGenerator, builtin_spec
+from agentgym.trainers.synth.text import SYNONYMS
+from agentgym.trainers.synth.validation import BatchValidator, ValidationConfig
 
 TOOL_ARGS = {"get_weather": "city", "lookup_order": "order_id", "create_refund": "order_id", "search_faq": "query"}
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from trainers.synth import text as t
+from agentgym.trainers.synth import text as t
 
 
 @pytest.mark.parametrize(("text", "values", "template", "masked"), [

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.synth.exceptions import ScenarioSchemaError
-from trainers.synth.scenario import Scenario, coerce_scenario, schema_problems
-from trainers.synth.validation import BatchValidator, ValidationConfig, diversity
+from agentgym.trainers.synth.exceptions import ScenarioSchemaError
+from agentgym.trainers.synth.scenario import Scenario, coerce_scenario, schema_problems
+from agentgym.trainers.synth.validation import BatchValidator, ValidationConfig, diversity
 
 SYSTEM = {"role": "system", "content": "You route requests to tools."}
 

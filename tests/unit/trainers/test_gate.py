@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from trainers.datasets.store import Manifest
-from trainers.evaluation import EvalCase, EvalScores, contains_reference, exact_match, load_evaluator
-from trainers.exceptions import EvaluatorError
-from trainers.gate import ValidationGate
-from trainers.settings import DatasetSettings, GateSettings, TrainSettings
-from trainers.training.job import TrainJob, model_version_for, new_job_id
+from agentgym.trainers.datasets.store import Manifest
+from agentgym.trainers.evaluation import EvalCase, EvalScores, contains_reference, exact_match, load_evaluator
+from agentgym.trainers.exceptions import EvaluatorError
+from agentgym.trainers.gate import ValidationGate
+from agentgym.trainers.settings import DatasetSettings, GateSettings, TrainSettings
+from agentgym.trainers.training.job import TrainJob, model_version_for, new_job_id
 
 
 def scores(loss: float, rate: float | None = None) -> EvalScores:
@@ -49,8 +49,8 @@ def test_evaluators() -> None:
     assert exact_match([]) == 0.0
     assert load_evaluator("") is None and load_evaluator(None) is None
     assert load_evaluator("exact_match") is exact_match
-    assert load_evaluator("trainers.evaluation:contains_reference") is contains_reference
-    for bad in ("nope", "trainers.evaluation:missing", "no.such.module:fn", "trainers.evaluation:BUILTIN_EVALUATORS"):
+    assert load_evaluator("agentgym.trainers.evaluation:contains_reference") is contains_reference
+    for bad in ("nope", "agentgym.trainers.evaluation:missing", "no.such.module:fn", "agentgym.trainers.evaluation:BUILTIN_EVALUATORS"):
         with pytest.raises(EvaluatorError):
             load_evaluator(bad)
     with pytest.raises(EvaluatorError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from trainers.training.callbacks import ProgressCallback
+from agentgym.trainers.training.callbacks import ProgressCallback
 
 
 def test_progress_keeps_the_loss_curve_once_per_step(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The promoter's rules (:func:`trainers.promoter.plan`): a decision and the registry's state in, the writes out."""
+"""The promoter's rules (:func:`agentgym.trainers.promoter.plan`): a decision and the registry's state in, the writes out."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
-from trainers.experiments import candidate_experiment
-from trainers.promoter import plan
-from trainers.registry import ModelVersion
-from trainers.settings import GateSettings
+from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
+from agentgym.trainers.experiments import candidate_experiment
+from agentgym.trainers.promoter import plan
+from agentgym.trainers.registry import ModelVersion
+from agentgym.trainers.settings import GateSettings
 
 T, A = "acme", "bot"
 DECIDED = 1_700_000_100_000  # the decision's timestamp_ms

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from trainers.datasets.quality import (
+from agentgym.trainers.datasets.quality import (
     LengthLimits,
     MinHasher,
     NearDuplicateIndex,

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from trainers.modeling import generate, load_model, load_tokenizer, resolve_base
-from trainers.training.job import TrainJob
-from trainers.training.trainer import Runtime, build_trainer
+from agentgym.trainers.modeling import generate, load_model, load_tokenizer, resolve_base
+from agentgym.trainers.training.job import TrainJob
+from agentgym.trainers.training.trainer import Runtime, build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_dpo_loss_has_the_right_sign(tiny: str, tmp_path: Path) -> None:
 
 
 def test_runtime_resolves_packing_precision_and_batch_on_cpu() -> None:
-    from trainers.training.trainer import runtime_for
+    from agentgym.trainers.training.trainer import runtime_for
 
     rt = runtime_for(job("sft", use_gpu=False, batch_size=4, grad_accum=2), cuda_available=False)
     assert (rt.on_gpu, rt.bf16, rt.packing, rt.per_device_batch_size, rt.grad_accum) == (False, False, False, 4, 2)
@@ -163,7 +163,7 @@ def test_runtime_resolves_packing_precision_and_batch_on_cpu() -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_step_uses_bf16_and_packing(tiny: str, tmp_path: Path) -> None:
     """On a GPU the trainer's defaults turn on bf16 and packing, and a few steps train."""
-    from trainers.training.trainer import runtime_for
+    from agentgym.trainers.training.trainer import runtime_for
 
     j = job("sft", use_gpu=True, max_steps=3, learning_rate=1e-2)
     rt = runtime_for(j)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from processors.labelling.engine import LabellingEngine
-from processors.labelling.state import TraceState
+from agentgym.processors.labelling.engine import LabellingEngine
+from agentgym.processors.labelling.state import TraceState
 
 _ids = itertools.count()
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from processors.labelling.decision import decide
-from processors.labelling.features import model_features
-from processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
-from processors.labelling.rules import LabellingRules
+from agentgym.processors.labelling.decision import decide
+from agentgym.processors.labelling.features import model_features
+from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
+from agentgym.processors.labelling.rules import LabellingRules
 from tests.unit.processors.labelling.helpers import experience, feedback, state
 
 rules = LabellingRules()

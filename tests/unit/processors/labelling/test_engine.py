@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from processors.labelling.engine import AgentLearner, DueQueue, InMemoryLabeller, LabellingEngine, drift_alert_record
-from processors.labelling.drift import DriftEvent
-from processors.labelling.rules import RuleBook
-from processors.labelling.settings import LabellerSettings
-from schemas import AvroCodec
+from agentgym.processors.labelling.engine import AgentLearner, DueQueue, InMemoryLabeller, LabellingEngine, drift_alert_record
+from agentgym.processors.labelling.drift import DriftEvent
+from agentgym.processors.labelling.rules import RuleBook
+from agentgym.processors.labelling.settings import LabellerSettings
+from agentgym.schemas import AvroCodec
 from tests.unit.processors.labelling.helpers import experience, feedback
 
 codec = AvroCodec()

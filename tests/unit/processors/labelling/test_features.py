@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from processors.labelling.features import comment_sentiment, model_features, signal_evidence
-from processors.labelling.rules import LabellingRules
+from agentgym.processors.labelling.features import comment_sentiment, model_features, signal_evidence
+from agentgym.processors.labelling.rules import LabellingRules
 from tests.unit.processors.labelling.helpers import experience, feedback, state
 
 rules = LabellingRules()

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from processors.labelling.drift import SuccessRateDriftMonitor
-from processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
+from agentgym.processors.labelling.drift import SuccessRateDriftMonitor
+from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
 
 
 def _stream(n: int, seed: int) -> list[tuple[dict[str, float], bool]]:

@@ -1,22 +1,22 @@
 """Measured quality on a seeded simulated stream: the online model must beat the rules alone.
 
 Pure and fast (no Kafka): the stream runs through the same engine the Faust agent
-uses. Numbers for several seeds: ``python -m processors.labelling.evaluate``.
+uses. Numbers for several seeds: ``python -m agentgym.processors.labelling.evaluate``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from processors.labelling.evaluate import (
+from agentgym.processors.labelling.evaluate import (
     CONFIGURATIONS,
     brier_score,
     evaluate,
     expected_calibration_error,
     main,
 )
-from processors.labelling.simulator import SimConfig, simulate
-from schemas import AvroCodec
+from agentgym.processors.labelling.simulator import SimConfig, simulate
+from agentgym.schemas import AvroCodec
 
 RULES = "rules (fallback base rate)"
 MODEL = "rules + logistic regression"

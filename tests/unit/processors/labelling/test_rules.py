@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from processors.labelling.rules import DEFAULT_SIGNAL_WEIGHTS, LabellingRules, RuleBook
-from processors.labelling.exceptions import RulesConfigError
+from agentgym.processors.labelling.rules import DEFAULT_SIGNAL_WEIGHTS, LabellingRules, RuleBook
+from agentgym.processors.labelling.exceptions import RulesConfigError
 
 
 def test_defaults_are_sane() -> None:

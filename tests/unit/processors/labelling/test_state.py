@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from processors.labelling.exceptions import InvalidEventError
-from processors.labelling.state import TraceState, feedback_item, summarise_experience, validate_experience, validate_feedback
+from agentgym.processors.labelling.exceptions import InvalidEventError
+from agentgym.processors.labelling.state import TraceState, feedback_item, summarise_experience, validate_experience, validate_feedback
 from tests.unit.processors.labelling.helpers import experience, feedback, state
 
 

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from ops.kafka.broker import free_port
-from producers.gateway import create_app
-from producers.settings import ProducerSettings
+from agentgym.ops.kafka.broker import free_port
+from agentgym.gateway.app import create_app
+from agentgym.producers.settings import ProducerSettings
 from tests.kafka_utils import consume_all, decode_all
 
 

@@ -22,9 +22,9 @@ from typing import Any
 
 from aiohttp import web
 
-from producers.client import AgentGym
-from producers.exceptions import InvalidEventError
-from producers.settings import ProducerSettings
+from agentgym.producers.client import AgentGym
+from agentgym.producers.exceptions import InvalidEventError
+from agentgym.producers.settings import ProducerSettings
 
 __all__ = ["create_app", "run"]
 

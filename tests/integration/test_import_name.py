@@ -1,0 +1,53 @@
+"""The SDK imports and records from an app directory whose own modules shadow generic names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from confluent_kafka import Consumer
+
+from agentgym.schemas import default_schema_set
+from agentgym.schemas.codec import AvroCodec
+
+
+def test_sdk_records_from_a_directory_holding_schemas_ops_and_producers(bootstrap: str, tmp_path: Path, unique: str) -> None:
+    app = tmp_path / "app"
+    (app / "ops").mkdir(parents=True)
+    (app / "ops" / "__init__.py").write_text("raise ImportError('the app ops package must not be imported by agentgym')\n")
+    (app / "schemas.py").write_text("from pydantic import BaseModel\n\nclass Item(BaseModel):\n    name: str\n")
+    (app / "producers.py").write_text("raise ImportError('the app producers module must not be imported by agentgym')\n")
+    script = textwrap.dedent(
+        f"""
+        import json, schemas
+        from agentgym import AgentGym
+        gym = AgentGym(bootstrap_servers={bootstrap!r}, tenant_id="t-{unique}", agent_id="a-{unique}")
+        trace_id = gym.record_experience(input="hi", output="hello", model_name="m", model_version="v1", latency_ms=12.5)
+        gym.close()
+        print(json.dumps({{"trace_id": trace_id, "app_schemas": schemas.__file__}}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", script], cwd=app, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["app_schemas"].startswith(str(app))
+
+    codec = AvroCodec(default_schema_set())
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{unique}", "auto.offset.reset": "earliest"})
+    consumer.subscribe(["gym-experiences-v1"])
+    try:
+        found = None
+        for _ in range(300):
+            msg = consumer.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            if msg.key() and msg.key().decode() == result["trace_id"]:
+                found = codec.decode(msg.value())
+                break
+        assert found is not None, "the experience never reached Kafka"
+        assert found.record["tenant_id"] == f"t-{unique}"
+    finally:
+        consumer.close()
