@@ -52,7 +52,7 @@ if "sink" in _enabled:
 if "labeller" in _enabled:
     from agentgym.processors import labeller as _labeller  # noqa: E402,F401
 if "datasets" in _enabled:
-    from agentgym.processors import datasets as _datasets  # noqa: E402
+    from agentgym.processors.datasets import processor as _datasets  # noqa: E402
 
     _datasets.register(app, settings)
 if "experiments" in _enabled:

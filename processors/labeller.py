@@ -110,7 +110,7 @@ def ensure_internal_topics(bootstrap_servers: str, timeout_s: float = 30.0) -> l
     leaves the commands topic unassigned until the next rebalance; creating them before
     the worker joins its group removes that race.
     """
-    from agentgym.ops.topics import create_topics
+    from agentgym.producers.admin import create_topics
 
     wanted = {
         traces.changelog_topic.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "compact"}),

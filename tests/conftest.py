@@ -49,7 +49,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBrok
 @pytest.fixture(scope="session")
 def bootstrap(kafka_broker: KafkaBroker) -> str:
     """Bootstrap servers of the session's broker, with every Agent Gym topic created."""
-    from agentgym.ops.topics import ensure_topics
+    from agentgym.producers.admin import ensure_topics
 
     ensure_topics(kafka_broker.bootstrap_servers)
     return kafka_broker.bootstrap_servers

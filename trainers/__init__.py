@@ -1,6 +1,6 @@
 """Agent Gym's trainers: datasets, Ray Train fine-tuning, model registry, validation gate.
 
-* :mod:`agentgym.trainers.datasets`: labelled runs -> quality-filtered SFT and preference datasets (Parquet + manifest).
+* :mod:`agentgym.processors.datasets`: labelled runs -> quality-filtered SFT and preference datasets (Parquet + manifest).
 * :mod:`agentgym.trainers.modeling`: base models (a hub name, a local path, or ``tiny:<name>`` built from a config).
 * :mod:`agentgym.trainers.training`: the per-worker ``train_func`` and the Ray Train launcher (TRL SFT / DPO with PEFT LoRA).
 * :mod:`agentgym.trainers.registry`: model versions on the compacted ``gym-models-v1`` topic.

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentgym.trainers.datasets.quality import normalize
+from agentgym.processors.datasets.quality import normalize
 from agentgym.trainers.exceptions import EvaluatorError, GateError
 
 __all__ = [

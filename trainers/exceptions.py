@@ -1,12 +1,12 @@
-"""Errors of the trainers package: datasets, training jobs, the registry and the gate."""
+"""Errors of the trainers package: training jobs, the registry and the gate.
+
+Dataset errors are :mod:`agentgym.processors.datasets.exceptions` (the builder owns datasets).
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "TrainersError",
-    "DatasetError",
-    "DatasetNotFoundError",
-    "ChecksumMismatchError",
     "BaseModelError",
     "TrainingError",
     "RegistryError",
@@ -18,18 +18,6 @@ __all__ = [
 
 class TrainersError(Exception):
     """Base class of every error raised by :mod:`trainers`."""
-
-
-class DatasetError(TrainersError):
-    """A dataset could not be built, written or read."""
-
-
-class DatasetNotFoundError(DatasetError):
-    """No dataset with that id (or at that URI) in the dataset store."""
-
-
-class ChecksumMismatchError(DatasetError):
-    """A dataset's shards do not hash to the checksum its manifest records."""
 
 
 class BaseModelError(TrainersError):

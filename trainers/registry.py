@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
-from agentgym.trainers.kafka import RecordProducer, read_topic
+from agentgym.producers.records import RecordProducer, read_topic
 
 __all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for"]
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.store import DatasetStore, Manifest
 from agentgym.trainers.exceptions import GateError
 from agentgym.trainers.jobs import JobRecord, JobStore
 from agentgym.trainers.promoter import RegistryPromoter

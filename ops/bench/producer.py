@@ -32,7 +32,7 @@ from confluent_kafka import Producer
 from fastavro import parse_schema, schemaless_writer
 
 from agentgym.ops.kafka.broker import KafkaBroker, free_port
-from agentgym.ops.topics import ensure_topics
+from agentgym.producers.admin import ensure_topics
 from agentgym import AgentGym
 from agentgym.schemas import default_schema_set
 

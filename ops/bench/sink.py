@@ -30,7 +30,7 @@ from confluent_kafka import Consumer
 
 from agentgym.ops.bench.producer import experience_kwargs
 from agentgym.ops.kafka.broker import KafkaBroker, free_port
-from agentgym.ops.topics import ensure_topics
+from agentgym.producers.admin import ensure_topics
 from agentgym.processors.avro_batch import container, select_list
 from agentgym.processors.sink import ClickHouseSink
 from agentgym.processors.store import migrate, open_store

@@ -81,8 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     from agentgym.processors.store import migrate, open_store
     from agentgym.processors.store.rows import insert_records
     from agentgym.schemas.codec import AvroCodec
-    from agentgym.trainers.datasets.store import DatasetStore
-    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.processors.datasets.store import DatasetStore
+    from agentgym.processors.datasets.settings import DatasetSettings
     from agentgym.trainers.synth.service import SynthRequest, SynthService
     from agentgym.trainers.synth.settings import SynthSettings
 

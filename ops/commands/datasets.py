@@ -13,8 +13,8 @@ __all__ = ["datasets"]
 
 
 def _store(store_url: str | None) -> Any:
-    from agentgym.trainers.datasets.store import DatasetStore
-    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.processors.datasets.store import DatasetStore
+    from agentgym.processors.datasets.settings import DatasetSettings
 
     overrides: dict[str, Any] = {"dataset_store": store_url} if store_url else {}
     return DatasetStore(DatasetSettings(**overrides).dataset_store)
@@ -62,7 +62,7 @@ def list_(store_url: str | None, tenant: str | None, agent: str | None, as_json:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="re-hash the shards against the checksum")
 def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) -> None:
     """Show a dataset's manifest (counts, splits, checksum, lineage)."""
-    from agentgym.trainers.exceptions import DatasetError
+    from agentgym.processors.datasets.exceptions import DatasetError
 
     store = _store(store_url)
     try:
@@ -90,7 +90,7 @@ def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) ->
               help="JSONL file ('-': stdout)")
 def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], output: str) -> None:
     """Export a dataset as JSON lines (one example per line, with its split)."""
-    from agentgym.trainers.exceptions import DatasetError
+    from agentgym.processors.datasets.exceptions import DatasetError
 
     store = _store(store_url)
     try:
@@ -114,9 +114,9 @@ def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], outp
 def build(store_url: str | None, tenant: str | None, agent: str | None, announce: bool) -> None:
     """Build the finished datasets now (what the datasets processor does on its timer)."""
     from agentgym.processors.store import StoreError, open_reader
-    from agentgym.trainers.datasets.builder import DatasetBuilder
-    from agentgym.trainers.kafka import RecordProducer
-    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.processors.datasets.builder import DatasetBuilder
+    from agentgym.producers.records import RecordProducer
+    from agentgym.processors.datasets.settings import DatasetSettings
 
     if (tenant is None) != (agent is None):
         raise click.UsageError("--tenant and --agent go together")

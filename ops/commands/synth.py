@@ -56,9 +56,10 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
              report_path: str | None, as_json: bool) -> None:
     """Generate N scenarios for AGENT from its real runs, validate them, store them as a synthetic dataset."""
     from agentgym.processors.store import StoreError, StoreSettings, open_reader
-    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.processors.datasets.store import DatasetStore
+    from agentgym.processors.datasets.exceptions import DatasetError
     from agentgym.trainers.exceptions import TrainersError
-    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.processors.datasets.settings import DatasetSettings
     from agentgym.trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
     from agentgym.trainers.synth.settings import SynthSettings
 
@@ -77,7 +78,7 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
     try:
         announcer = lineage_publisher = None
         if announce and not dry_run:
-            from agentgym.trainers.kafka import RecordProducer
+            from agentgym.producers.records import RecordProducer
 
             producer = RecordProducer(settings.bootstrap_servers)
 
@@ -96,7 +97,7 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
         )
         try:
             outcome = service.run(request)
-        except (TrainersError, StoreError, RuntimeError) as exc:
+        except (TrainersError, DatasetError, StoreError, RuntimeError) as exc:
             raise click.ClickException(str(exc)) from None
     finally:
         store.close()
@@ -124,9 +125,9 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def report(dataset_id: str, dataset_store: str | None, as_json: bool) -> None:
     """Print the quality report stored with a synthetic dataset."""
-    from agentgym.trainers.datasets.store import DatasetStore
-    from agentgym.trainers.exceptions import DatasetError
-    from agentgym.trainers.settings import DatasetSettings
+    from agentgym.processors.datasets.store import DatasetStore
+    from agentgym.processors.datasets.exceptions import DatasetError
+    from agentgym.processors.datasets.settings import DatasetSettings
     from agentgym.trainers.synth.report import QualityReport
 
     settings = DatasetSettings(**({"dataset_store": dataset_store} if dataset_store else {}))  # type: ignore[arg-type]

@@ -35,7 +35,8 @@ __all__ = ["train"]
 def train(dataset: str, base: str | None, job_id: str | None, method: str | None, workers: int | None, gpu: bool | None,
           max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool) -> None:
     """Fine-tune a LoRA adapter on a finished dataset with Ray Train."""
-    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.processors.datasets.store import DatasetStore
+    from agentgym.processors.datasets.exceptions import DatasetError
     from agentgym.trainers.exceptions import TrainersError
     from agentgym.trainers.settings import TrainSettings
 
@@ -75,7 +76,7 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
         job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
                                    use_gpu=use_gpu)
         result = launch(job)
-    except TrainersError as exc:
+    except (TrainersError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"job": job.job_id, "adapter_uri": result.adapter_uri, "metrics": result.metrics}, indent=2))
 

@@ -75,7 +75,7 @@ class DemoStack:
                     AGENTGYM_CLICKHOUSE_URL=f"chdb://{self.root / 'clickhouse'}", **extra)
 
     def start_kafka(self) -> str:
-        from agentgym.ops.topics import ensure_topics
+        from agentgym.producers.admin import ensure_topics
 
         st = self.broker.start()
         self.bootstrap = st.bootstrap_servers

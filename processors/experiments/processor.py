@@ -143,7 +143,7 @@ def _ensure_internal_topics(timeout_s: float = 20.0) -> None:
     waiting until the metadata lists them, closes that race. Failures are logged:
     Faust still tries.
     """
-    from agentgym.ops.topics import create_topics
+    from agentgym.producers.admin import create_topics
 
     day_ms = str(24 * 3600 * 1000)
     wanted = {units_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),

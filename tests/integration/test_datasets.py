@@ -18,9 +18,9 @@ from agentgym.schemas.codec import AvroCodec
 from tests import trainer_samples
 from tests.kafka_utils import consume_all, decode_all
 from tests.workers import Worker, wait_for, worker_env
-from agentgym.trainers.datasets.builder import DatasetBuilder
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.builder import DatasetBuilder
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.settings import DatasetSettings
 
 
 @pytest.fixture

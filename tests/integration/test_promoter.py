@@ -22,7 +22,7 @@ from agentgym.processors.experiments import ExperimentConfig, MetricSpec, Varian
 from agentgym.processors.experiments.admin import ExperimentAdmin
 from agentgym.schemas.topics import TOPICS
 from agentgym.trainers.experiments import start_experiment
-from agentgym.trainers.kafka import RecordProducer, read_topic, watermarks
+from agentgym.producers.records import RecordProducer, read_topic, watermarks
 from agentgym.trainers.promoter import Promotion, RegistryPromoter
 from agentgym.trainers.registry import ModelRegistry, ModelVersion
 from agentgym.trainers.service import TrainerService

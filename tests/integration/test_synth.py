@@ -25,9 +25,9 @@ from agentgym.processors.store.base import Store
 from agentgym.processors.store.rows import insert_records
 from agentgym.schemas.topics import TOPICS
 from tests import store_samples
-from agentgym.trainers.datasets.store import DatasetStore
-from agentgym.trainers.kafka import RecordProducer, read_topic
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.producers.records import RecordProducer, read_topic
+from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.trainers.synth.generators import GenerationContext
 from agentgym.trainers.synth.output import augmentation_rows, eval_suite_rows, read_scenarios
 from agentgym.trainers.synth.scenario import EDGE_FAMILIES

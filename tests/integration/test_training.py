@@ -27,13 +27,14 @@ from agentgym.processors.store.rows import insert_records
 from agentgym.schemas.topics import TOPICS
 from tests import trainer_samples
 from tests.kafka_utils import consume_all, decode_all
-from agentgym.trainers.datasets.builder import DatasetBuilder
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.kafka import RecordProducer, watermarks
+from agentgym.processors.datasets.builder import DatasetBuilder
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.producers.records import RecordProducer, watermarks
 from agentgym.trainers.modeling import generate, load_for_inference
 from agentgym.trainers.registry import ModelRegistry
 from agentgym.trainers.service import TrainerService
-from agentgym.trainers.settings import DatasetSettings, GateSettings, TrainerServiceSettings, TrainSettings
+from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
 from agentgym.trainers.training.job import TrainJob
 from agentgym.trainers.training.launcher import launch
 

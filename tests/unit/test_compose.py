@@ -43,7 +43,7 @@ SETTINGS_CLASSES: tuple[str, ...] = (
     "agentgym.processors.labelling.settings:LabellerSettings",
     "agentgym.processors.experiments.settings:ExperimentSettings",
     "agentgym.trainers.synth.settings:SynthSettings",
-    "agentgym.trainers.settings:DatasetSettings",
+    "agentgym.processors.datasets.settings:DatasetSettings",
     "agentgym.trainers.settings:TrainSettings",
     "agentgym.trainers.settings:GateSettings",
     "agentgym.trainers.settings:TrainerServiceSettings",

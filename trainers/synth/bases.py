@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
-from agentgym.trainers.datasets.quality import normalize
+from agentgym.processors.datasets.quality import normalize
 from agentgym.trainers.synth.scenario import Message, Scenario, SourceRun, content_key
 from agentgym.trainers.synth.text import fill, mask_values, placeholders, typed_value
 

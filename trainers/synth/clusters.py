@@ -4,7 +4,7 @@ Failed runs are grouped first by why they failed (the failing tool, else the run
 status, else the label: :func:`agentgym.trainers.synth.bases.failure_key`), then within a group
 by what was asked: leader clustering over the masked request templates, with the
 character-shingle Jaccard similarity that near-duplicate detection uses
-(:class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` at a lower threshold, so a
+(:class:`agentgym.processors.datasets.quality.NearDuplicateIndex` at a lower threshold, so a
 request joins the first cluster whose leader is at least that similar). Masking the
 argument values first makes ``"Where is order 4512?"`` and ``"Where is order 88?"``
 one cluster.
@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from agentgym.trainers.datasets.quality import NearDuplicateIndex
+from agentgym.processors.datasets.quality import NearDuplicateIndex
 from agentgym.trainers.synth.bases import Base
 
 __all__ = ["FailureCluster", "cluster_failures", "allocate"]

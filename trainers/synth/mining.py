@@ -4,7 +4,7 @@ Reads ``v_experiences`` (deduplicated runs) with each run's latest outcome from
 ``v_outcomes_latest``, newest first, for one tenant and agent. Tool steps
 (``steps.kind = 'tool'``) become :class:`~agentgym.trainers.synth.scenario.ToolCall` values, their
 JSON input the call's arguments. Everything textual is scrubbed with the dataset
-builder's :class:`~agentgym.trainers.datasets.quality.Scrubber` before any generator sees it, so
+builder's :class:`~agentgym.processors.datasets.quality.Scrubber` before any generator sees it, so
 secrets and personal data never reach a synthetic dataset.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import replace
 from typing import Any
 
 from agentgym.processors.store.base import Store
-from agentgym.trainers.datasets.quality import Scrubber
+from agentgym.processors.datasets.quality import Scrubber
 from agentgym.trainers.synth.scenario import SourceRun, ToolCall
 
 __all__ = ["RUNS_SQL", "mine_runs", "scrub_run", "parse_arguments"]

@@ -1,7 +1,7 @@
 """Writing scenarios as a dataset, and reading them back as an evaluation suite or training augmentation.
 
 **The dataset.** A synthetic dataset is a dataset of the dataset store like the
-finished ones (:mod:`agentgym.trainers.datasets.store`): ``train`` and ``eval`` Parquet shards,
+finished ones (:mod:`agentgym.processors.datasets.store`): ``train`` and ``eval`` Parquet shards,
 then ``manifest.json`` (format ``agentgym-dataset/1``, kind ``synthetic``) with counts,
 shards and sha256s, the checksum and the lineage. :func:`write_scenarios` is a thin
 adapter over that format because :meth:`DatasetStore.write` knows only the ``sft`` and
@@ -10,7 +10,7 @@ scenario schema (:func:`agentgym.trainers.synth.scenario.arrow_schema`), and rea
 verifying and exporting go through :class:`DatasetStore` unchanged.
 
 **Splits.** A scenario's split is chosen by a hash of its lineage group
-(:func:`agentgym.trainers.datasets.quality.split_of`), so variations of one real request, or of
+(:func:`agentgym.processors.datasets.quality.split_of`), so variations of one real request, or of
 one filled spec template, never straddle train and eval.
 
 **Use.** :func:`eval_suite_rows` gives the rows the validation gate scores
@@ -35,9 +35,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from agentgym.trainers.datasets.quality import split_of
-from agentgym.trainers.datasets.store import FORMAT, MANIFEST, SPLITS, DatasetStore, Manifest, ShardInfo
-from agentgym.trainers.exceptions import DatasetError
+from agentgym.processors.datasets.quality import split_of
+from agentgym.processors.datasets.store import FORMAT, MANIFEST, SPLITS, DatasetStore, Manifest, ShardInfo
+from agentgym.processors.datasets.exceptions import DatasetError
 from agentgym.trainers.synth.scenario import Scenario, arrow_schema
 
 __all__ = [
@@ -159,7 +159,7 @@ def eval_suite_rows(store: DatasetStore, manifest: Manifest, split: str = "eval"
 
 
 def augmentation_rows(store: DatasetStore, manifest: Manifest, split: str = "train") -> list[dict[str, Any]]:
-    """SFT rows (``agentgym.trainers.datasets.store.arrow_schema("sft")``) of the scenarios of ``split`` whose answer is known.
+    """SFT rows (``agentgym.processors.datasets.store.arrow_schema("sft")``) of the scenarios of ``split`` whose answer is known.
 
     ``source`` is ``synthetic:<family>``, ``trace_id`` the first real trace it came from.
     """

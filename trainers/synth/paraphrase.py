@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from agentgym.trainers.datasets.quality import normalize
+from agentgym.processors.datasets.quality import normalize
 from agentgym.trainers.synth.text import SYNONYMS, paraphrase_rules, placeholders
 
 __all__ = ["Paraphraser", "RuleParaphraser", "ModelParaphraser", "PARAPHRASE_INSTRUCTION"]

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentgym.trainers.datasets.quality import normalize, prompt_key
+from agentgym.processors.datasets.quality import normalize, prompt_key
 from agentgym.trainers.synth.exceptions import ScenarioSchemaError
 
 __all__ = [
@@ -214,7 +214,7 @@ def arrow_schema() -> Any:
     """The Parquet schema of a synthetic dataset.
 
     ``prompt``/``completion``/``trace_id``/``labeller_version``/``source``/``prompt_key``
-    are the columns of an SFT dataset (``agentgym.trainers.datasets.store.arrow_schema("sft")``);
+    are the columns of an SFT dataset (``agentgym.processors.datasets.store.arrow_schema("sft")``);
     ``completion`` is empty when the answer is unknown.
     """
     import pyarrow as pa

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agentgym.trainers.datasets.quality import NearDuplicateIndex, Scrubber, prompt_key, split_of
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.quality import NearDuplicateIndex, Scrubber, prompt_key, split_of
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.trainers.synth.bases import bases_from_runs, collect_slot_values
 from agentgym.trainers.synth.clusters import cluster_failures
 from agentgym.trainers.synth.exceptions import NoSourcesError, SynthError

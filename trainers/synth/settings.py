@@ -2,7 +2,7 @@
 
 Precedence: argument (CLI option), then environment (``AGENTGYM_*``), then default.
 Where the dataset store is, which scrubbers run and the held-out fraction of real
-prompts come from :class:`agentgym.trainers.settings.DatasetSettings` (``AGENTGYM_DATASET_*``),
+prompts come from :class:`agentgym.processors.datasets.settings.DatasetSettings` (``AGENTGYM_DATASET_*``),
 so synthetic datasets sit next to the finished ones and honour the same splits; the
 ClickHouse store from :class:`agentgym.processors.store.settings.StoreSettings`. Every field is
 documented in ``docs/configuration.md``.

@@ -19,7 +19,7 @@ reason                         when
 Inputs are compared without their system messages (:func:`~agentgym.trainers.synth.scenario.content_key`,
 :func:`~agentgym.trainers.synth.scenario.scenario_text`); near duplicates with MinHash LSH
 confirmed by exact shingle Jaccard (:class:`SignatureIndex`, the banding of
-:class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` on signatures computed once per candidate).
+:class:`agentgym.processors.datasets.quality.NearDuplicateIndex` on signatures computed once per candidate).
 
 Diversity (:func:`diversity`):
 
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from agentgym.trainers.datasets.quality import MinHasher, jaccard, normalize, shingles
+from agentgym.processors.datasets.quality import MinHasher, jaccard, normalize, shingles
 from agentgym.trainers.synth.scenario import Message, Scenario, content_key, scenario_text, schema_problems
 
 __all__ = ["ValidationConfig", "BatchValidator", "SignatureIndex", "Diversity", "diversity", "messages_of", "REASONS"]
@@ -84,8 +84,8 @@ class SignatureIndex:
     """Near-duplicate lookup on precomputed shingles and signatures.
 
     The same banded LSH with exact-Jaccard confirmation as
-    :class:`agentgym.trainers.datasets.quality.NearDuplicateIndex` (32 bands of 4 rows of the same
-    :class:`~agentgym.trainers.datasets.quality.MinHasher`), taking a candidate's shingles and
+    :class:`agentgym.processors.datasets.quality.NearDuplicateIndex` (32 bands of 4 rows of the same
+    :class:`~agentgym.processors.datasets.quality.MinHasher`), taking a candidate's shingles and
     signature instead of its text: one candidate is checked against three indexes
     (held-out prompts, real inputs, the batch) and shingling a 12,000-character edge
     case three times dominated the batch time. (``NearDuplicateIndex.find(text)``

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from agentgym.trainers.datasets.store import Manifest
+from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.settings import TrainSettings
 
 __all__ = ["TrainJob", "new_job_id", "model_version_for", "HYPERPARAMETERS"]

@@ -50,7 +50,7 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train import Checkpoint
 
-    from agentgym.trainers.datasets.store import DatasetStore
+    from agentgym.processors.datasets.store import DatasetStore
     from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
     from agentgym.trainers.training.callbacks import RayReportCallback, clean_metrics
     from agentgym.trainers.training.job import TrainJob

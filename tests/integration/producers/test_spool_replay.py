@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agentgym.ops.kafka.broker import KafkaBroker
-from agentgym.ops.topics import ensure_topics
+from agentgym.producers.admin import ensure_topics
 from agentgym import AgentGym
 from tests.conftest import start_broker
 from tests.kafka_utils import consume_all, decode_all

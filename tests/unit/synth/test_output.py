@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from agentgym.schemas.codec import AvroCodec
-from agentgym.trainers.datasets.store import DatasetStore, arrow_schema
-from agentgym.trainers.exceptions import DatasetError
+from agentgym.processors.datasets.store import DatasetStore, arrow_schema
+from agentgym.processors.datasets.exceptions import DatasetError
 from agentgym.trainers.synth.output import (
     KIND,
     assign_splits,

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from agentgym.schemas.codec import AvroCodec
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.trainers.synth.exceptions import NoSourcesError, SynthError
 from agentgym.trainers.synth.output import eval_suite_rows
 from agentgym.trainers.synth.service import REPORT_FILE, SynthRequest, SynthService, load_prompt_list

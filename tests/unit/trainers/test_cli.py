@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from agentgym.ops.cli import main
-from agentgym.trainers.datasets.store import DatasetStore
+from agentgym.processors.datasets.store import DatasetStore
 
 
 def test_datasets_list_show_export(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from agentgym.trainers.datasets.store import Manifest
+from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.evaluation import EvalCase, EvalScores, contains_reference, exact_match, load_evaluator
 from agentgym.trainers.exceptions import EvaluatorError
 from agentgym.trainers.gate import ValidationGate
-from agentgym.trainers.settings import DatasetSettings, GateSettings, TrainSettings
+from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.trainers.settings import GateSettings, TrainSettings
 from agentgym.trainers.training.job import TrainJob, model_version_for, new_job_id
 
 

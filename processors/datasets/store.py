@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
-from agentgym.trainers.exceptions import ChecksumMismatchError, DatasetError, DatasetNotFoundError
+from agentgym.processors.datasets.exceptions import ChecksumMismatchError, DatasetError, DatasetNotFoundError
 
 __all__ = ["FORMAT", "SPLITS", "MANIFEST", "ShardInfo", "Manifest", "DatasetStore", "arrow_schema"]
 

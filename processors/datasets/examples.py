@@ -15,7 +15,7 @@ What becomes what:
   correction, rejected: the failed output); a failed run without one, when a
   successful run of the same agent had the same prompt (chosen: that output).
 
-Quality (:mod:`agentgym.trainers.datasets.quality`): secrets and personal data scrubbed,
+Quality (:mod:`agentgym.processors.datasets.quality`): secrets and personal data scrubbed,
 length limits, exact then near duplicates removed (the first kept, in the order given:
 callers pass the newest, most confident runs first), and the eval split chosen by a
 hash of the prompt; a training example whose prompt nearly duplicates a held-out
@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agentgym.trainers.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber, exact_key, normalize, prompt_key, split_of
+from agentgym.processors.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber, exact_key, normalize, prompt_key, split_of
 
 __all__ = [
     "LabelledRun",
@@ -120,7 +120,7 @@ class PreferencePair:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    """What :func:`build_examples` keeps (defaults: ``agentgym.trainers.settings.DatasetSettings``)."""
+    """What :func:`build_examples` keeps (defaults: ``agentgym.processors.datasets.settings.DatasetSettings``)."""
 
     min_confidence: float = 0.7
     eval_fraction: float = 0.1

@@ -35,10 +35,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from agentgym.processors.store.base import Store
-from agentgym.trainers.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
-from agentgym.trainers.datasets.quality import LengthLimits, Scrubber
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
+from agentgym.processors.datasets.quality import LengthLimits, Scrubber
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.settings import DatasetSettings
 
 __all__ = ["DatasetBuilder", "PendingLabels", "dataset_id_for", "KINDS"]
 

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from agentgym.trainers.datasets.quality import (
+from agentgym.processors.datasets.quality import (
     LengthLimits,
     MinHasher,
     NearDuplicateIndex,

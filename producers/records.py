@@ -18,7 +18,7 @@ from agentgym.schemas.topics import TOPICS
 
 __all__ = ["RecordProducer", "read_topic", "watermarks"]
 
-log = logging.getLogger("agentgym.trainers.kafka")
+log = logging.getLogger("agentgym.producers.records")
 
 
 class RecordProducer:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from agentgym.trainers.datasets.examples import LabelledRun, QualityConfig, build_examples, prompt_text
-from agentgym.trainers.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber
+from agentgym.processors.datasets.examples import LabelledRun, QualityConfig, build_examples, prompt_text
+from agentgym.processors.datasets.quality import LengthLimits, NearDuplicateIndex, Scrubber
 
 
 def run(trace: str, question: str, output: str | None, label: str, *, correction: str | None = None,

@@ -1,4 +1,4 @@
-"""The dataset builder in the Faust app: a leader-only timer around :class:`agentgym.trainers.datasets.builder.DatasetBuilder`.
+"""The dataset builder in the Faust app: a leader-only timer around :class:`agentgym.processors.datasets.builder.DatasetBuilder`.
 
 Enabled with ``AGENTGYM_PROCESSORS`` containing ``datasets``. Every
 ``AGENTGYM_DATASET_INTERVAL_S`` the leader worker asks ClickHouse which tenants and
@@ -6,7 +6,7 @@ agents have a finished dataset (size or age threshold), builds them in a thread 
 event loop keeps serving the other agents), writes them to the dataset store and
 announces each on ``gym-datasets-v1``, from where the sink records it in ClickHouse
 and the trainer service picks it up. Why the builder reads ClickHouse rather than the
-trace topics is explained in :mod:`agentgym.trainers.datasets.builder`.
+trace topics is explained in :mod:`agentgym.processors.datasets.builder`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-from agentgym.trainers.settings import DatasetSettings
+from agentgym.processors.datasets.settings import DatasetSettings
 
 __all__ = ["PROCESSOR", "register"]
 
@@ -26,9 +26,9 @@ PROCESSOR = "datasets"
 
 def register(app: Any, processor_settings: Any) -> None:
     """Registers the builder's timer on ``app`` (the one Faust app)."""
-    from agentgym.trainers.datasets.builder import DatasetBuilder
-    from agentgym.trainers.datasets.store import Manifest
-    from agentgym.trainers.kafka import RecordProducer
+    from agentgym.processors.datasets.builder import DatasetBuilder
+    from agentgym.processors.datasets.store import Manifest
+    from agentgym.producers.records import RecordProducer
 
     settings = DatasetSettings(bootstrap_servers=processor_settings.bootstrap_servers)
     state: dict[str, Any] = {}

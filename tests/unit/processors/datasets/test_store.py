@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from agentgym.trainers.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.exceptions import ChecksumMismatchError, DatasetNotFoundError
+from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.exceptions import ChecksumMismatchError, DatasetNotFoundError
 
 
 def rows(n: int, offset: int = 0) -> list[dict[str, object]]:
