@@ -96,6 +96,7 @@ class SinkStats:
     batches: int = 0
     insert_retries: int = 0
     commits: int = 0
+    legacy_framed: int = 0  # events framed with the pre-spec (big-endian) fingerprint, still read
 
 
 class ClickHouseSink:
@@ -152,6 +153,10 @@ class ClickHouseSink:
             SINGLE_OBJECT_MARKER + sv.fingerprint_bytes: sv
             for name in self.codec.schemas.names for sv in self.codec.schemas.versions(name)
         }
+        self._legacy_headers = {
+            SINGLE_OBJECT_MARKER + sv.legacy_fingerprint_bytes
+            for name in self.codec.schemas.names for sv in self.codec.schemas.versions(name)
+        }
         self._latest = {name: self.codec.schemas.latest(name) for name in self.codec.schemas.names}
         self._select: dict[str, tuple[list[str], list[str]]] = {}
         self._tmpdir = Path(tempfile.mkdtemp(prefix="agentgym-sink-"))
@@ -188,7 +193,10 @@ class ClickHouseSink:
                 record = self.specs[m.topic()].record
                 # the framing is checked here; the body is parsed by ClickHouse
                 w = writers.get(v[:10]) if v else None
-                if w is None or w.name != record:
+                if w is None and v and v[:10] in self._legacy_headers:
+                    # framed by a pre-spec Agent Gym writer: the codec reads and counts it
+                    self._decode_into(m, record, decoded, dead)
+                elif w is None or w.name != record:
                     dead.append(self._undecodable(m, record))
                 elif w is not latest[record]:
                     # an older writer (a producer not yet upgraded): fastavro resolves it
@@ -207,6 +215,7 @@ class ClickHouseSink:
         self._commit()
         self.stats.events += len(msgs)
         self.stats.batches += 1
+        self.stats.legacy_framed = self.codec.legacy_framed
         return len(msgs)
 
     def _decode_into(self, m: Message, record_name: str, out: dict[str, list[dict[str, Any]]], dead: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ record (the reader schema), so events written by older producers stay readable.
 from __future__ import annotations
 
 import io
+import logging
 from typing import Any, NamedTuple
 
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
@@ -39,6 +40,8 @@ try:  # the Cython core of fastavro's schemaless_writer: writing straight into a
     from fastavro._write import write_data as _write_data
 except ImportError:  # pragma: no cover - pure-Python fastavro
     _write_data = None
+
+log = logging.getLogger("agentgym.schemas")
 
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -104,6 +107,10 @@ class AvroCodec:
         self._readers: dict[int, tuple[dict, dict | None, str, int]] = {}
         self._writers: dict[str, tuple[SchemaVersion, bytes, dict]] = {}
         self._fast: dict[str, Any] = {}
+        # headers in the byte order Agent Gym wrote before following the specification
+        # (big-endian fingerprint), read during the transition and counted
+        self._legacy: dict[int, tuple[dict, dict | None, str, int]] = {}
+        self.legacy_framed = 0
         for name in self.schemas.names:
             sv = self.schemas.latest(name)
             named: dict[str, Any] = {}
@@ -182,7 +189,7 @@ class AvroCodec:
             fp = int.from_bytes(data[2:10], "little")
             entry = self._readers.get(fp)
             if entry is None:
-                entry = self._reader_for_fp(fp)
+                entry = self._reader_for_header(fp, data[2:10])
             body_start = _HEADER_LEN
         elif data[0] == CONFLUENT_MAGIC and self.registry is not None:
             if len(data) < 5:
@@ -201,13 +208,39 @@ class AvroCodec:
         buf.seek(body_start)
         try:
             record = schemaless_reader(buf, writer, reader)
-        except (EOFError, StopIteration, IndexError) as exc:
+        except (EOFError, StopIteration) as exc:
             raise TruncatedMessageError(f"truncated {name} body: ran out of bytes ({exc.__class__.__name__})") from exc
+        except IndexError as exc:
+            # fastavro raises IndexError both when a varint runs past the end and when an
+            # enum symbol or union branch index is out of range: tell them apart
+            if _runs_out(data, body_start, writer, reader):
+                raise TruncatedMessageError(f"truncated {name} body: ran out of bytes ({exc})") from exc
+            raise CorruptBodyError(f"garbled {name} body: an enum or union index is out of range ({exc})") from exc
         except Exception as exc:
             raise CorruptBodyError(f"garbled {name} body: {exc.__class__.__name__}: {exc}") from exc
         if buf.tell() != len(data):
             raise CorruptBodyError(f"garbled {name} body: {len(data) - buf.tell()} unexpected trailing bytes")
         return Decoded(name, version, record)
+
+    def _reader_for_header(self, fp: int, raw: bytes) -> tuple[dict, dict | None, str, int]:
+        """The reader for a fingerprint not yet cached: the specification's byte order
+        first, then the legacy (big-endian) order, which is counted in ``legacy_framed``."""
+        if self.schemas.by_fingerprint(fp) is not None:
+            return self._reader_for_fp(fp)
+        entry = self._legacy.get(fp)
+        if entry is None:
+            sv = self.schemas.by_fingerprint(int.from_bytes(raw, "big"))
+            if sv is None:
+                return self._reader_for_fp(fp)  # raises UnknownSchemaError
+            entry = self._legacy[fp] = self._resolve(sv)
+        self.legacy_framed += 1
+        n = self.legacy_framed
+        if n & (n - 1) == 0:  # 1, 2, 4, 8, ...: visible without flooding the log
+            log.warning(
+                "read %d event(s) framed with the legacy big-endian schema fingerprint (pre-spec Agent Gym "
+                "writers); they decode, but upgrade those producers", n,
+            )
+        return entry
 
     def _reader_for_fp(self, fp: int) -> tuple[dict, dict | None, str, int]:
         sv = self.schemas.by_fingerprint(fp)
@@ -236,3 +269,17 @@ class AvroCodec:
         reader_sv = self.schemas.latest(writer_sv.name)
         reader = None if reader_sv.fingerprint == writer_sv.fingerprint else reader_sv.parsed
         return writer_sv.parsed, reader, writer_sv.name, writer_sv.version
+
+
+def _runs_out(data: bytes, body_start: int, writer: dict, reader: dict | None) -> bool:
+    """Whether a body that raised IndexError is merely short: with zero bytes appended
+    (a zero is a valid long, length, enum index and union branch) it then decodes."""
+    buf = io.BytesIO(data + bytes(4096))
+    buf.seek(body_start)
+    try:
+        schemaless_reader(buf, writer, reader)
+    except IndexError:
+        return False
+    except Exception:  # noqa: S110 - anything else: still not an index out of range
+        return True
+    return True

@@ -19,7 +19,7 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from agentgym.schemas.exceptions import SchemaError
 
-__all__ = ["AVRO_DIR", "SchemaVersion", "SchemaSet", "default_schema_set", "RECORD_NAMES"]
+__all__ = ["AVRO_DIR", "SchemaVersion", "SchemaSet", "default_schema_set", "schema_fingerprint", "RECORD_NAMES"]
 
 AVRO_DIR = Path(__file__).resolve().parent / "avro"
 _FILE_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)\.v(?P<version>\d+)\.avsc$")
@@ -53,8 +53,23 @@ class SchemaVersion:
 
     @property
     def fingerprint_bytes(self) -> bytes:
-        """The fingerprint as Avro single-object encoding writes it (8 bytes, little-endian)."""
+        """The fingerprint as Avro single-object encoding writes it (8 bytes, little-endian;
+        Avro 1.11 specification, "Single object encoding")."""
         return self.fingerprint.to_bytes(8, "little")
+
+    @property
+    def legacy_fingerprint_bytes(self) -> bytes:
+        """The fingerprint in the byte order Agent Gym wrote before it followed the
+        specification (big-endian). Readers still accept it during the transition."""
+        return self.fingerprint.to_bytes(8, "big")
+
+
+def schema_fingerprint(canonical: str) -> int:
+    """The CRC-64-AVRO (Rabin) fingerprint of a parsing canonical form, as an integer
+    (Avro 1.11 specification, "Schema Fingerprints"); e.g. 0x63dd24e7cc258f8a for ``"null"``."""
+    # fastavro's hex string spells the fingerprint's little-endian bytes (as Java's
+    # SchemaNormalization and Apache avro for Python give them): read it as such
+    return int.from_bytes(bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")), "little")
 
 
 def _make_version(name: str, version: int, raw: dict[str, Any], path: Path | None) -> SchemaVersion:
@@ -63,7 +78,7 @@ def _make_version(name: str, version: int, raw: dict[str, Any], path: Path | Non
         canonical = to_parsing_canonical_form(raw)
     except Exception as exc:  # fastavro raises several types for bad schemas
         raise SchemaError(f"{path or name}: invalid Avro schema: {exc}") from exc
-    fp = int(fingerprint(canonical, "CRC-64-AVRO"), 16)
+    fp = schema_fingerprint(canonical)
     return SchemaVersion(name, version, raw, parsed, canonical, fp, path)
 
 
