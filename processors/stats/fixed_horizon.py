@@ -19,6 +19,7 @@ from typing import Literal
 
 from scipy import stats as sps
 
+from agentgym.processors.stats.exceptions import InvalidParameterError
 from agentgym.processors.stats.results import DifferenceEstimate, FixedHorizonResult, Interval, Reason
 from agentgym.processors.stats.sequential import check_alpha
 from agentgym.processors.stats.statistics import ArmSummary, ProportionStatistic
@@ -48,9 +49,24 @@ def welch_t_test(control: ArmSummary, treatment: ArmSummary, *, alpha: float = 0
     return FixedHorizonResult(Reason.OK, p, DifferenceEstimate(diff, se, Interval(diff - q * se, diff + q * se), t), t, df, "welch_t")
 
 
-def two_proportion_z_test(control: ProportionStatistic, treatment: ProportionStatistic, *, alpha: float = 0.05) -> FixedHorizonResult:
-    """The two-proportion z-test (pooled under the null), with a Wald interval for the difference."""
+def two_proportion_z_test(
+    control: ProportionStatistic, treatment: ProportionStatistic, *, alpha: float = 0.05, min_expected: float = 5.0,
+) -> FixedHorizonResult:
+    """The two-proportion z-test (pooled under the null), with a Wald interval for the difference.
+
+    Args:
+        control, treatment: the arms' statistics.
+        alpha: level of the interval, in (0, 1).
+        min_expected: the normal approximation is used only when every cell of the 2×2
+            table expects at least this many units under the null (default 5, the
+            usual rule for Pearson's χ², of which z² is one: Cochran 1954, "Some methods
+            for strengthening the common χ² tests", *Biometrics* 10(4)); below it the
+            result's reason is ``insufficient_sample`` (1/1 against 0/1000 would
+            otherwise give p ≈ 1e-219).
+    """
     check_alpha(alpha)
+    if not min_expected >= 0:
+        raise InvalidParameterError(f"min_expected must be >= 0, got {min_expected}")
     if control.n == 0 or treatment.n == 0:
         return FixedHorizonResult(Reason.EMPTY_ARM, test="two_proportion_z")
     pc, pt = control.successes / control.n, treatment.successes / treatment.n
@@ -59,6 +75,8 @@ def two_proportion_z_test(control: ProportionStatistic, treatment: ProportionSta
     se0 = math.sqrt(pooled * (1.0 - pooled) * (1.0 / control.n + 1.0 / treatment.n))
     if se0 <= 0.0:
         return FixedHorizonResult(Reason.ZERO_VARIANCE, test="two_proportion_z")
+    if min(control.n, treatment.n) * min(pooled, 1.0 - pooled) < min_expected:
+        return FixedHorizonResult(Reason.INSUFFICIENT_SAMPLE, test="two_proportion_z")
     diff = pt - pc
     z = diff / se0
     p = float(2.0 * sps.norm.sf(abs(z)))

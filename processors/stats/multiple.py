@@ -18,19 +18,38 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from agentgym.processors.stats.exceptions import InvalidParameterError
+
 __all__ = ["bonferroni", "holm", "adjust_p_values", "Correction"]
 
 Correction = Literal["holm", "bonferroni", "none"]
 
 
+def _check_p_values(p_values: Sequence[float]) -> None:
+    # a NaN would sort anywhere and poison every adjusted value: refuse it
+    for i, p in enumerate(p_values):
+        if not 0.0 <= p <= 1.0:
+            raise InvalidParameterError(f"p_values[{i}] must be in [0, 1], got {p}")
+
+
 def bonferroni(p_values: Sequence[float]) -> list[float]:
-    """Bonferroni-adjusted p-values, same order."""
+    """Bonferroni-adjusted p-values, same order.
+
+    Raises:
+        InvalidParameterError: a p-value is NaN or outside [0, 1] (naming its index).
+    """
+    _check_p_values(p_values)
     m = len(p_values)
     return [min(1.0, m * p) for p in p_values]
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values, same order (Holm 1979)."""
+    """Holm step-down adjusted p-values, same order (Holm 1979).
+
+    Raises:
+        InvalidParameterError: a p-value is NaN or outside [0, 1] (naming its index).
+    """
+    _check_p_values(p_values)
     m = len(p_values)
     order = sorted(range(m), key=lambda i: p_values[i])
     adjusted = [1.0] * m
@@ -43,6 +62,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 def adjust_p_values(p_values: Sequence[float], method: Correction = "holm") -> list[float]:
     """Adjusted p-values by ``method`` (unchanged for one comparison or ``"none"``)."""
+    _check_p_values(p_values)
     if len(p_values) <= 1 or method == "none":
         return list(p_values)
     if method == "bonferroni":

@@ -251,8 +251,12 @@ class SequentialState:
         if not result.ok or result.absolute is None:
             return self
         rel = self.relative_interval
-        if result.relative is not None:
-            rel = rel.intersect(result.relative.interval)
+        r = result.relative
+        # a degenerate look (no relative estimate, or a zero or non-finite standard error:
+        # e.g. an arm with no events yet gives the point [-1, -1]) says nothing about
+        # the relative difference; intersecting it would pin every later interval to it
+        if r is not None and math.isfinite(r.standard_error) and r.standard_error > 0 and math.isfinite(r.estimate):
+            rel = rel.intersect(r.interval)
         return SequentialState(
             min(self.p_value, result.p_value), self.interval.intersect(result.absolute.interval), rel, self.looks + 1
         )

@@ -52,10 +52,23 @@ def _shares(weights: Sequence[float]) -> np.ndarray:
     return w / w.sum()
 
 
-def srm_chi_square(counts: Sequence[int], weights: Sequence[float]) -> tuple[float, float]:
-    """Pearson's χ² statistic and p-value of ``counts`` against the shares ``weights`` (arms with weight 0 left out)."""
-    theta = _shares(weights)
+def _counts(counts: Sequence[int] | np.ndarray) -> np.ndarray:
     x = np.asarray(counts, dtype=float)
+    if not np.isfinite(x).all() or np.any(x < 0):
+        raise InvalidParameterError(f"SRM counts must be finite and >= 0, got {x.tolist() if x.size <= 20 else 'an array with such values'}")
+    return x
+
+
+def srm_chi_square(counts: Sequence[int], weights: Sequence[float]) -> tuple[float, float]:
+    """Pearson's χ² statistic and p-value of ``counts`` against the shares ``weights`` (arms with weight 0 left out).
+
+    Raises:
+        InvalidParameterError: a count is negative or not finite, or the weights are invalid.
+    """
+    theta = _shares(weights)
+    x = _counts(counts)
+    if x.shape != theta.shape:
+        raise InvalidParameterError(f"SRM counts {x.tolist()} do not match weights {list(weights)}")
     keep = theta > 0
     if keep.sum() < 2 or x[keep].sum() == 0:
         return 0.0, 1.0
@@ -75,11 +88,16 @@ def srm_log_bayes_factor(counts: Sequence[int] | np.ndarray, weights: Sequence[f
 
     Returns:
         A float for one vector of counts, an array for a stack of them.
+
+    Raises:
+        InvalidParameterError: a count is negative or not finite, or the weights are invalid.
     """
     if not concentration > 0:
         raise InvalidParameterError(f"concentration must be > 0, got {concentration}")
     theta = _shares(weights)
-    x = np.asarray(counts, dtype=float)
+    x = _counts(counts)
+    if x.shape[-1:] != theta.shape:
+        raise InvalidParameterError(f"SRM counts of shape {x.shape} do not match {theta.size} weights")
     keep = theta > 0
     alpha0 = concentration * theta[keep]
     xk = x[..., keep]
@@ -140,7 +158,7 @@ def srm_test(
     """
     check_alpha(alpha)
     theta = _shares(weights)
-    x = tuple(int(c) for c in counts)
+    x = tuple(int(c) for c in _counts(counts))
     if len(x) != theta.size or any(c < 0 for c in x):
         raise InvalidParameterError(f"counts {list(counts)} do not match weights {list(weights)}")
     expected = tuple(float(s) for s in theta)

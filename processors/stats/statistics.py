@@ -61,6 +61,14 @@ class ArmSummary:
     mean: float
     variance: float
 
+    def __post_init__(self) -> None:
+        # NaN stands for "not known yet" (an empty arm, one unit); a negative count or
+        # variance cannot come from data
+        if not self.n >= 0:
+            raise InvalidParameterError(f"ArmSummary.n must be >= 0, got {self.n}")
+        if self.variance < 0 or self.variance == math.inf:
+            raise InvalidParameterError(f"ArmSummary.variance must be >= 0 and finite (or NaN: unknown), got {self.variance}")
+
 
 @dataclass(frozen=True, slots=True)
 class ProportionStatistic:
@@ -75,8 +83,10 @@ class ProportionStatistic:
     successes: int = 0
 
     def __post_init__(self) -> None:
-        if self.n < 0 or self.successes < 0 or self.successes > self.n:
-            raise InvalidParameterError(f"ProportionStatistic needs 0 <= successes <= n, got n={self.n}, successes={self.successes}")
+        # written so that NaN fails: every comparison with NaN is false
+        if not (math.isfinite(self.n) and 0 <= self.successes <= self.n):
+            raise InvalidParameterError(
+                f"ProportionStatistic needs finite 0 <= successes <= n, got n={self.n}, successes={self.successes}")
 
     def __add__(self, other: "ProportionStatistic") -> "ProportionStatistic":
         if not isinstance(other, ProportionStatistic):
@@ -143,8 +153,14 @@ class SampleMeanStatistic:
     sum_squares: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.n < 0:
+        if not self.n >= 0:
             raise InvalidParameterError(f"SampleMeanStatistic.n must be >= 0, got {self.n}")
+        # Cauchy-Schwarz: sum² <= n·sum_squares for any real values; allow rounding
+        # (relative 1e-9) but not a sum of squares that no data can give
+        if self.n and self.sum * self.sum - self.n * self.sum_squares > 1e-9 * max(self.sum * self.sum, self.n * abs(self.sum_squares)):
+            raise InvalidParameterError(
+                f"SampleMeanStatistic.sum_squares={self.sum_squares} is impossible for n={self.n}, sum={self.sum} "
+                "(it must be at least sum**2 / n)")
 
     def __add__(self, other: "SampleMeanStatistic") -> "SampleMeanStatistic":
         if not isinstance(other, SampleMeanStatistic):
@@ -189,7 +205,7 @@ class SampleMeanStatistic:
         if self.n < 2:
             return ArmSummary(self.n, mean, math.nan)
         var = (self.sum_squares - self.sum * mean) / (self.n - 1)
-        return ArmSummary(self.n, mean, max(var, 0.0))
+        return ArmSummary(self.n, mean, max(var, 0.0))  # only rounding can make it negative here (checked on construction)
 
 
 @dataclass(frozen=True, slots=True)
