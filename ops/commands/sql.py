@@ -49,6 +49,7 @@ def sql(query: str, fmt: str, url: str | None, database: str | None, param_items
     Agent Gym database (v_runs, v_experiences, v_rollup_hourly, ...).
     """
     from agentgym.processors.store import StoreError, StoreSettings, open_reader, open_store
+    from agentgym.processors.store.exceptions import QueryError
 
     if query == "-":
         query = sys.stdin.read()
@@ -77,6 +78,16 @@ def sql(query: str, fmt: str, url: str | None, database: str | None, param_items
         finally:
             store.close()
     except StoreError as exc:
+        if isinstance(exc, QueryError) and exc.code == 81 and settings.clickhouse_database in str(exc):
+            # UNKNOWN_DATABASE for our own database: the data directory or server is there,
+            # but nothing has created Agent Gym's tables in it yet
+            click.echo(
+                f"error: no Agent Gym store at {settings.clickhouse_url} (database {settings.clickhouse_database!r} "
+                "does not exist yet); create it by running the stream processors with AGENTGYM_CLICKHOUSE_URL set to it "
+                "(`agentgym processors run`; `agentgym demo` does too): their ClickHouse sink applies the migrations",
+                err=True,
+            )
+            sys.exit(1)
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     out = click.get_binary_stream("stdout")
