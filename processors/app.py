@@ -1,59 +1,91 @@
 """The one Faust app of Agent Gym: ``faust -A agentgym.processors.app worker`` or ``agentgym processors run``.
 
-Processors register themselves on :data:`app` when their module is imported at the
-bottom of this file. Messages are Avro (see ``schemas/``), so topics carry raw bytes
-and each processor decodes with :class:`agentgym.schemas.AvroCodec`; undecodable input goes
-to the dead-letter topic, never crashes a worker.
+:func:`create_app` builds the app from :class:`ProcessorSettings` and calls the
+``register(app, settings)`` of each processor named in ``AGENTGYM_PROCESSORS``.
+Importing this module builds nothing: :data:`app` is built on first access (PEP 562
+module ``__getattr__``), which is what ``faust -A`` does. Messages are Avro (see
+``schemas/``), so topics carry raw bytes and each processor decodes with
+:class:`agentgym.schemas.AvroCodec`; undecodable input goes to the dead-letter topic,
+never crashes a worker.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
+from collections.abc import Callable
+from typing import Any
 
 import faust
 
-from agentgym.processors.settings import ProcessorSettings
+from agentgym.processors import labeller, sink
+from agentgym.processors.datasets import processor as datasets
+from agentgym.processors.experiments import processor as experiments
+from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.schemas.topics import TOPICS
 
-__all__ = ["app", "settings", "topic"]
+__all__ = ["REGISTRATIONS", "app", "create_app"]
 
-settings = ProcessorSettings()
-_datadir = settings.faust_datadir or os.path.join(os.environ.get("AGENTGYM_HOME", os.path.expanduser("~/.agentgym")), "faust")
-os.makedirs(_datadir, exist_ok=True)  # Faust creates its app dir, not the parents
-
-app = faust.App(
-    settings.app_id,
-    broker=f"kafka://{settings.bootstrap_servers.replace(',', ';kafka://')}",
-    value_serializer="raw",
-    key_serializer="raw",
-    store=settings.faust_store,  # tables are changelog-backed either way
-    topic_partitions=TOPICS["experiences"].partitions,  # co-partitioned with the trace topics
-    topic_replication_factor=1,
-    consumer_auto_offset_reset="earliest",
-    web_port=settings.faust_web_port,
-    web_host="127.0.0.1",
-    datadir=_datadir,
-    broker_commit_interval=1.0,
-)
+# name in AGENTGYM_PROCESSORS -> its register(app, settings); called in this order
+REGISTRATIONS: dict[str, Callable[[faust.App, ProcessorSettings], Any]] = {
+    "sink": sink.register,
+    "labeller": labeller.register,
+    "datasets": datasets.register,
+    "experiments": experiments.register,
+}
+assert tuple(REGISTRATIONS) == KNOWN_PROCESSORS
 
 
-def topic(base: str) -> faust.TopicT:
-    """The Faust topic of an Agent Gym topic spec (raw bytes; decode with the codec)."""
-    spec = TOPICS[base]
-    return app.topic(spec.name, key_type=bytes, value_type=bytes, partitions=spec.partitions, internal=False)
+def _web_host(bind: str) -> str:
+    """The host name in the worker's canonical URL: the bound address, or this machine's
+    name when the server binds every interface."""
+    try:
+        unspecified = ipaddress.ip_address(bind).is_unspecified
+    except ValueError:  # a host name
+        return bind
+    return socket.gethostname() if unspecified else bind
 
 
-# Processors register on import (keep at the bottom); AGENTGYM_PROCESSORS picks them.
-_enabled = settings.enabled
-if "sink" in _enabled:
-    from agentgym.processors import sink as _sink  # noqa: E402
+def create_app(settings: ProcessorSettings | None = None) -> faust.App:
+    """Builds the Faust app and registers the processors ``settings.processors`` names.
 
-    _sink.register(app, settings)
-if "labeller" in _enabled:
-    from agentgym.processors import labeller as _labeller  # noqa: E402,F401
-if "datasets" in _enabled:
-    from agentgym.processors.datasets import processor as _datasets  # noqa: E402
+    Args:
+        settings: the processors' settings (default: read from the environment now).
+    """
+    settings = settings if settings is not None else ProcessorSettings()
+    enabled = settings.enabled  # unknown names fail here, naming the setting
+    datadir = settings.faust_datadir or str(settings.home / "faust")
+    os.makedirs(datadir, exist_ok=True)  # Faust creates its app dir, not the parents
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap_servers.replace(',', ';kafka://')}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store=settings.faust_store,  # tables are changelog-backed either way
+        topic_partitions=TOPICS["experiences"].partitions,  # co-partitioned with the trace topics
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_port=settings.faust_web_port,
+        web_bind=settings.faust_web_bind,  # Faust's own default is every interface
+        web_host=_web_host(settings.faust_web_bind),
+        datadir=datadir,
+        broker_commit_interval=1.0,
+    )
+    for name, register in REGISTRATIONS.items():
+        if name in enabled:
+            register(app, settings)
+    return app
 
-    _datasets.register(app, settings)
-if "experiments" in _enabled:
-    from agentgym.processors.experiments import processor as _experiments  # noqa: E402,F401
+
+_app: faust.App | None = None
+
+
+def __getattr__(name: str) -> Any:
+    # ``app`` is built on first access (``faust -A agentgym.processors.app`` asks for it)
+    global _app
+    if name == "app":
+        if _app is None:
+            _app = create_app()
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

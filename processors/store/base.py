@@ -151,11 +151,18 @@ class Store(abc.ABC):
         url: the store URL it was opened with.
         database: the database holding Agent Gym's tables; the default for unqualified names.
         backend: ``"chdb"`` or ``"server"``.
+        reads_local_files: the engine runs in this process, so SQL can read files of
+            this machine (``file('/tmp/x.avro', 'Avro')``): the sink hands it Avro bodies
+            to parse rather than decoded rows.
+        exclusive: one process owns the data; other processes read it only through
+            the owner (the sink serves it read-only over HTTP).
     """
 
     url: str
     database: str
     backend: Backend
+    reads_local_files: bool = False
+    exclusive: bool = False
 
     @abc.abstractmethod
     def command(self, sql: str, params: Mapping[str, Any] | None = None) -> None:

@@ -156,6 +156,8 @@ class ChdbStore(Store):
     """
 
     backend: Backend = "chdb"
+    reads_local_files = True
+    exclusive = True  # the directory lock: one process at a time
 
     def __init__(self, path: Path | str, database: str = "agentgym", *, create_database: bool = True) -> None:
         self.path = Path(path).expanduser().resolve()
