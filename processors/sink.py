@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from agentgym.processors.avro_batch import container, select_list
 from agentgym.processors.store.base import Store
+from agentgym.processors.store.exceptions import InsertAbandonedError
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.registry import SchemaVersion
@@ -338,7 +339,7 @@ class ClickHouseSink:
             except Exception as exc:  # the store is away or refused: retry with back-off
                 self.stats.insert_retries += 1
                 if self._stop.is_set():
-                    raise RuntimeError(f"sink stopping with an uninserted batch for {table}; its offsets stay uncommitted") from exc
+                    raise InsertAbandonedError(f"sink stopping with an uninserted batch for {table}; its offsets stay uncommitted") from exc
                 log.error("sink: insert into %s failed (%s); retrying in %.1fs", table, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 30.0)
@@ -359,7 +360,7 @@ class ClickHouseSink:
         while not self._stop.is_set():
             try:
                 self.process_batch()
-            except RuntimeError:
+            except RuntimeError:  # InsertAbandonedError, or confluent_kafka's closed-consumer error
                 if self._stop.is_set():
                     break
                 raise

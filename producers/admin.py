@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+from agentgym.producers.exceptions import TopicUnavailableError
 from agentgym.schemas.topics import TOPICS, TopicSpec
 
 __all__ = ["ensure_topics", "create_topics"]
@@ -26,7 +27,7 @@ def create_topics(
     names created; a topic another process created meanwhile is fine.
 
     Raises:
-        RuntimeError: the topics did not appear in the metadata within ``timeout_s``.
+        TopicUnavailableError: the topics did not appear in the metadata within ``timeout_s``.
     """
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
@@ -53,7 +54,7 @@ def create_topics(
         if not missing:
             return created
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topics {missing} did not appear in the metadata within {timeout_s:.0f}s")
+            raise TopicUnavailableError(f"topics {missing} did not appear in the metadata within {timeout_s:.0f}s")
         time.sleep(0.1)
 
 

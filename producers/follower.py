@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from agentgym.producers.assignment import Assignment, assign
+from agentgym.producers.exceptions import TopicUnavailableError
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -126,7 +127,7 @@ class ExperimentFollower:
         md = consumer.list_topics(self.topic, timeout=5)
         t = md.topics.get(self.topic)
         if t is None or t.error is not None or not t.partitions:
-            raise RuntimeError(f"topic {self.topic} is not available yet ({t.error if t is not None else 'no metadata'})")
+            raise TopicUnavailableError(f"topic {self.topic} is not available yet ({t.error if t is not None else 'no metadata'})")
         return sorted(t.partitions)
 
     def _run(self) -> None:

@@ -1,7 +1,9 @@
 """Producing and reading the pipeline's Avro records (datasets, models, experiments).
 
 These records are few and must not be lost, so every send waits for the broker's
-acknowledgement (idempotent producer, ``acks=all``) and raises when it does not come.
+acknowledgement (idempotent producer, ``acks=all``) and raises :class:`DeliveryError`
+when it does not come. This is the project's one acknowledged producer: the model
+registry, the dataset announcements and the experiment admin all send through it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from agentgym.producers.exceptions import DeliveryError, ReadTimeoutError, TopicUnavailableError
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -26,17 +29,19 @@ class RecordProducer:
 
     Args:
         bootstrap_servers: Kafka.
-        timeout_s: how long a send may wait for the acknowledgement.
+        timeout_s: how long a send may wait for the acknowledgement, in seconds.
+        linger_ms: how long librdkafka batches before sending (default 5 ms; 0 for
+            one-record writes such as experiment configurations).
     """
 
-    def __init__(self, bootstrap_servers: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 30.0, linger_ms: int = 5) -> None:
         from confluent_kafka import Producer
 
         self.codec = AvroCodec()
         self.timeout_s = timeout_s
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 5, "logger": logging.getLogger("agentgym.kafka"),
+            "linger.ms": linger_ms, "logger": logging.getLogger("agentgym.kafka"),
         })
 
     def send(self, base: str, record: dict[str, Any]) -> None:
@@ -44,7 +49,7 @@ class RecordProducer:
 
         Raises:
             SchemaValidationError: the record does not fit its schema (naming the field).
-            RuntimeError: Kafka did not acknowledge it within ``timeout_s``.
+            DeliveryError: Kafka did not acknowledge it within ``timeout_s``, or refused it.
         """
         spec = TOPICS[base]
         value = self.codec.encode(spec.record, record, spec.name)
@@ -56,9 +61,9 @@ class RecordProducer:
 
         self._producer.produce(spec.name, value, str(record[spec.key_field]).encode(), on_delivery=delivered)
         if self._producer.flush(self.timeout_s) > 0:
-            raise RuntimeError(f"Kafka did not acknowledge the {spec.record} record within {self.timeout_s}s")
+            raise DeliveryError(f"Kafka did not acknowledge the {spec.record} record within {self.timeout_s}s")
         if errors:
-            raise RuntimeError(f"Kafka refused the {spec.record} record: {errors[0]}")
+            raise DeliveryError(f"Kafka refused the {spec.record} record: {errors[0]}")
 
     def send_many(self, base: str, records: Iterable[dict[str, Any]]) -> int:
         """Like :meth:`send` for many records of one topic, waiting once for all acknowledgements.
@@ -68,7 +73,7 @@ class RecordProducer:
 
         Raises:
             SchemaValidationError: a record does not fit its schema (nothing was sent then).
-            RuntimeError: Kafka did not acknowledge them all within ``timeout_s``, or refused one.
+            DeliveryError: Kafka did not acknowledge them all within ``timeout_s``, or refused one.
         """
         spec = TOPICS[base]
         encoded = [(self.codec.encode(spec.record, r, spec.name), str(r[spec.key_field]).encode()) for r in records]
@@ -86,9 +91,9 @@ class RecordProducer:
                 except BufferError:  # the local queue is full: let deliveries drain it
                     self._producer.poll(0.1)
         if self._producer.flush(self.timeout_s) > 0:
-            raise RuntimeError(f"Kafka did not acknowledge {len(encoded)} {spec.record} records within {self.timeout_s}s")
+            raise DeliveryError(f"Kafka did not acknowledge {len(encoded)} {spec.record} records within {self.timeout_s}s")
         if errors:
-            raise RuntimeError(f"Kafka refused {len(errors)} {spec.record} record(s): {errors[0]}")
+            raise DeliveryError(f"Kafka refused {len(errors)} {spec.record} record(s): {errors[0]}")
         return len(encoded)
 
     def close(self) -> None:
@@ -108,6 +113,10 @@ def read_topic(bootstrap_servers: str, base: str, match: Callable[[dict[str, Any
     Used for the small compacted topics (the model registry, experiments) whose whole
     content is their state. Undecodable messages are skipped with a warning (the sink
     dead-letters them).
+
+    Raises:
+        TopicUnavailableError: the topic is not in the broker's metadata.
+        ReadTimeoutError: the topic could not be read to its end within ``timeout_s``.
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -121,7 +130,7 @@ def read_topic(bootstrap_servers: str, base: str, match: Callable[[dict[str, Any
     try:
         meta = consumer.list_topics(spec.name, timeout=timeout_s).topics.get(spec.name)
         if meta is None or meta.error is not None:
-            raise RuntimeError(f"topic {spec.name} is not available: {getattr(meta, 'error', 'missing')}")
+            raise TopicUnavailableError(f"topic {spec.name} is not available: {getattr(meta, 'error', 'missing')}")
         ends: dict[int, int] = {}
         for p in meta.partitions:
             low, high = watermarks(consumer, spec.name, p, timeout_s)
@@ -134,7 +143,7 @@ def read_topic(bootstrap_servers: str, base: str, match: Callable[[dict[str, Any
         deadline = time.monotonic() + timeout_s
         while len(done) < len(ends):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"timed out reading {spec.name} to its end")
+                raise ReadTimeoutError(f"timed out reading {spec.name} to its end")
             for m in _poll(consumer):
                 if m.offset() + 1 >= ends[m.partition()]:
                     done.add(m.partition())

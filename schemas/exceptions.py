@@ -10,11 +10,24 @@ __all__ = [
     "BadMarkerError",
     "UnknownSchemaError",
     "CorruptBodyError",
+    "TopicNameError",
+    "UnknownTopicError",
 ]
 
 
 class SchemaError(Exception):
     """A schema file is missing, malformed or inconsistent."""
+
+
+class TopicNameError(SchemaError, ValueError):
+    """A topic base name that is not lowercase letters, digits and hyphens."""
+
+
+class UnknownTopicError(SchemaError, KeyError):
+    """A topic name that is not one of Agent Gym's topics (a ``KeyError`` for lookups written before it)."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0]) if self.args else "unknown topic"
 
 
 class SchemaValidationError(ValueError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agentgym.schemas.exceptions import TopicNameError, UnknownTopicError
+
 __all__ = ["TopicSpec", "TOPICS", "topic_name", "spec_for"]
 
 PREFIX = "gym"
@@ -16,7 +18,7 @@ PREFIX = "gym"
 def topic_name(base: str, major_version: int = 1, prefix: str = PREFIX) -> str:
     """``topic_name("experiences") == "gym-experiences-v1"``."""
     if not base or not all(c.islower() or c.isdigit() or c == "-" for c in base):
-        raise ValueError(f"topic base {base!r} must be lowercase letters, digits and hyphens")
+        raise TopicNameError(f"topic base {base!r} must be lowercase letters, digits and hyphens")
     return f"{prefix}-{base}-v{major_version}"
 
 
@@ -71,4 +73,4 @@ def spec_for(topic: str) -> TopicSpec:
     for s in TOPICS.values():
         if s.name == topic:
             return s
-    raise KeyError(f"unknown topic {topic!r}; known: {', '.join(s.name for s in TOPICS.values())}")
+    raise UnknownTopicError(f"unknown topic {topic!r}; known: {', '.join(s.name for s in TOPICS.values())}")

@@ -9,6 +9,7 @@ __all__ = [
     "TrainersError",
     "BaseModelError",
     "TrainingError",
+    "DatasetKindError",
     "RegistryError",
     "ModelVersionNotFoundError",
     "GateError",
@@ -26,6 +27,10 @@ class BaseModelError(TrainersError):
 
 class TrainingError(TrainersError):
     """A training job failed (the Ray run raised, or produced no adapter)."""
+
+
+class DatasetKindError(TrainersError, ValueError):
+    """A dataset of a kind the training method cannot use (an eval dataset; DPO on SFT rows)."""
 
 
 class RegistryError(TrainersError):

@@ -39,12 +39,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentgym.processors.experiments import TERMINAL, ExperimentNotFoundError, PublishError
+from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
 from agentgym.trainers.exceptions import RegistryError
 from agentgym.trainers.registry import ModelRegistry, ModelVersion
 
 if TYPE_CHECKING:
     from agentgym.processors.experiments import ExperimentConfig
-    from agentgym.processors.experiments.admin import ExperimentAdmin
 
 __all__ = ["Outcome", "Promotion", "plan", "RegistryPromoter"]
 
@@ -189,9 +193,6 @@ class RegistryPromoter:
 
     # -- one decision ------------------------------------------------------------------
     def _config(self, experiment_id: str, action: str) -> "ExperimentConfig | None":
-        from agentgym.processors.experiments import TERMINAL, ExperimentNotFoundError
-        from agentgym.processors.experiments.admin import ExperimentAdmin
-
         if self._admin is None:
             self._admin = ExperimentAdmin(self.bootstrap_servers)
         wanted = _APPLIED_STATUS[action]
@@ -225,14 +226,12 @@ class RegistryPromoter:
                     "promoter: %s %s %s: %s", p.experiment_id, p.action, p.outcome, p.reason)
             return p
         now = float(self._clock())
-        try:
-            if p.champion is not None:
-                self.registry.set_status(p.champion, "champion", {
-                    "promoted_ms": now, "decision_ms": float(decision.get("timestamp_ms") or now)})
-            for version in p.retired:
-                self.registry.set_status(version, "retired", {"retired_ms": now})
-        except RuntimeError as exc:  # the record was not acknowledged
-            raise RegistryError(f"cannot write the model registry: {exc}") from exc
+        # a record the broker does not acknowledge raises RegistryError ("cannot write the model registry")
+        if p.champion is not None:
+            self.registry.set_status(p.champion, "champion", {
+                "promoted_ms": now, "decision_ms": float(decision.get("timestamp_ms") or now)})
+        for version in p.retired:
+            self.registry.set_status(version, "retired", {"retired_ms": now})
         log.info("promoter: experiment %s %s: champion %s, retired %s (decision %s; %s)", p.experiment_id, p.action,
                  p.champion or "unchanged", ", ".join(p.retired) or "none", p.decision_event_id, decision.get("reason", ""))
         return p
@@ -241,8 +240,6 @@ class RegistryPromoter:
     def _consumer_for(self) -> Any:
         if self._consumer is None:
             from confluent_kafka import Consumer
-
-            from agentgym.schemas.topics import TOPICS
 
             self._consumer = Consumer({
                 "bootstrap.servers": self.bootstrap_servers, "group.id": self.group,
@@ -259,10 +256,6 @@ class RegistryPromoter:
         the ones after it are left uncommitted and read again at the next poll.
         """
         from confluent_kafka import TopicPartition
-
-        from agentgym.processors.experiments import PublishError
-        from agentgym.schemas.codec import AvroCodec
-        from agentgym.schemas.exceptions import DecodeError
 
         consumer = self._consumer_for()
         codec = AvroCodec()

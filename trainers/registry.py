@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
+from agentgym.producers.exceptions import BrokerError
 from agentgym.producers.records import RecordProducer, read_topic
+from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
 
 __all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for"]
 
@@ -92,7 +93,10 @@ class ModelRegistry:
     def _send(self, mv: ModelVersion) -> ModelVersion:
         if self._producer is None:
             self._producer = RecordProducer(self.bootstrap_servers)
-        self._producer.send("models", mv.record())
+        try:
+            self._producer.send("models", mv.record())
+        except BrokerError as exc:  # the record was not acknowledged
+            raise RegistryError(f"cannot write the model registry: {exc}") from exc
         return mv
 
     # -- reading -------------------------------------------------------------------
@@ -101,7 +105,7 @@ class ModelRegistry:
         latest: dict[str, ModelVersion] = {}
         try:
             records = read_topic(self.bootstrap_servers, "models")
-        except RuntimeError as exc:
+        except BrokerError as exc:
             raise RegistryError(f"cannot read the model registry: {exc}") from exc
         for r in records:
             mv = ModelVersion.from_record(r)
@@ -130,13 +134,22 @@ class ModelRegistry:
 
     # -- writing -------------------------------------------------------------------
     def register(self, mv: ModelVersion) -> ModelVersion:
-        """Adds a version (``created_ms``/``updated_ms`` default to now)."""
+        """Adds a version (``created_ms``/``updated_ms`` default to now).
+
+        Raises:
+            RegistryError: Kafka did not acknowledge the record.
+        """
         now = self._now()
         mv = replace(mv, created_ms=mv.created_ms or now, updated_ms=mv.updated_ms or now)
         return self._send(mv)
 
     def set_status(self, model_version: str, status: Status, metrics: Mapping[str, float] | None = None) -> ModelVersion:
-        """Changes a version's status (and merges ``metrics``)."""
+        """Changes a version's status (and merges ``metrics``).
+
+        Raises:
+            ModelVersionNotFoundError: no such version.
+            RegistryError: an unknown status, or the registry could not be read or written.
+        """
         if status not in STATUSES:
             raise RegistryError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         mv = self.get(model_version)

@@ -18,6 +18,17 @@ from pathlib import Path
 
 import click
 
+from agentgym.processors.datasets.exceptions import DatasetError
+from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.processors.store import StoreError, StoreSettings, open_reader
+from agentgym.producers.exceptions import BrokerError
+from agentgym.producers.records import RecordProducer
+from agentgym.trainers.exceptions import TrainersError
+from agentgym.trainers.synth.report import QualityReport
+from agentgym.trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
+from agentgym.trainers.synth.settings import SynthSettings
+
 __all__ = ["synth", "generate", "report"]
 
 
@@ -55,14 +66,6 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
              dataset_store: str | None, bootstrap_servers: str | None, announce: bool, dry_run: bool,
              report_path: str | None, as_json: bool) -> None:
     """Generate N scenarios for AGENT from its real runs, validate them, store them as a synthetic dataset."""
-    from agentgym.processors.store import StoreError, StoreSettings, open_reader
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.processors.datasets.exceptions import DatasetError
-    from agentgym.trainers.exceptions import TrainersError
-    from agentgym.processors.datasets.settings import DatasetSettings
-    from agentgym.trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
-    from agentgym.trainers.synth.settings import SynthSettings
-
     overrides = {"bootstrap_servers": bootstrap_servers} if bootstrap_servers else {}
     try:
         settings = SynthSettings(**overrides)  # type: ignore[arg-type]
@@ -78,8 +81,6 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
     try:
         announcer = lineage_publisher = None
         if announce and not dry_run:
-            from agentgym.producers.records import RecordProducer
-
             producer = RecordProducer(settings.bootstrap_servers)
 
             def announcer(manifest):  # type: ignore[no-untyped-def]
@@ -97,7 +98,7 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
         )
         try:
             outcome = service.run(request)
-        except (TrainersError, DatasetError, StoreError, RuntimeError) as exc:
+        except (TrainersError, DatasetError, StoreError, BrokerError) as exc:
             raise click.ClickException(str(exc)) from None
     finally:
         store.close()
@@ -125,11 +126,6 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
 def report(dataset_id: str, dataset_store: str | None, as_json: bool) -> None:
     """Print the quality report stored with a synthetic dataset."""
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.processors.datasets.exceptions import DatasetError
-    from agentgym.processors.datasets.settings import DatasetSettings
-    from agentgym.trainers.synth.report import QualityReport
-
     settings = DatasetSettings(**({"dataset_store": dataset_store} if dataset_store else {}))  # type: ignore[arg-type]
     try:
         manifest = DatasetStore(settings.dataset_store).manifest(dataset_id)

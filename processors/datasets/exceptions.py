@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "DatasetNotFoundError", "ChecksumMismatchError"]
+__all__ = ["DatasetError", "DatasetNotFoundError", "ChecksumMismatchError", "ScrubberConfigError"]
 
 
 class DatasetError(Exception):
@@ -15,3 +15,7 @@ class DatasetNotFoundError(DatasetError):
 
 class ChecksumMismatchError(DatasetError):
     """A dataset's shards do not hash to the checksum its manifest records."""
+
+
+class ScrubberConfigError(DatasetError, ValueError):
+    """An unknown built-in scrubber name, or an extra scrubber whose regex does not compile."""

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from agentgym.processors.datasets.exceptions import ScrubberConfigError
+
 __all__ = [
     "BUILTIN_PATTERNS",
     "Scrubber",
@@ -93,14 +95,14 @@ class Scrubber:
         extra: more scrubbers, name -> regex; a match becomes ``<NAME>``.
 
     Raises:
-        ValueError: an unknown built-in name or an invalid extra regex.
+        ScrubberConfigError: an unknown built-in name or an invalid extra regex.
     """
 
     def __init__(self, enabled: Sequence[str] = ("email", "phone", "api_key", "credit_card"),
                  extra: Mapping[str, str] | None = None) -> None:
         unknown = [n for n in enabled if n not in BUILTIN_PATTERNS]
         if unknown:
-            raise ValueError(f"unknown scrubber(s) {unknown}; known: {sorted(BUILTIN_PATTERNS)}")
+            raise ScrubberConfigError(f"unknown scrubber(s) {unknown}; known: {sorted(BUILTIN_PATTERNS)}")
         self._rules: list[tuple[str, re.Pattern[str], str]] = []
         # a fixed order whatever the configuration: keys first (a key can hold an '@' or
         # digit runs), card numbers before phone numbers (a card's digit groups look like one)
@@ -111,7 +113,7 @@ class Scrubber:
             try:
                 self._rules.append((name, re.compile(pattern), f"<{name.upper()}>"))
             except re.error as exc:
-                raise ValueError(f"scrub pattern {name!r} is not a valid regex: {exc}") from None
+                raise ScrubberConfigError(f"scrub pattern {name!r} is not a valid regex: {exc}") from None
 
     @property
     def names(self) -> list[str]:

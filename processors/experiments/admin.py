@@ -2,23 +2,22 @@
 
 Used by ``agentgym experiments ...`` and by the processor's decisions. Reads go
 through an :class:`~agentgym.producers.follower.ExperimentFollower` (the topic read to its
-end), writes are idempotent produces keyed by ``experiment_id`` that wait for the
-broker's acknowledgement. The ClickHouse sink materialises the same records into
-the ``experiments`` table.
+end), writes go through the project's one acknowledged producer
+(:class:`~agentgym.producers.records.RecordProducer`): idempotent, keyed by
+``experiment_id``, waiting for the broker's acknowledgement. The ClickHouse sink
+materialises the same records into the ``experiments`` table.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
-
-from confluent_kafka import Producer
 
 from agentgym.processors.experiments.config import ExperimentConfig
 from agentgym.processors.experiments.exceptions import ExperimentConfigError, ExperimentNotFoundError, PublishError
+from agentgym.producers.exceptions import DeliveryError
 from agentgym.producers.follower import ExperimentFollower
-from agentgym.schemas.codec import AvroCodec
+from agentgym.producers.records import RecordProducer
 from agentgym.schemas.topics import TOPICS
 
 __all__ = ["ExperimentAdmin"]
@@ -40,10 +39,9 @@ class ExperimentAdmin:
         self.bootstrap_servers = bootstrap_servers
         self.timeout_s = timeout_s
         self.topic = TOPICS["experiments"].name
-        self._codec = AvroCodec()
         self._follower = follower
         self._own_follower = follower is None
-        self._producer: Producer | None = None
+        self._producer: RecordProducer | None = None
 
     # -- reads --------------------------------------------------------------------
     def _reader(self) -> ExperimentFollower:
@@ -66,24 +64,20 @@ class ExperimentAdmin:
 
     # -- writes -------------------------------------------------------------------
     def publish(self, config: ExperimentConfig) -> ExperimentConfig:
-        """Validates ``config`` and writes it; returns it once the broker acknowledged it."""
+        """Validates ``config`` and writes it; returns it once the broker acknowledged it.
+
+        Raises:
+            ExperimentConfigError: the configuration is invalid (naming the field).
+            PublishError: Kafka did not acknowledge the record within ``timeout_s``, or refused it.
+        """
         config.validate()
         if self._producer is None:
-            self._producer = Producer({
-                "bootstrap.servers": self.bootstrap_servers, "enable.idempotence": True, "acks": "all",
-                "linger.ms": 0, "logger": logging.getLogger("agentgym.kafka"),
-            })
-        errors: list[str] = []
-
-        def delivered(err: Any, _msg: Any) -> None:
-            if err is not None:
-                errors.append(err.str())
-
-        self._producer.produce(self.topic, self._codec.encode("ExperimentConfig", config.to_record()),
-                               config.experiment_id.encode(), on_delivery=delivered)
-        if self._producer.flush(self.timeout_s) > 0 or errors:
+            self._producer = RecordProducer(self.bootstrap_servers, timeout_s=self.timeout_s, linger_ms=0)
+        try:
+            self._producer.send("experiments", config.to_record())
+        except DeliveryError as exc:
             raise PublishError(f"{self.topic}: configuration v{config.config_version} of {config.experiment_id} "
-                               f"not acknowledged ({errors[0] if errors else 'timeout'})")
+                               f"not acknowledged ({exc})") from exc
         log.info("experiments: %s v%d %s by %s", config.experiment_id, config.config_version, config.status, config.updated_by)
         return config
 
@@ -99,7 +93,7 @@ class ExperimentAdmin:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(self.timeout_s)
+            self._producer.close()
         if self._own_follower and self._follower is not None:
             self._follower.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LabellingError", "InvalidEventError", "RulesConfigError"]
+__all__ = ["LabellingError", "InvalidEventError", "RulesConfigError", "ModelConfigError"]
 
 
 class LabellingError(Exception):
@@ -27,3 +27,7 @@ class InvalidEventError(LabellingError, ValueError):
 
 class RulesConfigError(LabellingError, ValueError):
     """A labelling rules file or mapping is malformed; the message names where."""
+
+
+class ModelConfigError(LabellingError, ValueError):
+    """An outcome model asked for with an unknown kind or a parameter outside its domain; the message names it."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from river import compose, linear_model, optim, preprocessing, tree
 
+from agentgym.processors.labelling.exceptions import ModelConfigError
 from agentgym.processors.labelling.features import CATEGORICAL
 from agentgym.processors.labelling.rules import ModelKind
 
@@ -86,7 +87,7 @@ def _build(kind: ModelKind) -> Any:
     if kind == "hoeffding_tree":
         # Naive-Bayes-adaptive leaves give probabilities from the first examples on.
         return tree.HoeffdingAdaptiveTreeClassifier(grace_period=50, leaf_prediction="nba", seed=7)
-    raise ValueError(f"unknown model kind {kind!r}")
+    raise ModelConfigError(f"unknown model kind {kind!r}; known: logistic_regression, hoeffding_tree")
 
 
 class OnlineOutcomeModel:
@@ -100,7 +101,7 @@ class OnlineOutcomeModel:
 
     def __init__(self, kind: ModelKind = "logistic_regression", calibrate: bool = True, label_noise: float = 0.0) -> None:
         if not 0.0 <= label_noise < 0.5:
-            raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
+            raise ModelConfigError(f"label_noise must be in [0, 0.5), got {label_noise}")
         self.kind: ModelKind = kind
         self.calibrate = calibrate
         self.label_noise = label_noise

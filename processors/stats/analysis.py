@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from agentgym.processors.stats.exceptions import UnknownArmError
 from agentgym.processors.stats.fixed_horizon import fixed_horizon_test
 from agentgym.processors.stats.guardrails import guardrail_test
 from agentgym.processors.stats.multiple import Correction, adjust_p_values
@@ -124,7 +125,7 @@ def analyse_metric(
     """
     check_alpha(alpha)
     if control not in stats:
-        raise KeyError(f"control {control!r} has no statistic for {metric!r}; arms: {sorted(stats)}")
+        raise UnknownArmError(f"control {control!r} has no statistic for {metric!r}; arms: {sorted(stats)}")
     arms = {name: (summaries or {}).get(name) or _summary(st) for name, st in stats.items()}
     treatments = [v for v in stats if v != control]
     m = len(treatments)

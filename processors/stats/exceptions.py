@@ -9,7 +9,7 @@ return a result whose ``reason`` says why no inference was made
 
 from __future__ import annotations
 
-__all__ = ["StatsError", "InvalidParameterError"]
+__all__ = ["StatsError", "InvalidParameterError", "UnknownArmError"]
 
 
 class StatsError(ValueError):
@@ -18,3 +18,10 @@ class StatsError(ValueError):
 
 class InvalidParameterError(StatsError):
     """A parameter is outside its domain (the message names it and the domain)."""
+
+
+class UnknownArmError(StatsError, KeyError):
+    """An arm (variant) named as the control has no statistic (a ``KeyError`` too, for lookups written before it)."""
+
+    def __str__(self) -> str:  # KeyError's own str() would quote the message
+        return str(self.args[0]) if self.args else "unknown arm"

@@ -14,6 +14,7 @@ __all__ = [
     "ReadOnlyError",
     "MigrationError",
     "RowConversionError",
+    "InsertAbandonedError",
     "query_error_from_message",
 ]
 
@@ -84,6 +85,10 @@ class RowConversionError(StoreError):
         super().__init__(message)
         self.record_name = record_name
         self.column = column
+
+
+class InsertAbandonedError(StoreError):
+    """The sink was stopped while a batch's insert still failed; the batch's offsets stay uncommitted."""
 
 
 def query_error_from_message(message: str) -> QueryError:

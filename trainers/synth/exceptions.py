@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from agentgym.trainers.exceptions import TrainersError
 
-__all__ = ["SynthError", "SpecError", "GeneratorLoadError", "ScenarioSchemaError", "NoSourcesError"]
+__all__ = ["SynthError", "SpecError", "GeneratorLoadError", "GeneratorConfigError", "ScenarioSchemaError", "NoSourcesError"]
 
 
 class SynthError(TrainersError):
@@ -17,6 +17,10 @@ class SpecError(SynthError):
 
 class GeneratorLoadError(SynthError):
     """A generator reference (built-in name, ``module:function``, entry point, YAML path) that cannot be loaded."""
+
+
+class GeneratorConfigError(SynthError, ValueError):
+    """A generator constructed with an argument it does not know (e.g. an unknown edge family)."""
 
 
 class ScenarioSchemaError(SynthError):

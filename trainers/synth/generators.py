@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from agentgym.trainers.synth.bases import Base, scenario_from
 from agentgym.trainers.synth.clusters import FailureCluster, allocate
+from agentgym.trainers.synth.exceptions import GeneratorConfigError
 from agentgym.trainers.synth.paraphrase import Paraphraser, RuleParaphraser
 from agentgym.trainers.synth.scenario import EDGE_FAMILIES, Scenario, SourceRun
 from agentgym.trainers.synth.text import (
@@ -208,7 +209,7 @@ class EdgeCaseGenerator:
     def __init__(self, families: Sequence[str] = EDGE_FAMILIES) -> None:
         unknown = [f for f in families if f not in EDGE_FAMILIES]
         if unknown:
-            raise ValueError(f"unknown edge families {unknown}; known: {list(EDGE_FAMILIES)}")
+            raise GeneratorConfigError(f"unknown edge families {unknown}; known: {list(EDGE_FAMILIES)}")
         self.families = list(families)
 
     def available(self, ctx: GenerationContext) -> bool:

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agentgym.processors.datasets.store import Manifest
+from agentgym.trainers.exceptions import DatasetKindError
+from agentgym.trainers.modeling import resolve_base
 from agentgym.trainers.settings import TrainSettings
 
 __all__ = ["TrainJob", "new_job_id", "model_version_for", "HYPERPARAMETERS"]
@@ -107,16 +109,14 @@ class TrainJob(BaseModel):
         ``use_gpu`` None follows ``train_use_gpu`` (``auto`` means no here; the launcher
         resolves ``auto`` against the cluster's resources).
         """
-        from agentgym.trainers.modeling import resolve_base
-
         s = settings or TrainSettings()
         if manifest.kind not in ("sft", "preference"):
-            raise ValueError(f"dataset {manifest.dataset_id} is a {manifest.kind} dataset; training needs sft or preference")
+            raise DatasetKindError(f"dataset {manifest.dataset_id} is a {manifest.kind} dataset; training needs sft or preference")
         method = s.train_method if s.train_method != "auto" else ("dpo" if manifest.kind == "preference" else "sft")
         if method == "dpo" and manifest.kind != "preference":
-            raise ValueError(f"DPO needs a preference dataset; {manifest.dataset_id} is {manifest.kind}")
+            raise DatasetKindError(f"DPO needs a preference dataset; {manifest.dataset_id} is {manifest.kind}")
         if method == "sft" and manifest.kind != "sft":
-            raise ValueError(f"SFT needs an sft dataset; {manifest.dataset_id} is {manifest.kind}")
+            raise DatasetKindError(f"SFT needs an sft dataset; {manifest.dataset_id} is {manifest.kind}")
         job_id = job_id or new_job_id()
         fields: dict[str, object] = {
             "job_id": job_id,

@@ -3,13 +3,14 @@
 import pytest
 
 from agentgym.schemas import TOPICS, default_schema_set, spec_for, topic_name
+from agentgym.schemas.exceptions import TopicNameError, UnknownTopicError
 
 
 def test_names_are_lowercase_hyphenated_and_versioned() -> None:
     assert topic_name("experiences") == "gym-experiences-v1"
     assert topic_name("experiment-stats", 2) == "gym-experiment-stats-v2"
     for bad in ("Experiences", "exp_stats", "a.b", ""):
-        with pytest.raises(ValueError):
+        with pytest.raises(TopicNameError, match="lowercase"):
             topic_name(bad)
 
 
@@ -37,5 +38,7 @@ def test_each_topic_carries_a_known_record_with_its_key_field() -> None:
         fields = {f["name"] for f in schemas.latest(spec.record).raw["fields"]}
         assert spec.key_field in fields or spec.base == "deadletter", spec
         assert spec_for(spec.name) is spec
-    with pytest.raises(KeyError):
+    with pytest.raises(UnknownTopicError) as unknown:
         spec_for("gym-nope-v1")
+    # still a KeyError for lookups written before the typed error, and its message reads unquoted
+    assert isinstance(unknown.value, KeyError) and str(unknown.value).startswith("unknown topic 'gym-nope-v1'")

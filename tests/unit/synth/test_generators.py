@@ -11,6 +11,7 @@ import pytest
 from tests.unit.synth.runs import TOOLS, demo_runs
 from agentgym.trainers.synth.bases import base_from_run, bases_from_runs, collect_slot_values, expected_for
 from agentgym.trainers.synth.clusters import allocate, cluster_failures
+from agentgym.trainers.synth.exceptions import GeneratorConfigError
 from agentgym.trainers.synth.generators import (
     EdgeCaseGenerator,
     FailureSeededGenerator,
@@ -146,5 +147,5 @@ def test_edge_cases_work_from_a_spec_alone_and_use_its_translations_and_boundari
     assert any(str(v) in boundary_values for s in out if s.tags[0] == "edge:boundary"
                for v in (s.expected_arguments or {}).values())
     assert all(not s.source_trace_ids for s in out)
-    with pytest.raises(ValueError, match="unknown edge families"):
+    with pytest.raises(GeneratorConfigError, match="unknown edge families"):
         EdgeCaseGenerator(["sarcasm"])

@@ -11,6 +11,7 @@ import pytest
 from agentgym.schemas.codec import AvroCodec
 from agentgym.processors.datasets.store import DatasetStore, Manifest
 from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.producers.exceptions import DeliveryError
 from agentgym.trainers.synth.exceptions import NoSourcesError, SynthError
 from agentgym.trainers.synth.output import eval_suite_rows
 from agentgym.trainers.synth.service import REPORT_FILE, SynthRequest, SynthService, load_prompt_list
@@ -88,7 +89,7 @@ def test_a_failed_announcement_leaves_the_dataset_and_says_so(tmp_path: Path) ->
     svc = _service(tmp_path, [])
 
     def announce(manifest: Manifest) -> None:
-        raise RuntimeError("Kafka did not acknowledge the DatasetReady record within 30.0s")
+        raise DeliveryError("Kafka did not acknowledge the DatasetReady record within 30.0s")
 
     svc.announce = announce
     out = svc.run(SynthRequest(agent_id="support", n=20, tenant_id="t", specs=("tool_routing",)))
@@ -103,7 +104,7 @@ def test_lineage_is_published_before_the_announcement_and_a_failure_stops_it(tmp
     svc = _service(tmp_path, announced)
 
     def publish(records: Any) -> None:
-        raise RuntimeError("Kafka did not acknowledge 20 ScenarioLineage records within 30.0s")
+        raise DeliveryError("Kafka did not acknowledge 20 ScenarioLineage records within 30.0s")
 
     svc.publish_lineage = publish
     out = svc.run(SynthRequest(agent_id="support", n=20, tenant_id="t", specs=("tool_routing",)))

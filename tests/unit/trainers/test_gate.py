@@ -6,7 +6,7 @@ import pytest
 
 from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.evaluation import EvalCase, EvalScores, contains_reference, exact_match, load_evaluator
-from agentgym.trainers.exceptions import EvaluatorError
+from agentgym.trainers.exceptions import DatasetKindError, EvaluatorError
 from agentgym.trainers.gate import ValidationGate
 from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.trainers.settings import GateSettings, TrainSettings
@@ -74,7 +74,7 @@ def test_a_job_takes_its_method_from_the_dataset_and_its_settings(tmp_path: obje
     assert sft.hyperparameters()["lora_r"] == "4"
     dpo = TrainJob.for_dataset(manifest("preference"), "tiny:llama", s, learning_rate=1e-3)
     assert (dpo.method, dpo.learning_rate) == ("dpo", 1e-3)
-    with pytest.raises(ValueError, match="DPO needs a preference dataset"):
+    with pytest.raises(DatasetKindError, match="DPO needs a preference dataset"):
         TrainJob.for_dataset(manifest("sft"), "tiny:llama", TrainSettings(home=str(tmp_path), train_method="dpo"))
     assert new_job_id(0) .startswith("job-19700101T000000-")
 

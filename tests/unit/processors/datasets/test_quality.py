@@ -7,6 +7,7 @@ import string
 
 import pytest
 
+from agentgym.processors.datasets.exceptions import ScrubberConfigError
 from agentgym.processors.datasets.quality import (
     LengthLimits,
     MinHasher,
@@ -52,9 +53,9 @@ def test_scrubbing_is_configurable() -> None:
     out, counts = Scrubber(enabled=["email", "ip_address"], extra={"ticket": r"TKT-\d+"}).scrub(text)
     assert out == "write to <EMAIL> from <IP>, ticket <TICKET>"
     assert counts == {"email": 1, "ip_address": 1, "ticket": 1}
-    with pytest.raises(ValueError, match="unknown scrubber"):
+    with pytest.raises(ScrubberConfigError, match="unknown scrubber"):
         Scrubber(enabled=["passport"])
-    with pytest.raises(ValueError, match="not a valid regex"):
+    with pytest.raises(ScrubberConfigError, match="not a valid regex"):
         Scrubber(extra={"bad": "("})
 
 

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from agentgym.processors.labelling.drift import SuccessRateDriftMonitor
+from agentgym.processors.labelling.exceptions import ModelConfigError
 from agentgym.processors.labelling.model import OnlineOutcomeModel, ProportionStatistic
 
 
@@ -40,7 +41,7 @@ def test_label_noise_inversion_sharpens_probabilities() -> None:
         p, q = plain.predict_proba(x), noisy.predict_proba(x)
         # P = (P_human - eps) / (1 - 2 eps): further from 0.5, same side
         assert q == pytest.approx(min(1.0, max(0.0, (p - 0.1) / 0.8)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ModelConfigError, match="label_noise"):
         OnlineOutcomeModel(label_noise=0.5)
 
 
