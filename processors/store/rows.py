@@ -1,17 +1,38 @@
-"""Decoded Avro records to table rows and Arrow batches.
+"""Decoded Avro records to table rows and Arrow batches, derived from the ``.avsc`` files.
+
+The shape of every row comes from the newest version of its record's Avro schema
+(:func:`agentgym.schemas.default_schema_set`); only the ClickHouse-specific decisions
+are written here, as small explicit overrides:
+
+* :data:`TIMESTAMP_COLUMNS`: epoch-millisecond fields become ``DateTime64(3, 'UTC')``
+  columns under another name (``timestamp_ms`` -> ``ts``, ``created_ms`` -> ``created_at``,
+  ``updated_ms`` -> ``updated_at``);
+* :data:`FLATTENED`: an optional nested record whose fields become columns of their own
+  (``Experience.assignment`` -> ``experiment_id``, ``variant``, ``unit_type``, ``unit_id``),
+  NULL when the record is absent;
+* :data:`COLUMN_OVERRIDES`: a per-field rename or Arrow type, where the rule of thumb
+  below does not fit (none today).
+
+Everything else follows the Avro type: ``string`` and enums -> ``string`` (``String``,
+``LowCardinality(String)`` in the table), ``int`` -> ``int32``, ``long`` -> ``int64``,
+``double`` -> ``float64``, ``boolean`` -> ``bool``, ``bytes`` -> ``binary``, arrays ->
+``list<...>``, maps -> ``map<string, ...>``, records -> ``struct<...>`` (``Tuple`` with
+named elements), ``["null", T]`` -> T, nullable. A new field in a schema therefore gets
+its column spec without an edit here; ``tests/unit/processors/store/test_rows_ddl.py``
+checks the migrated tables against these specs, so a field without its column (a
+forgotten migration) fails CI.
 
 For each record type (``Experience``, ``Feedback``, ...):
 
-* :data:`TABLES` names its raw table,
+* :data:`TABLES` names its raw table (from :data:`agentgym.schemas.TOPICS`),
 * :data:`COLUMNS` lists the table's columns that a record fills, in the table's order
   (``inserted_at`` and materialized columns are filled by ClickHouse),
-* :data:`ARROW_SCHEMAS` gives their exact Arrow types (``ts`` is ``timestamp[ms, UTC]``
-  from ``timestamp_ms``, maps are ``map<string, ...>``, arrays of records are
-  ``list<struct<...>>``),
+* :data:`COLUMN_SPECS` says how each is filled (:class:`ColumnSpec`),
+* :data:`ARROW_SCHEMAS` gives their exact Arrow types,
 * :data:`ROW_BUILDERS` turns one record into a tuple in that order (a C ``itemgetter``
   for most types: ~0.2 µs a record),
 * :func:`to_arrow` turns a batch of records into an Arrow table column by column, which
-  :meth:`Store.insert <processors.store.base.Store.insert>` takes in one statement.
+  :meth:`Store.insert <agentgym.processors.store.base.Store.insert>` takes in one statement.
 
 A record is the dict ``AvroCodec().decode(data).record`` returns: every field of the
 newest schema is present (older writers' records are resolved to it), enums are
@@ -20,7 +41,7 @@ strings, optional fields are ``None``, maps are dicts, bytes are ``bytes``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -28,13 +49,19 @@ from typing import Any
 import pyarrow as pa
 
 from agentgym.processors.store.base import Store
-from agentgym.processors.store.exceptions import RowConversionError
+from agentgym.processors.store.exceptions import RowConversionError, StoreError
+from agentgym.schemas import TOPICS, SchemaSet, default_schema_set
 
 __all__ = [
     "TABLES",
     "COLUMNS",
     "COLUMN_SPECS",
     "ColumnSpec",
+    "ColumnOverride",
+    "TIMESTAMP_COLUMNS",
+    "FLATTENED",
+    "COLUMN_OVERRIDES",
+    "derive_column_specs",
     "ARROW_SCHEMAS",
     "ROW_BUILDERS",
     "RECORD_FOR_TABLE",
@@ -43,13 +70,6 @@ __all__ = [
     "insert_records",
 ]
 
-_str = pa.string()
-_f64 = pa.float64()
-_i32 = pa.int32()
-_i64 = pa.int64()
-_ts = pa.timestamp("ms", tz="UTC")
-_str_map = pa.map_(pa.string(), pa.string())
-
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -57,215 +77,186 @@ class ColumnSpec:
 
     Attributes:
         name: the table column.
-        key: the record field it is read from; None for a computed column (the four
-            ``assignment`` columns of ``experiences``, read from ``assignment.<name>``).
+        key: the record field it is read from; None for a column of a flattened nested
+            record (see :data:`FLATTENED`), read from ``record[source[0]][source[1]]``.
         type: its Arrow type (``timestamp[ms, UTC]`` columns hold the field's epoch milliseconds).
+        source: the Avro field path it comes from (``("timestamp_ms",)``,
+            ``("assignment", "experiment_id")``).
+        nullable: the column may hold NULL (an optional Avro field, or a field of an
+            optional flattened record).
+        clickhouse_type: the ClickHouse type the column must have, up to
+            ``LowCardinality`` (``Nullable(String)``, ``Array(Tuple(role String, ...))``).
     """
 
     name: str
     key: str | None
     type: pa.DataType
+    source: tuple[str, ...] = ()
+    nullable: bool = False
+    clickhouse_type: str = ""
 
 
-_Col = ColumnSpec
+@dataclass(frozen=True)
+class ColumnOverride:
+    """A ClickHouse-specific decision for one Avro field: another column name, another type."""
+
+    column: str | None = None
+    arrow: pa.DataType | None = None
+    clickhouse_type: str | None = None
 
 
-_MESSAGE = pa.struct([("role", _str), ("content", _str), ("name", _str), ("tool_call_id", _str)])
-_STEP = pa.struct(
-    [
-        ("step_id", _str), ("kind", _str), ("name", _str), ("input", _str), ("output", _str),
-        ("error", _str), ("latency_ms", _f64), ("prompt_tokens", _i32), ("completion_tokens", _i32),
-    ]
-)
-_METRIC = pa.struct([("name", _str), ("kind", _str), ("direction", _str), ("cap", _f64), ("limit", _f64)])
+TIMESTAMP_COLUMNS: dict[str, str] = {"timestamp_ms": "ts", "created_ms": "created_at", "updated_ms": "updated_at"}
+"""Avro field (epoch milliseconds, ``long``) -> its ``DateTime64(3, 'UTC')`` column, in every record."""
 
-_SPECS: dict[str, tuple[str, list[ColumnSpec]]] = {
-    "Experience": ("experiences", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("trace_id", "trace_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("session_id", "session_id", _str),
-        _Col("user_id", "user_id", _str),
-        _Col("input", "input", pa.list_(_MESSAGE)),
-        _Col("steps", "steps", pa.list_(_STEP)),
-        _Col("output", "output", _str),
-        _Col("model_name", "model_name", _str),
-        _Col("model_version", "model_version", _str),
-        _Col("experiment_id", None, _str),  # assignment.experiment_id
-        _Col("variant", None, _str),  # assignment.variant
-        _Col("unit_type", None, _str),  # assignment.unit_type
-        _Col("unit_id", None, _str),  # assignment.unit_id
-        _Col("latency_ms", "latency_ms", _f64),
-        _Col("prompt_tokens", "prompt_tokens", _i32),
-        _Col("completion_tokens", "completion_tokens", _i32),
-        _Col("cost_usd", "cost_usd", _f64),
-        _Col("status", "status", _str),
-        _Col("error", "error", _str),
-        _Col("metadata", "metadata", _str_map),
-        _Col("sdk_version", "sdk_version", _str),
-    ]),
-    "Feedback": ("feedback", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("trace_id", "trace_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("kind", "kind", _str),
-        _Col("source", "source", _str),
-        _Col("rating", "rating", _f64),
-        _Col("rating_scale", "rating_scale", _f64),
-        _Col("thumbs_up", "thumbs_up", pa.bool_()),
-        _Col("comment", "comment", _str),
-        _Col("correction", "correction", _str),
-        _Col("signal", "signal", _str),
-        _Col("value", "value", _f64),
-        _Col("user_id", "user_id", _str),
-        _Col("metadata", "metadata", _str_map),
-    ]),
-    "Outcome": ("outcomes", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("trace_id", "trace_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("label", "label", _str),
-        _Col("confidence", "confidence", _f64),
-        _Col("labeller", "labeller", _str),
-        _Col("labeller_version", "labeller_version", _str),
-        _Col("reasons", "reasons", pa.list_(_str)),
-        _Col("revision", "revision", _i32),
-        _Col("model_version", "model_version", _str),
-        _Col("experiment_id", "experiment_id", _str),
-        _Col("variant", "variant", _str),
-        _Col("unit_id", "unit_id", _str),
-        _Col("corrected_output", "corrected_output", _str),
-    ]),
-    "DeadLetter": ("dead_letters", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("source_topic", "source_topic", _str),
-        _Col("source_partition", "source_partition", _i32),
-        _Col("source_offset", "source_offset", _i64),
-        _Col("key", "key", pa.binary()),
-        _Col("payload", "payload", pa.binary()),
-        _Col("error_type", "error_type", _str),
-        _Col("reason", "reason", _str),
-        _Col("processor", "processor", _str),
-    ]),
-    "DriftAlert": ("drift_alerts", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("model_version", "model_version", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("metric", "metric", _str),
-        _Col("detector", "detector", _str),
-        _Col("estimate_before", "estimate_before", _f64),
-        _Col("estimate_after", "estimate_after", _f64),
-        _Col("n", "n", _i64),
-    ]),
-    "ExperimentConfig": ("experiments", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("experiment_id", "experiment_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("name", "name", _str),
-        _Col("salt", "salt", _str),
-        _Col("unit_type", "unit_type", _str),
-        _Col("variants", "variants", pa.list_(pa.struct(
-            [("name", _str), ("model_version", _str), ("weight", _f64), ("is_control", pa.bool_())]))),
-        _Col("primary_metric", "primary_metric", _METRIC),
-        _Col("guardrails", "guardrails", pa.list_(_METRIC)),
-        _Col("alpha", "alpha", _f64),
-        _Col("min_samples_per_arm", "min_samples_per_arm", _i32),
-        _Col("status", "status", _str),
-        _Col("config_version", "config_version", _i32),
-        _Col("updated_at", "updated_ms", _ts),
-        _Col("updated_by", "updated_by", _str),
-    ]),
-    "StatsSnapshot": ("stats_snapshots", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("experiment_id", "experiment_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("metric", "metric", _str),
-        _Col("arms", "arms", pa.list_(pa.struct(
-            [("variant", _str), ("n", _i64), ("sum", _f64), ("sum_squares", _f64)]))),
-        _Col("comparisons", "comparisons", pa.list_(pa.struct([
-            ("variant", _str), ("control", _str), ("estimate", _f64), ("ci_low", _f64), ("ci_high", _f64),
-            ("relative_estimate", _f64), ("relative_ci_low", _f64), ("relative_ci_high", _f64),
-            ("p_value", _f64), ("fixed_horizon_p_value", _f64),
-        ]))),
-        _Col("srm_p_value", "srm_p_value", _f64),
-        _Col("status", "status", _str),
-        _Col("message", "message", _str),
-        _Col("role", "role", _str),
-        _Col("config_version", "config_version", _i32),
-        _Col("alpha", "alpha", _f64),
-        _Col("mixing_rho", "mixing_rho", _f64),
-        _Col("srm_chi_square_p_value", "srm_chi_square_p_value", _f64),
-        _Col("srm_log_bayes_factor", "srm_log_bayes_factor", _f64),
-        _Col("details_json", "details_json", _str),
-    ]),
-    "Decision": ("decisions", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("experiment_id", "experiment_id", _str),
-        _Col("ts", "timestamp_ms", _ts),
-        _Col("action", "action", _str),
-        _Col("winner", "winner", _str),
-        _Col("reason", "reason", _str),
-        _Col("evidence_json", "evidence_json", _str),
-        _Col("decided_by", "decided_by", _str),
-    ]),
-    "DatasetReady": ("datasets", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("dataset_id", "dataset_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("kind", "kind", _str),
-        _Col("uri", "uri", _str),
-        _Col("manifest_uri", "manifest_uri", _str),
-        _Col("num_examples", "num_examples", _i64),
-        _Col("splits", "splits", pa.map_(_str, _i64)),
-        _Col("checksum", "checksum", _str),
-        _Col("created_at", "created_ms", _ts),
-        _Col("source_trace_count", "source_trace_count", _i64),
-        _Col("labeller_versions", "labeller_versions", pa.list_(_str)),
-    ]),
-    "ModelVersion": ("model_versions", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("model_version", "model_version", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("base_model", "base_model", _str),
-        _Col("adapter_uri", "adapter_uri", _str),
-        _Col("dataset_id", "dataset_id", _str),
-        _Col("parent_version", "parent_version", _str),
-        _Col("hyperparameters", "hyperparameters", _str_map),
-        _Col("metrics", "metrics", pa.map_(_str, _f64)),
-        _Col("status", "status", _str),
-        _Col("created_at", "created_ms", _ts),
-        _Col("updated_at", "updated_ms", _ts),
-    ]),
-    "ScenarioLineage": ("synthetic_scenarios", [
-        _Col("event_id", "event_id", _str),
-        _Col("tenant_id", "tenant_id", _str),
-        _Col("agent_id", "agent_id", _str),
-        _Col("dataset_id", "dataset_id", _str),
-        _Col("scenario_id", "scenario_id", _str),
-        _Col("split", "split", _str),
-        _Col("family", "family", _str),
-        _Col("generator", "generator", _str),
-        _Col("tags", "tags", pa.list_(_str)),
-        _Col("source_trace_id", "source_trace_id", _str),
-        _Col("expected_tool", "expected_tool", _str),
-        _Col("created_at", "created_ms", _ts),
-    ]),
+FLATTENED: dict[str, tuple[str, ...]] = {"Experience": ("assignment",)}
+"""Record -> its optional nested-record fields stored as one column per nested field (same names)."""
+
+COLUMN_OVERRIDES: dict[tuple[str, str], ColumnOverride] = {}
+"""(record, dotted Avro field path) -> an override of the derived column (rename, Arrow and ClickHouse type)."""
+
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+_TIMESTAMP_CH = "DateTime64(3, 'UTC')"
+_PRIMITIVES: dict[str, tuple[pa.DataType, str]] = {
+    "string": (pa.string(), "String"),
+    "int": (pa.int32(), "Int32"),
+    "long": (pa.int64(), "Int64"),
+    "float": (pa.float32(), "Float32"),
+    "double": (pa.float64(), "Float64"),
+    "boolean": (pa.bool_(), "Bool"),
+    "bytes": (pa.binary(), "String"),
 }
+
+
+def _resolve(t: Any, names: dict[str, Any], namespace: str | None) -> Any:
+    """The Avro type ``t`` with every named-type reference replaced by its definition."""
+    if isinstance(t, str):
+        if t in _PRIMITIVES or t == "null":
+            return t
+        found = names.get(t) or names.get(f"{namespace}.{t}")
+        if found is None:
+            raise StoreError(f"Avro type {t!r} is referenced before it is defined")
+        return found
+    if isinstance(t, list):
+        return [_resolve(m, names, namespace) for m in t]
+    kind = t["type"]
+    if kind in ("record", "error", "enum", "fixed"):
+        ns = t.get("namespace", namespace)
+        out = dict(t)
+        names[t["name"]] = names[f"{ns}.{t['name']}" if ns and "." not in t["name"] else t["name"]] = out
+        if kind != "enum" and kind != "fixed":
+            out["fields"] = [dict(f, type=_resolve(f["type"], names, ns)) for f in t["fields"]]
+        return out
+    if kind == "array":
+        return dict(t, items=_resolve(t["items"], names, namespace))
+    if kind == "map":
+        return dict(t, values=_resolve(t["values"], names, namespace))
+    return _resolve(kind, names, namespace)  # {"type": "string", ...}
+
+
+def _optional(t: Any, where: str) -> tuple[Any, bool]:
+    """(the non-null type, whether null is allowed) of a resolved Avro type."""
+    if not isinstance(t, list):
+        return t, False
+    members = [m for m in t if m != "null"]
+    if len(members) != 1:
+        raise StoreError(f"{where}: union {t!r} has no column type; give it a COLUMN_OVERRIDES entry")
+    return members[0], len(members) < len(t)
+
+
+def _types(t: Any, where: str) -> tuple[pa.DataType, str]:
+    """(Arrow type, ClickHouse type) of a resolved Avro type (nullability included)."""
+    inner, nullable = _optional(t, where)
+    if isinstance(inner, str):
+        arrow, ch = _PRIMITIVES[inner]
+    else:
+        kind = inner["type"]
+        if kind == "enum":
+            arrow, ch = _PRIMITIVES["string"]
+        elif kind == "fixed":
+            arrow, ch = _PRIMITIVES["bytes"]
+        elif kind == "array":
+            item_arrow, item_ch = _types(inner["items"], f"{where}[]")
+            arrow, ch = pa.list_(item_arrow), f"Array({item_ch})"
+        elif kind == "map":
+            value_arrow, value_ch = _types(inner["values"], f"{where}{{}}")
+            arrow, ch = pa.map_(pa.string(), value_arrow), f"Map(String, {value_ch})"
+        elif kind in ("record", "error"):
+            parts = [(f["name"], *_types(f["type"], f"{where}.{f['name']}")) for f in inner["fields"]]
+            arrow = pa.struct([(name, a) for name, a, _ in parts])
+            ch = "Tuple(" + ", ".join(f"{name} {c}" for name, _, c in parts) + ")"
+        else:
+            raise StoreError(f"{where}: Avro type {kind!r} has no column type; give it a COLUMN_OVERRIDES entry")
+        if nullable:
+            raise StoreError(f"{where}: an optional {kind} cannot be a Nullable column; give it a COLUMN_OVERRIDES entry")
+    return arrow, (f"Nullable({ch})" if nullable else ch)
+
+
+def _column(record: str, field: dict[str, Any], key: str | None, source: tuple[str, ...], force_null: bool) -> ColumnSpec:
+    where = f"{record}.{'.'.join(source)}"
+    name = field["name"]
+    override = COLUMN_OVERRIDES.get((record, ".".join(source)), ColumnOverride())
+    _, nullable = _optional(field["type"], where)
+    if len(source) == 1 and name in TIMESTAMP_COLUMNS:
+        inner, _ = _optional(field["type"], where)
+        if inner != "long":
+            raise StoreError(f"{where}: a timestamp column needs an Avro long (epoch milliseconds), not {inner!r}")
+        arrow, ch = _TIMESTAMP, _TIMESTAMP_CH
+        name = TIMESTAMP_COLUMNS[name]
+    else:
+        arrow, ch = _types(field["type"], where)
+    if force_null and not nullable:
+        nullable, ch = True, f"Nullable({ch})"
+    if override.column:
+        name = override.column
+    if override.arrow is not None:
+        arrow = override.arrow
+    if override.clickhouse_type is not None:
+        ch = override.clickhouse_type
+    return ColumnSpec(name, key, arrow, source, nullable, ch)
+
+
+def derive_column_specs(record: str, schema: Mapping[str, Any]) -> tuple[ColumnSpec, ...]:
+    """The column specs of one record's table, from its (newest) Avro schema.
+
+    Args:
+        record: the record name (``"Experience"``): selects the overrides.
+        schema: the Avro schema, as parsed from its ``.avsc`` file.
+
+    Returns:
+        One spec per column, in the schema's field order (a flattened record's fields
+        take its place).
+
+    Raises:
+        StoreError: a field whose Avro type has no column type, and no override.
+    """
+    resolved = _resolve(dict(schema), {}, schema.get("namespace"))
+    flattened = FLATTENED.get(record, ())
+    specs: list[ColumnSpec] = []
+    for field in resolved["fields"]:
+        if field["name"] not in flattened:
+            specs.append(_column(record, field, field["name"], (field["name"],), False))
+            continue
+        inner, optional = _optional(field["type"], f"{record}.{field['name']}")
+        if not isinstance(inner, dict) or inner["type"] != "record":
+            raise StoreError(f"{record}.{field['name']}: only a record can be flattened, not {inner!r}")
+        for sub in inner["fields"]:
+            specs.append(_column(record, sub, None, (field["name"], sub["name"]), optional))
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise StoreError(f"{record}: several fields map to column(s) {duplicates}; rename one in COLUMN_OVERRIDES")
+    return tuple(specs)
+
+
+def _derive_all(schemas: SchemaSet) -> dict[str, tuple[str, tuple[ColumnSpec, ...]]]:
+    return {
+        spec.record: (spec.table, derive_column_specs(spec.record, schemas.latest(spec.record).raw))
+        for spec in TOPICS.values()
+        if spec.table
+    }
+
+
+_SPECS = _derive_all(default_schema_set())
 
 TABLES: dict[str, str] = {name: table for name, (table, _) in _SPECS.items()}
 """Record type -> its raw table (``"Experience" -> "experiences"``)."""
@@ -276,7 +267,7 @@ RECORD_FOR_TABLE: dict[str, str] = {table: name for name, table in TABLES.items(
 COLUMNS: dict[str, tuple[str, ...]] = {name: tuple(c.name for c in cols) for name, (_, cols) in _SPECS.items()}
 """Record type -> the table columns a record fills, in the table's order."""
 
-COLUMN_SPECS: dict[str, tuple[ColumnSpec, ...]] = {name: tuple(cols) for name, (_, cols) in _SPECS.items()}
+COLUMN_SPECS: dict[str, tuple[ColumnSpec, ...]] = {name: cols for name, (_, cols) in _SPECS.items()}
 """Record type -> how each of its table's columns is filled, in :data:`COLUMNS` order."""
 
 ARROW_SCHEMAS: dict[str, pa.Schema] = {
@@ -284,29 +275,58 @@ ARROW_SCHEMAS: dict[str, pa.Schema] = {
 }
 """Record type -> the Arrow schema of :func:`to_arrow`'s tables."""
 
-_NO_ASSIGNMENT = (None, None, None, None)
-_ASSIGNMENT_AT = COLUMNS["Experience"].index("experiment_id")
-_experience_head = itemgetter(*[c.key for c in _SPECS["Experience"][1][:_ASSIGNMENT_AT]])
-_experience_tail = itemgetter(*[c.key for c in _SPECS["Experience"][1][_ASSIGNMENT_AT + 4:]])
+
+def _getter(keys: Sequence[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """``record -> tuple of record[k] for k in keys`` (a C ``itemgetter`` for two keys or more)."""
+    if not keys:
+        return lambda record: ()
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda record: (record[key],)
+    return itemgetter(*keys)  # type: ignore[return-value]  # itemgetter of >1 keys returns a tuple
 
 
-def _experience_row(record: dict[str, Any]) -> tuple[Any, ...]:
-    """An Experience as a row of ``experiences`` (its ``assignment`` flattened into four columns)."""
-    a = record["assignment"]
-    assignment = _NO_ASSIGNMENT if a is None else (a["experiment_id"], a["variant"], a["unit_type"], a["unit_id"])
-    return _experience_head(record) + assignment + _experience_tail(record)
+def _builder(cols: Sequence[ColumnSpec]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """A row builder: plain fields through ``itemgetter``, a flattened record's fields in place."""
+    # runs of plain columns, and flattened records (parent field, its sub-field names)
+    parts: list[tuple[str | None, list[str]]] = []
+    for col in cols:
+        parent = None if col.key is not None else col.source[0]
+        key = col.key if col.key is not None else col.source[1]
+        if parts and parts[-1][0] == parent:
+            parts[-1][1].append(key)
+        else:
+            parts.append((parent, [key]))
+    if len(parts) == 1 and parts[0][0] is None:
+        return _getter(parts[0][1])
+    if len(parts) == 3 and parts[0][0] is None and parts[1][0] is not None and parts[2][0] is None:
+        # one flattened record amid plain fields (Experience.assignment): the common shape, unrolled
+        head, tail = _getter(parts[0][1]), _getter(parts[2][1])
+        parent, sub = parts[1][0], _getter(parts[1][1])
+        absent = (None,) * len(parts[1][1])
 
+        def row(record: dict[str, Any]) -> tuple[Any, ...]:
+            nested = record[parent]
+            return head(record) + (absent if nested is None else sub(nested)) + tail(record)
 
-def _plain_builder(cols: list[ColumnSpec]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    keys = [c.key for c in cols]
-    if any(k is None for k in keys):
-        raise AssertionError("computed columns need a hand-written builder")
-    getter = itemgetter(*keys)
-    return getter  # type: ignore[return-value]  # itemgetter of >1 keys returns a tuple
+        return row
+    steps = [(p, _getter(keys), (None,) * len(keys)) for p, keys in parts]
+
+    def generic_row(record: dict[str, Any]) -> tuple[Any, ...]:
+        out: tuple[Any, ...] = ()
+        for p, get, absent in steps:
+            if p is None:
+                out += get(record)
+            else:
+                nested = record[p]
+                out += absent if nested is None else get(nested)
+        return out
+
+    return generic_row
 
 
 ROW_BUILDERS: dict[str, Callable[[dict[str, Any]], tuple[Any, ...]]] = {
-    name: (_experience_row if name == "Experience" else _plain_builder(cols)) for name, (_, cols) in _SPECS.items()
+    name: _builder(cols) for name, (_, cols) in _SPECS.items()
 }
 """Record type -> ``builder(record) -> tuple`` in :data:`COLUMNS` order; timestamps stay epoch milliseconds."""
 
@@ -315,12 +335,12 @@ def _column_values(col: ColumnSpec, records: Sequence[dict[str, Any]], cache: di
     if col.key is not None:
         key = col.key
         return [r[key] for r in records]
-    # Experience.assignment, flattened: read the field once for the four columns
-    assignments = cache.get("assignment")
-    if assignments is None:
-        assignments = cache["assignment"] = [r["assignment"] for r in records]
-    field = col.name
-    return [None if a is None else a[field] for a in assignments]
+    # a flattened record: read the parent field once for all of its columns
+    parent, sub = col.source[0], col.source[1]
+    nested = cache.get(parent)
+    if nested is None:
+        nested = cache[parent] = [r[parent] for r in records]
+    return [None if n is None else n[sub] for n in nested]
 
 
 def to_arrow(record_name: str, records: Iterable[dict[str, Any]]) -> pa.Table:
