@@ -1,177 +1,331 @@
-"""The HTTP ingestion gateway: agents that cannot import the SDK post JSON instead.
+"""The Agent Gym API: one authenticated, tenant-scoped, rate-limited front door (aiohttp).
 
-    POST /v1/experiences   one experience object, or {"events": [...]} for a batch
-    POST /v1/feedback      one feedback object (with "trace_id"), or {"events": [...]}
-    GET  /healthz          liveness and the producer's spool/delivery counters
+    POST /v1/experiences                          runs: one object or {"events": [...]}   scope ingest
+    POST /v1/feedback                             feedback: likewise                      scope ingest
+    GET  /v1/experiments/{id}/assignment?unit_id  the SDK's assignment hash               scope ingest or read
+    GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
 
-Each body field is an argument of :meth:`AgentGym.record_experience` /
-:meth:`AgentGym.record_feedback`, plus ``tenant_id`` / ``agent_id`` (or the
-``X-AgentGym-Tenant`` / ``X-AgentGym-Agent`` headers) when one gateway serves many
-agents. Invalid input gets HTTP 400 naming the field and the reason; accepted events
-get 202 with their trace / event ids. Events go through the SDK, so they share its
-guarantees (idempotent produce, spool when Kafka is away).
+Every other request needs ``Authorization: Bearer <key>`` (:mod:`agentgym.gateway.keys`):
+401 without a valid key, 403 without the scope or when a body field or the
+``X-AgentGym-Tenant`` header names another tenant than the key's. Then, in order: the
+key's token bucket (429 + ``Retry-After``), the body within its limits
+(:mod:`agentgym.gateway.body`), every event validated and encoded
+(:mod:`agentgym.gateway.ingest`), the tenant's plan (429 naming the plan and the
+limit), and only then is anything produced. Errors are JSON naming the field and
+the reason.
 
-Run with ``agentgym gateway run`` (aiohttp).
+A process holds one SDK client (one producer, one spool), the followers of the keys,
+plans, usage and experiments topics, and its token buckets; it holds no other state,
+so replicas scale out behind a balancer. ``agentgym gateway run --workers N`` starts N
+processes on one port (``SO_REUSEPORT``).
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
+import contextlib
 import logging
+import math
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
+from agentgym.gateway.body import events_of, read_json
+from agentgym.gateway.exceptions import ApiError, InvalidIdError
+from agentgym.gateway.ids import check_id
+from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind, Prepared, prepare
+from agentgym.gateway.keys import ApiKey, KeyRing
+from agentgym.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from agentgym.gateway.openapi import openapi_document
+from agentgym.gateway.plans import TenantPlans
+from agentgym.gateway.ratelimit import TokenBuckets
+from agentgym.gateway.settings import GatewaySettings
+from agentgym.gateway.usage import UsageMeter, month_of
+from agentgym.producers.assignment import assign
 from agentgym.producers.client import AgentGym
-from agentgym.producers.exceptions import InvalidEventError
+from agentgym.producers.follower import ExperimentFollower
 from agentgym.producers.settings import ProducerSettings
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.topics import TOPICS
 
-__all__ = ["create_app", "run"]
+__all__ = ["Gateway", "create_app", "make_runner", "run"]
 
 log = logging.getLogger("agentgym.gateway")
+access_log = logging.getLogger("agentgym.gateway.access")
 
-_EXPERIENCE_ARGS = frozenset({
-    "input", "output", "model_name", "model_version", "latency_ms", "trace_id", "steps", "prompt_tokens",
-    "completion_tokens", "cost_usd", "status", "error", "session_id", "user_id", "assignment", "metadata",
-    "timestamp_ms", "event_id",
-})
-_FEEDBACK_ARGS = frozenset({
-    "trace_id", "rating", "rating_scale", "thumbs_up", "comment", "correction", "signal", "value", "source",
-    "user_id", "metadata", "timestamp_ms", "event_id",
-})
-MAX_BATCH = 1000
+_INGEST = frozenset({"ingest"})
+_ASSIGN = frozenset({"ingest", "read"})
+_USAGE_TOPIC = TOPICS["tenant-usage"].name
 
 
-class _BadRequest(Exception):
-    def __init__(self, field: str, reason: str, index: int | None = None) -> None:
-        self.body = {"error": "invalid event", "field": field, "reason": reason}
-        if index is not None:
-            self.body["index"] = index
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
 
 
-class _Clients:
-    """One SDK client per (tenant, agent), created on first use."""
+class Gateway:
+    """What one gateway process holds (built on the app's startup, closed on its cleanup).
 
-    def __init__(self, settings: ProducerSettings) -> None:
+    Args:
+        settings: the gateway's settings.
+        worker: this process's index among the workers (names its spool directory).
+    """
+
+    def __init__(self, settings: GatewaySettings, worker: int = 0) -> None:
         self.settings = settings
-        self._clients: dict[tuple[str, str], AgentGym] = {}
+        self.metrics = GatewayMetrics()
+        self.buckets = TokenBuckets()
+        self.client = AgentGym(settings=ProducerSettings(
+            bootstrap_servers=settings.bootstrap_servers, tenant_id="gateway", agent_id="gateway",
+            spool_dir=settings.spool_dir / f"worker-{worker}"))
+        self.keys = KeyRing(settings.bootstrap_servers).start()
+        self.plans = TenantPlans(settings.bootstrap_servers, settings.default_plan).start()
+        self.usage = UsageMeter(settings.bootstrap_servers).start()
+        self.experiments = ExperimentFollower(settings.bootstrap_servers).start()
+        self.codec = AvroCodec()
+        self.openapi = orjson.dumps(openapi_document())
 
-    def get(self, tenant: str, agent: str) -> AgentGym:
-        key = (tenant, agent)
-        client = self._clients.get(key)
-        if client is None:
-            s = self.settings.model_copy(update={"tenant_id": tenant, "agent_id": agent,
-                                                 "spool_dir": self.settings.spool_dir / f"{tenant}--{agent}"})
-            client = self._clients[key] = AgentGym(settings=s)
-        return client
-
-    def stats(self) -> dict[str, int]:
-        total: dict[str, int] = {}
-        for c in self._clients.values():
-            for k, v in c.stats.items():
-                total[k] = total.get(k, 0) + v
-        return total
+    def waiting(self) -> list[str]:
+        """The followers not yet read to their ends (empty: ready)."""
+        parts = {"api_keys": self.keys.ready, "plans": self.plans.ready, "usage": self.usage.ready, "experiments": self.experiments.ready}
+        return [name for name, ok in parts.items() if not ok]
 
     def close(self) -> None:
-        for c in self._clients.values():
-            c.close()
+        for part in (self.keys, self.plans, self.usage, self.experiments):
+            part.close()
+        self.publish_usage()
+        self.client.close()
+
+    # -- per request ------------------------------------------------------------
+    def authenticate(self, request: web.Request, scopes: frozenset[str]) -> ApiKey:
+        """The caller's key, or 401/403; then its token bucket (429)."""
+        header = request.headers.get("Authorization")
+        if not header:
+            raise ApiError(401, "unauthorized", "Authorization", "is missing: send 'Authorization: Bearer <key>'",
+                           headers={"WWW-Authenticate": 'Bearer realm="agentgym"'})
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "Authorization", "must be 'Bearer <key>'", headers={"WWW-Authenticate": 'Bearer realm="agentgym"'})
+        key = self.keys.verify(token.strip())
+        if key is None:
+            raise ApiError(401, "unauthorized", "Authorization", "unknown or revoked API key",
+                           headers={"WWW-Authenticate": 'Bearer realm="agentgym", error="invalid_token"'})
+        if not key.scopes & scopes:
+            raise ApiError(403, "forbidden_scope", "Authorization", f"the key lacks the scope {' or '.join(sorted(scopes))}")
+        named = request.headers.get("X-AgentGym-Tenant")
+        if named is not None and named != key.tenant_id:
+            raise ApiError(403, "forbidden_tenant", "X-AgentGym-Tenant", "names another tenant than the API key's")
+        plan = self.plans.plan_of(key.tenant_id)
+        rate = plan.rate_per_s or self.settings.rate_per_s
+        burst = plan.burst or self.settings.burst
+        wait = self.buckets.take(key.key_id, rate, burst)
+        if wait:
+            raise ApiError(429, "rate_limited", "Authorization", f"rate limit of {rate:g} requests/s per key (burst {burst:g}) exceeded",
+                           headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return key
+
+    def check_plan(self, tenant_id: str, prepared: list[Prepared]) -> None:
+        """Refuses (429) runs over the tenant's plan; else counts them."""
+        plan = self.plans.plan_of(tenant_id)
+        month = month_of()
+        runs, agents = self.usage.usage(tenant_id, month)
+        batch_agents = {p.agent_id for p in prepared}
+        until_next_month = str(_seconds_to_next_month())
+        if plan.max_agents is not None and len(agents | batch_agents) > plan.max_agents:
+            raise ApiError(429, "plan_limit", "agent_id",
+                           f"plan {plan.name!r} allows {plan.max_agents} agent(s) per month; {len(agents)} already sent in {month}",
+                           headers={"Retry-After": until_next_month})
+        if plan.max_runs_per_month is not None and runs + len(prepared) > plan.max_runs_per_month:
+            raise ApiError(429, "plan_limit", "events",
+                           f"plan {plan.name!r} allows {plan.max_runs_per_month} runs per month; {runs} used in {month}, "
+                           f"this request has {len(prepared)}", headers={"Retry-After": until_next_month})
+        self.usage.add(tenant_id, month, len(prepared), batch_agents)
+
+    def publish_usage(self) -> None:
+        for record in self.usage.reports():
+            self.client.send_encoded("TenantUsage", _USAGE_TOPIC, record["usage_key"],
+                                     self.codec.encode("TenantUsage", record, _USAGE_TOPIC))
 
 
-SETTINGS = web.AppKey("settings", ProducerSettings)
-CLIENTS = web.AppKey("clients", _Clients)
+GATEWAY = web.AppKey("gateway", Gateway)
+Handler = Callable[[web.Request, Gateway], Awaitable[web.Response]]
 
 
-def _events(body: Any) -> list[dict[str, Any]]:
-    if isinstance(body, dict) and "events" in body:
-        events = body["events"]
-        if not isinstance(events, list):
-            raise _BadRequest("events", "must be a list of objects")
-        if len(events) > MAX_BATCH:
-            raise _BadRequest("events", f"{len(events)} events; at most {MAX_BATCH} per request")
-    else:
-        events = [body]
-    for i, e in enumerate(events):
-        if not isinstance(e, dict):
-            raise _BadRequest("events" if len(events) > 1 else "body", f"expected a JSON object, got {type(e).__name__}", i)
-    return events
+def _seconds_to_next_month() -> int:
+    t = time.gmtime()
+    year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
+    import calendar
+
+    return max(1, int(calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) - time.time()))
 
 
-def _identity(request: web.Request, event: dict[str, Any], i: int) -> tuple[str, str]:
-    tenant = event.pop("tenant_id", None) or request.headers.get("X-AgentGym-Tenant") or request.app[SETTINGS].tenant_id
-    agent = event.pop("agent_id", None) or request.headers.get("X-AgentGym-Agent") or request.app[SETTINGS].agent_id
-    for name, value in (("tenant_id", tenant), ("agent_id", agent)):
-        if not isinstance(value, str) or not value:
-            raise _BadRequest(name, "must be a non-empty string", i)
-    return tenant, agent
+def _endpoint(route: str, fn: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Wraps a handler: errors as JSON, metrics, sampled access log."""
 
-
-async def _read_json(request: web.Request) -> Any:
-    try:
-        return await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _BadRequest("body", f"not valid JSON: {exc}") from None
-
-
-def _record(request: web.Request, events: list[dict[str, Any]], allowed: frozenset[str], kind: str) -> list[str]:
-    clients: _Clients = request.app[CLIENTS]
-    prepared = []
-    # validate everything before producing anything: a batch is accepted whole or not at all
-    for i, event in enumerate(events):
-        event = dict(event)
-        tenant, agent = _identity(request, event, i)
-        unknown = sorted(set(event) - allowed)
-        if unknown:
-            raise _BadRequest(unknown[0], f"unknown field for {kind}; known: {', '.join(sorted(allowed))}", i)
-        prepared.append((clients.get(tenant, agent), event))
-    ids = []
-    for i, (client, event) in enumerate(prepared):
-        try:
-            if kind == "experience":
-                ids.append(client.record_experience(**event))
-            else:
-                if "trace_id" not in event:
-                    raise _BadRequest("trace_id", "is missing (the run the feedback is about)", i)
-                ids.append(client.record_feedback(event.pop("trace_id"), **event))
-        except InvalidEventError as exc:
-            raise _BadRequest(exc.field, exc.reason, i) from None
-        except TypeError as exc:  # a missing required argument: Python names it
-            missing = str(exc).rsplit(":", 1)[-1].strip().strip("'")
-            raise _BadRequest(missing or "body", f"is missing ({exc})", i) from None
-    return ids
-
-
-def _handler(kind: str, allowed: frozenset[str], id_name: str) -> Any:
     async def handle(request: web.Request) -> web.Response:
+        gw = request.app[GATEWAY]
+        t0 = time.perf_counter()
         try:
-            events = _events(await _read_json(request))
-            ids = _record(request, events, allowed, kind)
-        except _BadRequest as bad:
-            return web.json_response(bad.body, status=400)
-        return web.json_response({"accepted": len(ids), id_name: ids}, status=202)
+            resp = await fn(request, gw)
+        except ApiError as exc:
+            gw.metrics.rejections.labels(exc.error).inc()
+            resp = _json(exc.body(), exc.status, exc.headers)
+            if exc.status in (408, 413):  # the rest of the body is unread: do not reuse the connection
+                resp.force_close()
+        elapsed = time.perf_counter() - t0
+        gw.metrics.observe(route, resp.status, elapsed)
+        sample = gw.settings.access_log_sample
+        if sample and random.random() < sample:
+            access_log.info("%s %s %d %.2fms", request.method, request.path, resp.status, elapsed * 1000)
+        return resp
 
     return handle
 
 
-async def _health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", **request.app[CLIENTS].stats()})
+def _ingest(kind: Kind) -> Handler:
+    async def handle(request: web.Request, gw: Gateway) -> web.Response:
+        key = gw.authenticate(request, _INGEST)
+        s = gw.settings
+        events, batched = events_of(await read_json(request, s), s.max_events)
+        header_agent = request.headers.get("X-AgentGym-Agent")
+        if header_agent is not None:
+            try:
+                check_id("X-AgentGym-Agent", header_agent)
+            except InvalidIdError as exc:
+                raise ApiError(400, "invalid_event", exc.field, exc.reason) from None
+        prepared = prepare(gw.client, kind, events, key.tenant_id, header_agent, s.max_event_bytes, batched)
+        if kind is EXPERIENCE:
+            gw.check_plan(key.tenant_id, prepared)
+        send = gw.client.send_encoded
+        for p in prepared:  # nothing is produced before every event of the request was encoded
+            send(kind.record, kind.topic, p.key, p.value)
+        gw.metrics.events.labels(kind.record).inc(len(prepared))
+        return _json({"accepted": len(prepared), kind.id_name: [p.event_id for p in prepared]}, 202)
+
+    return handle
 
 
-def create_app(settings: ProducerSettings | None = None) -> web.Application:
-    """The gateway's aiohttp application (clients are closed, and flushed, on cleanup)."""
-    settings = settings or ProducerSettings()
-    app = web.Application(client_max_size=16 * 1024 * 1024)
-    app[SETTINGS] = settings
-    app[CLIENTS] = _Clients(settings)
-    app.router.add_post("/v1/experiences", _handler("experience", _EXPERIENCE_ARGS, "trace_ids"))
-    app.router.add_post("/v1/feedback", _handler("feedback", _FEEDBACK_ARGS, "event_ids"))
-    app.router.add_get("/healthz", _health)
+async def _assignment(request: web.Request, gw: Gateway) -> web.Response:
+    key = gw.authenticate(request, _ASSIGN)
+    experiment_id = request.match_info["experiment_id"]
+    unit_id = request.query.get("unit_id")
+    if not unit_id:
+        raise ApiError(400, "invalid_request", "unit_id", "is missing: ?unit_id=<the user, session or trace>")
+    if len(unit_id) > 512:
+        raise ApiError(400, "invalid_request", "unit_id", f"is {len(unit_id)} characters; at most 512")
+    config = gw.experiments.get(experiment_id)
+    if config is None or config.get("tenant_id") != key.tenant_id:  # another tenant's experiment does not exist for this key
+        raise ApiError(404, "not_found", "experiment_id", f"no experiment {experiment_id[:80]!r} for this tenant")
+    a = assign(config, unit_id)
+    body = None if a is None else {
+        "experiment_id": a.experiment_id, "variant": a.variant, "model_version": a.model_version, "unit_type": a.unit_type,
+        "unit_id": a.unit_id, "config_version": a.config_version, "status": a.status, "active": a.active}
+    return _json({"experiment_id": experiment_id, "unit_id": unit_id, "assignment": body})
 
-    async def _close(app: web.Application) -> None:
-        app[CLIENTS].close()
 
-    app.on_cleanup.append(_close)
+async def _healthz(request: web.Request, gw: Gateway) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def _readyz(request: web.Request, gw: Gateway) -> web.Response:
+    waiting = gw.waiting()
+    return _json({"status": "starting", "waiting": waiting}, 503) if waiting else _json({"status": "ready", "waiting": []})
+
+
+async def _metrics(request: web.Request, gw: Gateway) -> web.Response:
+    body = gw.metrics.render(gw.client.queue_length, gw.client.stats)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _openapi(request: web.Request, gw: Gateway) -> web.Response:
+    return web.Response(body=gw.openapi, content_type="application/json")
+
+
+def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> web.Application:
+    """The gateway's aiohttp application; its :class:`Gateway` is built on startup and closed (flushed) on cleanup.
+
+    Serve it with :func:`make_runner` (or :func:`run`): the body limits need aiohttp's
+    automatic decompression off.
+    """
+    settings = settings or GatewaySettings()
+    app = web.Application(client_max_size=settings.max_body_bytes)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        gw = app[GATEWAY] = await asyncio.to_thread(Gateway, settings, worker)
+        reporter = asyncio.create_task(_report_usage(gw))
+        yield
+        reporter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reporter
+        await asyncio.to_thread(gw.close)
+
+    app.cleanup_ctx.append(lifecycle)
+    for path, route, handler in (
+        ("/v1/experiences", "experiences", _ingest(EXPERIENCE)),
+        ("/v1/feedback", "feedback", _ingest(FEEDBACK)),
+    ):
+        app.router.add_post(path, _endpoint(route, handler))
+    app.router.add_get("/v1/experiments/{experiment_id}/assignment", _endpoint("assignment", _assignment))
+    app.router.add_get("/healthz", _endpoint("healthz", _healthz))
+    app.router.add_get("/readyz", _endpoint("readyz", _readyz))
+    app.router.add_get("/metrics", _endpoint("metrics", _metrics))
+    app.router.add_get("/openapi.json", _endpoint("openapi", _openapi))
     return app
 
 
-def run(host: str = "127.0.0.1", port: int = 8080, settings: ProducerSettings | None = None) -> None:
-    web.run_app(create_app(settings), host=host, port=port, print=lambda s: log.info(s))
+async def _report_usage(gw: Gateway) -> None:
+    while True:
+        await asyncio.sleep(gw.settings.usage_report_s)
+        try:
+            gw.publish_usage()
+        except Exception:  # the next round retries; the counts stay in memory
+            log.exception("gateway: publishing usage failed")
+
+
+def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
+    """An ``AppRunner`` as the gateway needs it: no automatic decompression (the body
+    limits apply to both sizes), no per-request access log (sampled in the handlers)."""
+    return web.AppRunner(app, auto_decompress=False, access_log=None, **kwargs)
+
+
+async def _serve(settings: GatewaySettings, worker: int, reuse_port: bool) -> None:
+    runner = make_runner(create_app(settings, worker=worker), handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+    await site.start()
+    log.info("gateway worker %d on http://%s:%d", worker, settings.host, settings.port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def _worker_main(settings: GatewaySettings, worker: int, reuse_port: bool) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+        asyncio.run(_serve(settings, worker, reuse_port))
+
+
+def run(settings: GatewaySettings | None = None) -> None:
+    """Serves until interrupted: one process, or ``settings.workers`` processes on one port."""
+    settings = settings or GatewaySettings()
+    if settings.workers == 1:
+        _worker_main(settings, 0, False)
+        return
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(settings, i, True), name=f"agentgym-gateway-{i}") for i in range(settings.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join(15)

@@ -128,7 +128,7 @@ class ClickHouseSink:
         self.batch_size = batch_size
         self.batch_s = batch_ms / 1000.0
         self.codec = AvroCodec()
-        self.specs = {s.name: s for s in (specs or TOPICS.values())}
+        self.specs = {s.name: s for s in (specs or [t for t in TOPICS.values() if t.table])}  # "": not materialised
         self.stats = SinkStats()
         self._stop = threading.Event()
         self._consumer = Consumer({

@@ -200,6 +200,11 @@ class AgentGym:
             self._spool.append(topic, key.encode(), value)
             self.stats["spooled"] += 1
 
+    def send_encoded(self, record: str, topic: str, key: str, value: bytes) -> None:
+        """Sends what :meth:`encode_experience` / :meth:`encode_feedback` returned, with the
+        guarantees of ``record_*`` (never blocks, spools when Kafka is away)."""
+        self._send(topic, key, value)
+
     def record_experience(
         self,
         *,
@@ -242,6 +247,62 @@ class AgentGym:
         Raises:
             InvalidEventError: naming the field, for a missing or mistyped argument.
         """
+        trace_id, value = self.encode_experience(
+            input=input, output=output, model_name=model_name, model_version=model_version, latency_ms=latency_ms,
+            trace_id=trace_id, steps=steps, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+            cost_usd=cost_usd, status=status, error=error, session_id=session_id, user_id=user_id,
+            assignment=assignment, metadata=metadata, timestamp_ms=timestamp_ms, event_id=event_id)
+        self._send(_EXPERIENCES, trace_id, value)
+        return trace_id
+
+    def encode_experience(
+        self,
+        *,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        input: str | Sequence[Mapping[str, Any]],
+        output: str | None,
+        model_name: str,
+        model_version: str,
+        latency_ms: float,
+        trace_id: str | None = None,
+        steps: Iterable[Mapping[str, Any]] | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        cost_usd: float = 0.0,
+        status: str = "ok",
+        error: str | None = None,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        assignment: Assignment | Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Validates and encodes one agent run without sending it: ``(trace_id, value)``.
+
+        Takes :meth:`record_experience`'s arguments, plus ``tenant_id`` / ``agent_id``
+        (default: the client's), so a caller that serves many tenants (the HTTP gateway)
+        can validate a whole batch before producing any of it.
+
+        Args:
+            input: the user's message, or the list of chat messages (``role``, ``content``).
+            output: the agent's final answer (``None`` if it produced none).
+            model_name / model_version: which model served the run.
+            latency_ms: wall time of the run, milliseconds.
+            trace_id: the run's id (generated when omitted); feedback refers to it.
+            steps: llm/tool/retrieval calls, dicts with ``name``, ``kind`` and optionally
+                ``input``, ``output`` (JSON text or objects), ``error``, ``latency_ms``,
+                ``prompt_tokens``, ``completion_tokens``.
+            prompt_tokens / completion_tokens / cost_usd: usage of the whole run.
+            status: ``ok``, ``error``, ``timeout`` or ``cancelled``.
+            assignment: the experiment variant: what :meth:`assign` returned, or a
+                mapping with ``experiment_id``, ``variant``, ``unit_type``, ``unit_id``.
+            metadata: free string key/values.
+
+        Raises:
+            InvalidEventError: naming the field, for a missing or mistyped argument.
+        """
         if status not in _RUN_STATUSES:
             raise InvalidEventError("Experience", "status", f"{status!r} is not one of {sorted(_RUN_STATUSES)}")
         if assignment.__class__ is Assignment:
@@ -254,8 +315,8 @@ class AgentGym:
         # wrong, reported with the field's name. See ops/bench/producer.py.
         record = {
             "event_id": event_id or ids[32:],
-            "tenant_id": self.tenant_id,
-            "agent_id": self.agent_id,
+            "tenant_id": tenant_id or self.tenant_id,
+            "agent_id": agent_id or self.agent_id,
             "trace_id": trace_id,
             "timestamp_ms": timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000,
             "session_id": session_id,
@@ -287,8 +348,7 @@ class AgentGym:
                 raise InvalidEventError("Experience", "assignment", f"expected a mapping, got {type(assignment).__name__}") from None
             record["assignment"] = dict(assignment) if assignment else None
             value = self._encode_checked("Experience", record)
-        self._send(_EXPERIENCES, trace_id, value)
-        return trace_id
+        return trace_id, value
 
     def _encode_checked(self, name: str, record: dict[str, Any]) -> bytes:
         try:
@@ -322,6 +382,37 @@ class AgentGym:
         implicit signal: ``retry``, ``abandon``, ``escalate``, ``copy``, ``task_completed``).
         ``source`` is ``human``, ``ai`` (a judge model) or ``system``.
         """
+        event_id, encoded = self.encode_feedback(
+            trace_id, rating=rating, rating_scale=rating_scale, thumbs_up=thumbs_up, comment=comment,
+            correction=correction, signal=signal, value=value, source=source, user_id=user_id, metadata=metadata,
+            timestamp_ms=timestamp_ms, event_id=event_id)
+        self._send(_FEEDBACK, trace_id, encoded)
+        return event_id
+
+    def encode_feedback(
+        self,
+        trace_id: str,
+        *,
+        tenant_id: str | None = None,
+        agent_id: str | None = None,
+        rating: float | None = None,
+        rating_scale: float = 5.0,
+        thumbs_up: bool | None = None,
+        comment: str | None = None,
+        correction: str | None = None,
+        signal: str | None = None,
+        value: float | None = None,
+        source: str = "human",
+        user_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        timestamp_ms: int | None = None,
+        event_id: str | None = None,
+    ) -> tuple[str, bytes]:
+        """Validates and encodes feedback without sending it: ``(event_id, value)``.
+
+        Takes :meth:`record_feedback`'s arguments, plus ``tenant_id`` / ``agent_id``
+        (default: the client's); see :meth:`encode_experience`.
+        """
         if not isinstance(trace_id, str) or not trace_id:
             raise InvalidEventError("Feedback", "trace_id", "must be a non-empty string (the run's trace id)")
         if source not in _FEEDBACK_SOURCES:
@@ -346,8 +437,8 @@ class AgentGym:
         event_id = event_id or _new_id()
         record = {
             "event_id": event_id,
-            "tenant_id": self.tenant_id,
-            "agent_id": self.agent_id,
+            "tenant_id": tenant_id or self.tenant_id,
+            "agent_id": agent_id or self.agent_id,
             "trace_id": trace_id,
             "timestamp_ms": timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000,
             "kind": kind,
@@ -362,8 +453,7 @@ class AgentGym:
             "user_id": user_id,
             "metadata": _str_map(metadata, "metadata", "Feedback"),
         }
-        self._send(_FEEDBACK, trace_id, self._encode_checked("Feedback", record))
-        return event_id
+        return event_id, self._encode_checked("Feedback", record)
 
     def run(
         self,
@@ -498,6 +588,11 @@ class AgentGym:
     @property
     def spool_dir(self) -> Path:
         return self._spool.dir
+
+    @property
+    def queue_length(self) -> int:
+        """Events handed to librdkafka and not yet acknowledged (or failed)."""
+        return len(self._producer)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flushes (up to ``timeout_s``), spools whatever Kafka did not take, and stops.

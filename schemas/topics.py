@@ -30,7 +30,7 @@ class TopicSpec:
     record: str
     key_field: str
     partitions: int
-    table: str  # the ClickHouse table the sink materialises it into
+    table: str  # the ClickHouse table the sink materialises it into ("": none)
     compacted: bool = False
     retention_ms: int = 7 * 24 * 3600 * 1000
     major_version: int = 1
@@ -64,6 +64,11 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("deadletter", "DeadLetter", "key", 3, "dead_letters", retention_ms=30 * 24 * 3600 * 1000),
         TopicSpec("drift", "DriftAlert", "model_version", 1, "drift_alerts"),
         TopicSpec("scenario-lineage", "ScenarioLineage", "dataset_id", 1, "synthetic_scenarios"),
+        # the gateway's own state, followed by every replica; not materialised (table ""):
+        # key hashes stay out of ClickHouse
+        TopicSpec("api-keys", "ApiKey", "key_id", 1, "", compacted=True),
+        TopicSpec("tenants", "TenantPlan", "tenant_id", 1, "", compacted=True),
+        TopicSpec("tenant-usage", "TenantUsage", "usage_key", 1, "", compacted=True),
     )
 }
 

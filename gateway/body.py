@@ -1,0 +1,108 @@
+"""Reading a request body within limits: size on the wire, size decompressed, time, JSON depth.
+
+Every refusal is an :class:`ApiError` naming the field and the reason: 413 for sizes,
+408 for a client too slow to send its body, 400 for what is not JSON (NaN and
+Infinity are not JSON, RFC 8259 section 6, and are refused) or nests too deeply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from agentgym.gateway.exceptions import ApiError
+from agentgym.gateway.settings import GatewaySettings
+
+__all__ = ["read_json", "json_depth_exceeds", "events_of"]
+
+
+async def read_json(request: web.Request, settings: GatewaySettings) -> Any:
+    """The request's JSON body, parsed, or an :class:`ApiError`."""
+    length = request.content_length
+    if length is not None and length > settings.max_body_bytes:
+        raise ApiError(413, "too_large", "body", f"{length} bytes; at most {settings.max_body_bytes} bytes per request")
+    try:
+        async with asyncio.timeout(settings.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", "body", f"the body did not arrive within {settings.body_timeout_s:g} s") from None
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "too_large", "body", f"more than {settings.max_body_bytes} bytes; "
+                       f"at most {settings.max_body_bytes} bytes per request") from None
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raw = _decompress(raw, encoding, settings.max_decompressed_bytes)
+    if not raw:
+        raise ApiError(400, "invalid_json", "body", "is empty: send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", "body", f"not valid JSON: {exc}") from None
+    if json_depth_exceeds(raw, body, settings.max_json_depth):
+        raise ApiError(400, "too_deep", "body", f"JSON nests deeper than {settings.max_json_depth} levels")
+    return body
+
+
+def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
+    wbits = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}.get(encoding)
+    if wbits is None:
+        raise ApiError(415, "unsupported_encoding", "Content-Encoding", f"{encoding!r} is not one of gzip, deflate, identity")
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(raw, limit + 1)  # never inflate more than the limit (a zip bomb stops here)
+    except zlib.error as exc:
+        raise ApiError(400, "invalid_encoding", "body", f"not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise ApiError(413, "too_large", "body", f"more than {limit} bytes once decompressed; at most {limit}")
+    return out
+
+
+def json_depth_exceeds(raw: bytes, body: Any, limit: int) -> bool:
+    """Whether ``body`` nests deeper than ``limit`` (containers inside containers).
+
+    The count of ``[`` and ``{`` in the raw bytes bounds the depth from above, so a
+    typical event is cleared by two C-level counts; only bodies with more brackets
+    than the limit are walked (iteratively: no recursion to exhaust).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
+def events_of(body: Any, max_events: int) -> tuple[list[dict[str, Any]], bool]:
+    """The events of a body: ``(events, batched)``; one object, or ``{"events": [...]}``."""
+    if isinstance(body, dict) and "events" in body:
+        events = body["events"]
+        if set(body) - {"events"}:
+            extra = sorted(set(body) - {"events"})[0]
+            raise ApiError(400, "invalid_event", extra, 'a batch body holds only "events"')
+        if not isinstance(events, list):
+            raise ApiError(400, "invalid_event", "events", f"must be a list of objects, got {type(events).__name__}")
+        if not events:
+            raise ApiError(400, "invalid_event", "events", "is empty")
+        if len(events) > max_events:
+            raise ApiError(413, "too_many_events", "events", f"{len(events)} events; at most {max_events} per request")
+        for i, e in enumerate(events):
+            if not isinstance(e, dict):
+                raise ApiError(400, "invalid_event", f"events[{i}]", f"expected a JSON object, got {_json_type(e)}", index=i)
+        return events, True
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_event", "body", f"expected a JSON object, got {_json_type(body)}")
+    return [body], False
+
+
+def _json_type(v: Any) -> str:
+    return {dict: "object", list: "array", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(v), "null")

@@ -1,0 +1,109 @@
+"""Ingestion: a batch of JSON events validated and encoded whole, then produced.
+
+The body fields of an event are the keyword arguments of the SDK's
+:meth:`AgentGym.encode_experience` / :meth:`AgentGym.encode_feedback` (derived from
+their signatures, so the HTTP API and the SDK cannot drift apart), plus
+``agent_id`` (or the ``X-AgentGym-Agent`` header) and, optionally, ``tenant_id``,
+which must equal the API key's tenant. Every event is encoded before any is
+produced: a 4xx means nothing of the request was written. One SDK client (one
+idempotent producer and its spool) serves every tenant of the process: the tenant is
+a field of the record, never a client or a path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from agentgym.gateway.exceptions import ApiError, InvalidIdError
+from agentgym.gateway.ids import check_id
+from agentgym.producers.client import AgentGym
+from agentgym.schemas.exceptions import SchemaValidationError
+from agentgym.schemas.topics import TOPICS
+
+__all__ = ["Kind", "EXPERIENCE", "FEEDBACK", "Prepared", "prepare"]
+
+
+def _fields(method: Any, required_extra: tuple[str, ...] = ()) -> tuple[frozenset[str], frozenset[str]]:
+    params = [p for p in inspect.signature(method).parameters.values() if p.name not in ("self", "tenant_id", "agent_id")]
+    return (frozenset(p.name for p in params),
+            frozenset(p.name for p in params if p.default is inspect.Parameter.empty) | frozenset(required_extra))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of event the API takes."""
+
+    record: str
+    topic: str
+    fields: frozenset[str]
+    required: frozenset[str]
+    id_name: str  # the response's list of ids
+
+
+EXPERIENCE = Kind("Experience", TOPICS["experiences"].name, *_fields(AgentGym.encode_experience), "trace_ids")
+FEEDBACK = Kind("Feedback", TOPICS["feedback"].name, *_fields(AgentGym.encode_feedback), "event_ids")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One encoded event, ready to produce."""
+
+    key: str  # the trace id
+    value: bytes
+    event_id: str  # the trace id (experiences) or the feedback's event id
+    agent_id: str
+
+
+def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_id: str, header_agent: str | None,
+            max_event_bytes: int, batched: bool) -> list[Prepared]:
+    """Validates and encodes every event; raises :class:`ApiError` (with the event's index) at the first bad one."""
+    out = []
+    for i, event in enumerate(events):
+        index = i if batched else None
+        try:
+            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes))
+        except ApiError as exc:
+            exc.index = index
+            raise
+        except InvalidIdError as exc:
+            raise ApiError(400, "invalid_event", exc.field, exc.reason, index=index) from None
+        except SchemaValidationError as exc:  # InvalidEventError included: names the field
+            raise ApiError(400, "invalid_event", exc.field or "body", exc.reason, index=index) from None
+    return out
+
+
+def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, header_agent: str | None,
+         max_event_bytes: int) -> Prepared:
+    named = event.pop("tenant_id", None)
+    if named is not None and named != tenant_id:
+        raise ApiError(403, "forbidden_tenant", "tenant_id", "names another tenant than the API key's")
+    agent_id = check_id("agent_id", event.pop("agent_id", None) or header_agent or _missing("agent_id", "(or the X-AgentGym-Agent header)"))
+    unknown = event.keys() - kind.fields
+    if unknown:
+        field = sorted(unknown)[0]
+        raise ApiError(400, "invalid_event", field, f"unknown field for {kind.record}; known: {', '.join(sorted(kind.fields))}")
+    missing = kind.required - event.keys()
+    if missing:
+        _missing(sorted(missing)[0])
+    for name in ("trace_id", "event_id"):
+        if name in event and event[name] is not None:
+            check_id(name, event[name])
+    try:
+        if kind is FEEDBACK:
+            trace_id = event.pop("trace_id")
+            event_id, value = client.encode_feedback(trace_id, tenant_id=tenant_id, agent_id=agent_id, **event)
+        else:
+            event_id, value = client.encode_experience(tenant_id=tenant_id, agent_id=agent_id, **event)
+            trace_id = event_id
+    except (TypeError, AttributeError, KeyError) as exc:  # a value of a shape the SDK's normaliser does not take
+        raise ApiError(400, "invalid_event", "body", f"a field has the wrong shape: {exc}") from None
+    size = len(value) + len(trace_id)
+    if size > max_event_bytes:
+        raise ApiError(413, "too_large", "event", f"the encoded event is {size} bytes; at most {max_event_bytes}")
+    return Prepared(trace_id, value, event_id, agent_id)
+
+
+def _missing(field: str, hint: str = "") -> Any:
+    raise ApiError(400, "invalid_event", field, f"is missing {hint}".strip())
