@@ -10,11 +10,17 @@
     gym.record_feedback(run.trace_id, thumbs_up=True)
     gym.close()
 
-Guarantees: ``record_*`` never blocks on Kafka and never raises because of it
-(asynchronous, idempotent produce with ``acks=all``, compression and batching);
-events Kafka cannot take within ``delivery_timeout_s`` go to a local durable spool
-and are replayed, in order, when the broker is back. Misuse raises
-:class:`InvalidEventError` naming the field.
+Guarantees: ``record_*`` never blocks on Kafka and never raises because of it or of
+the disk (asynchronous, idempotent produce with ``acks=all``, compression and
+batching). Events Kafka cannot take go to a local durable spool and are replayed, in
+order, when the broker is back: at once while the broker is known to be unreachable
+(librdkafka reports all brokers down: the queue is moved to the spool), else after
+``delivery_timeout_s``. With ``durability="spool"`` every event is written to the spool
+before it is sent (nothing is only in memory, at some latency). Events that cannot be
+kept (the spool's disk is full or read-only) are counted in ``gym.stats["dropped"]``
+and logged at a bounded rate; events that can never be delivered are quarantined
+(``gym.stats["quarantined"]``). Misuse raises :class:`InvalidEventError` naming the
+field, an event over the size limit included.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from agentgym.producers.assignment import Assignment
 from agentgym.producers.exceptions import ConfigError, InvalidEventError
+from agentgym.producers.ratelog import RateLimitedLog, RateLimitFilter
 from agentgym.producers.run import Run
 from agentgym.producers.settings import ProducerSettings
 from agentgym.producers.spool import Spool, read_segment
@@ -56,6 +63,12 @@ _FEEDBACK_SOURCES = frozenset({"human", "ai", "system"})
 # Settings the SDK's guarantees rest on: a pass-through config may not contradict them.
 _PINNED = {"enable.idempotence": True, "acks": "all"}
 _ACKS_ALL = {"all", "-1", -1}
+# Bytes librdkafka adds to key + value when it checks message.max.bytes (a record's
+# v2 framing, varints at their widest): the SDK's own check leaves that room.
+_RECORD_OVERHEAD = 64
+# Errors after which a record can never be delivered: quarantined, never retried.
+_PERMANENT = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE,
+                        KafkaError.INVALID_MSG_SIZE})
 
 
 def _new_id() -> str:
@@ -134,6 +147,13 @@ class AgentGym:
         self._codec = AvroCodec(registry=registry)
         self._encode = self._codec.encode
         self._spool = Spool(settings.spool_dir)
+        self._ratelog = RateLimitedLog(log)
+        self._broker_down = False  # librdkafka said all brokers are down: spool at once
+        self._move_queue = False  # the background thread moves the queue to the spool
+        self._spool_first = settings.durability == "spool"
+        self._replayed_segments: set[tuple[int, int]] = set()  # (dev, inode) of segments that could not be removed
+        extra_max = settings.kafka_config.get("message.max.bytes")
+        self.max_event_bytes = int(extra_max) if extra_max is not None else settings.max_event_bytes
         try:
             self._producer = Producer(self._kafka_config(settings))
         except KafkaException as exc:  # librdkafka rejects unknown keys and bad values
@@ -142,7 +162,10 @@ class AgentGym:
         self._produce = self._producer.produce
         self._closed = False
         self._stop = threading.Event()
-        self.stats = {"spooled": 0, "replayed": 0, "delivery_errors": 0}
+        self.stats = {"spooled": 0, "replayed": 0, "delivery_errors": 0, "dropped": 0, "quarantined": 0}
+        """Counters: ``spooled`` (written to the spool), ``replayed`` (sent again from it),
+        ``delivery_errors``, ``dropped`` (could not be kept: the spool's disk failed),
+        ``quarantined`` (can never be delivered; kept under ``<spool_dir>/quarantine``)."""
         self._last_error: str | None = None
         self._thread = threading.Thread(target=self._background, name="agentgym-producer", daemon=True)
         self._thread.start()
@@ -178,32 +201,50 @@ class AgentGym:
             "queue.buffering.max.messages": 500000,
             "queue.buffering.max.kbytes": 1024 * 1024,
             "message.timeout.ms": int(s.delivery_timeout_s * 1000),
+            "message.max.bytes": s.max_event_bytes,
             "delivery.report.only.error": True,  # successes cost nothing on the callback path
             "on_delivery": self._on_delivery,
             "error_cb": self._on_error,
             "logger": logging.getLogger("agentgym.kafka"),  # librdkafka logs via Python logging
         }
         conf.update(extra)
+        kafka_log = logging.getLogger("agentgym.kafka")
+        if not any(isinstance(f, RateLimitFilter) for f in kafka_log.filters):
+            kafka_log.addFilter(RateLimitFilter())  # an outage repeats the same librdkafka line many times a second
         return conf
 
     # -- the hot path ---------------------------------------------------------
-    def _send(self, topic: str, key: str, value: bytes) -> None:
+    def _keep(self, topic: str, key: bytes | None, value: bytes) -> None:
+        """Spools one event; an event the disk cannot take is counted, never raised."""
+        if self._spool.append(topic, key, value):
+            self.stats["spooled"] += 1
+        else:
+            self.stats["dropped"] += 1
+
+    def _send(self, record: str, topic: str, key: str, value: bytes) -> None:
+        size = len(value) + len(key) + _RECORD_OVERHEAD
+        if size > self.max_event_bytes:
+            raise InvalidEventError(record, "", f"the encoded event is {size} bytes (with key and record overhead), "
+                                    f"over the limit of {self.max_event_bytes} bytes (max_event_bytes / message.max.bytes)")
+        if self._broker_down or (self._spool_first and not self._closed):
+            if self._spool.append(topic, key.encode(), value):
+                self.stats["spooled"] += 1
+                return
+            # the spool cannot take it: Kafka's queue is the better place than nowhere
         try:
             self._produce(topic, value, key)
         except BufferError:
             # local queue full (broker away for long): spool instead of blocking the agent
-            self._spool.append(topic, key.encode(), value)
-            self.stats["spooled"] += 1
+            self._keep(topic, key.encode(), value)
         except (KafkaException, RuntimeError) as exc:
             # a fatal producer error or a closed producer must not crash the agent
             self._last_error = str(exc)
-            self._spool.append(topic, key.encode(), value)
-            self.stats["spooled"] += 1
+            self._keep(topic, key.encode(), value)
 
     def send_encoded(self, record: str, topic: str, key: str, value: bytes) -> None:
         """Sends what :meth:`encode_experience` / :meth:`encode_feedback` returned, with the
         guarantees of ``record_*`` (never blocks, spools when Kafka is away)."""
-        self._send(topic, key, value)
+        self._send(record, topic, key, value)
 
     def record_experience(
         self,
@@ -252,7 +293,7 @@ class AgentGym:
             trace_id=trace_id, steps=steps, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
             cost_usd=cost_usd, status=status, error=error, session_id=session_id, user_id=user_id,
             assignment=assignment, metadata=metadata, timestamp_ms=timestamp_ms, event_id=event_id)
-        self._send(_EXPERIENCES, trace_id, value)
+        self._send("Experience", _EXPERIENCES, trace_id, value)
         return trace_id
 
     def encode_experience(
@@ -386,7 +427,7 @@ class AgentGym:
             trace_id, rating=rating, rating_scale=rating_scale, thumbs_up=thumbs_up, comment=comment,
             correction=correction, signal=signal, value=value, source=source, user_id=user_id, metadata=metadata,
             timestamp_ms=timestamp_ms, event_id=event_id)
-        self._send(_FEEDBACK, trace_id, encoded)
+        self._send("Feedback", _FEEDBACK, trace_id, encoded)
         return event_id
 
     def encode_feedback(
@@ -515,13 +556,27 @@ class AgentGym:
             return
         self.stats["delivery_errors"] += 1
         self._last_error = err.str()
-        self._spool.append(msg.topic(), msg.key(), msg.value())
-        self.stats["spooled"] += 1
+        if err.code() in _PERMANENT:
+            self._quarantine(msg.topic(), msg.key(), msg.value(), err.str())
+        else:
+            self._keep(msg.topic(), msg.key(), msg.value())
+
+    def _quarantine(self, topic: str, key: bytes | None, value: bytes, reason: str) -> None:
+        self.stats["quarantined"] += 1
+        if not self._spool.quarantine(topic, key, value, reason):
+            self.stats["dropped"] += 1
 
     def _on_error(self, err: KafkaError) -> None:
         self._last_error = err.str()
         if err.fatal():
             log.error("agentgym: fatal Kafka producer error: %s; events go to the spool", err.str())
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._broker_down:
+                self._broker_down = True
+                self._move_queue = True
+                self._ratelog.log(logging.WARNING, "down",
+                                  "agentgym: Kafka at %s is unreachable; events go to the spool in %s and are sent "
+                                  "when it is back", self.settings.bootstrap_servers, self._spool.root)
         else:
             log.debug("agentgym: Kafka: %s", err.str())
 
@@ -535,36 +590,67 @@ class AgentGym:
         """Re-sends spooled events, oldest first. Returns how many were handed to Kafka.
 
         Called by the background thread every ``spool_replay_interval_s`` while the
-        spool is not empty; callable directly. A segment is deleted only once every
-        record in it has been acknowledged or spooled again.
+        spool is not empty (at once with ``durability="spool"``); callable directly.
+        A segment is removed once every record in it is acknowledged, spooled again or
+        quarantined (a record that can never be delivered, e.g. over the broker's size
+        limit), so no record is sent twice by the replay itself.
         """
         if not self._spool.pending() or not self._broker_reachable():
             return 0
+        self._broker_back()
         timeout_s = timeout_s if timeout_s is not None else self.settings.delivery_timeout_s + 5
         sent = 0
         for seg in self._spool.take_segments():
-            for topic, key, value in read_segment(seg):
+            try:
+                st = seg.stat()
+                if (st.st_dev, st.st_ino) in self._replayed_segments:
+                    continue
+                records = list(read_segment(seg))
+            except OSError as exc:
+                self._ratelog.log(logging.ERROR, "replay-read", "agentgym: cannot read spool segment %s: %s", seg, exc)
+                continue
+            for topic, key, value in records:
                 while True:
                     try:
                         self._producer.produce(topic, value, key)
+                        sent += 1
                         break
                     except BufferError:
                         self._producer.poll(0.1)
-                sent += 1
-            if self._producer.flush(timeout_s) > 0:
-                log.warning("agentgym: spool replay of %s not acknowledged in %.0fs; kept for later", seg, timeout_s)
-                break
-            seg.unlink()
+                    except KafkaException as exc:
+                        err = exc.args[0]
+                        if err.code() in _PERMANENT:
+                            self._quarantine(topic, key, value, err.str())
+                        else:
+                            self._keep(topic, key, value)
+                        break
+            unacknowledged = self._producer.flush(timeout_s)
+            # Every record of the segment is now acknowledged, quarantined, or owned by
+            # librdkafka (whose delivery report spools it again on failure): removing
+            # the segment now is what keeps the replay from resending it.
+            try:
+                seg.unlink()
+            except OSError:
+                self._replayed_segments.add((st.st_dev, st.st_ino))
             if seg.parent != self._spool.dir:
                 try:
                     (seg.parent / "lock").unlink(missing_ok=True)
                     seg.parent.rmdir()
                 except OSError:
                     pass
+            if unacknowledged > 0:
+                log.warning("agentgym: spool replay of %s not acknowledged in %.0fs; the rest waits", seg, timeout_s)
+                break
         self.stats["replayed"] += sent
-        if sent:
+        if sent and not self._spool_first:
             log.info("agentgym: replayed %d spooled events", sent)
         return sent
+
+    def _broker_back(self) -> None:
+        if self._broker_down:
+            self._broker_down = False
+            self._ratelog.reset("down")
+            log.warning("agentgym: Kafka at %s is reachable again; replaying the spool", self.settings.bootstrap_servers)
 
     def _background(self) -> None:
         interval = self.settings.spool_replay_interval_s
@@ -572,12 +658,20 @@ class AgentGym:
         while not self._stop.is_set():
             try:
                 self._producer.poll(0.1)
+                if self._move_queue:
+                    # all brokers down: what waits in librdkafka's queue goes to disk now,
+                    # not after delivery_timeout_s (each purged event's report spools it)
+                    self._move_queue = False
+                    self._producer.purge(in_queue=True, in_flight=False, blocking=False)
+                    self._producer.poll(0)
                 self._spool.sync()
-                if time.monotonic() >= next_replay:
+                if self._spool_first or time.monotonic() >= next_replay:
+                    if self._broker_down and not self._spool.pending() and self._broker_reachable():
+                        self._broker_back()
                     self.replay_spool()
                     next_replay = time.monotonic() + interval
             except Exception:  # the agent's process must never die of our thread
-                log.exception("agentgym: background producer loop error")
+                self._ratelog.log(logging.ERROR, "loop", "agentgym: background producer loop error", exc_info=True)
                 time.sleep(0.5)
 
     # -- lifecycle -----------------------------------------------------------
@@ -597,23 +691,38 @@ class AgentGym:
     def close(self, timeout_s: float = 10.0) -> None:
         """Flushes (up to ``timeout_s``), spools whatever Kafka did not take, and stops.
 
-        Idempotent; also runs at interpreter exit.
+        Idempotent; also runs at interpreter exit. Never raises: what the disk cannot
+        take is counted in ``stats["dropped"]``.
         """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        if self._follower is not None:
-            self._follower.close()
-        self._thread.join(timeout=timeout_s + 5)
+        steps = (
+            lambda: self._follower is not None and self._follower.close(),
+            lambda: self._thread.join(timeout=timeout_s + 5),
+            lambda: self._flush_or_purge(timeout_s),
+            self._spool.close,
+        )
+        for step in steps:
+            try:
+                step()
+            except Exception:  # one failed step must not skip the others
+                log.exception("agentgym: error while closing the client")
+        atexit.unregister(self.close)
+        if self.stats["dropped"] or self.stats["quarantined"]:
+            log.error("agentgym: closed with %d events dropped (spool unusable: %s) and %d quarantined",
+                      self.stats["dropped"], self._spool.last_error, self.stats["quarantined"])
+
+    def _flush_or_purge(self, timeout_s: float) -> None:
+        if self._spool_first:
+            self.replay_spool(timeout_s)  # what the spool holds goes out now if Kafka is there
         remaining = self._producer.flush(timeout_s)
         if remaining:
             # purge what is still queued or in flight: each purged message gets a
             # delivery report with an error, which spools it — nothing is lost.
             self._producer.purge(in_queue=True, in_flight=True, blocking=True)
             self._producer.flush(1.0)
-        self._spool.close()
-        atexit.unregister(self.close)
 
     def __enter__(self) -> "AgentGym":
         return self

@@ -1,43 +1,177 @@
-"""Settings of the producer SDK.
+"""Settings shared by every component (:class:`SharedSettings`), and the producer SDK's.
 
-Precedence: argument to :class:`agentgym.producers.AgentGym`, then environment, then default.
-
-| variable | meaning | default |
-|---|---|---|
-| ``AGENTGYM_BOOTSTRAP_SERVERS`` | Kafka bootstrap servers | ``127.0.0.1:9092`` |
-| ``AGENTGYM_TENANT_ID`` | tenant every event is recorded under | ``default`` |
-| ``AGENTGYM_AGENT_ID`` | this agent's id | ``agent`` |
-| ``AGENTGYM_SPOOL_DIR`` | local durable spool for undeliverable events | ``~/.agentgym/spool`` |
-| ``AGENTGYM_DELIVERY_TIMEOUT_S`` | how long Kafka may be away before an event is spooled | ``30`` |
-| ``AGENTGYM_SPOOL_REPLAY_INTERVAL_S`` | how often the spool is retried | ``5`` |
-| ``AGENTGYM_SCHEMA_REGISTRY_URL`` | Confluent-compatible Schema Registry; enables the Confluent wire format | unset |
-| ``AGENTGYM_COMPRESSION`` | ``lz4``, ``zstd``, ``snappy``, ``gzip`` or ``none`` | ``lz4`` |
-| ``AGENTGYM_LINGER_MS`` | batching delay | ``20`` |
-| ``AGENTGYM_FOLLOW_EXPERIMENTS`` | start following the experiments topic when the client starts (else on the first ``assign``) | ``false`` |
+Every component's settings class extends :class:`SharedSettings`, which lives here, in
+the lowest layer that reads settings, because the SDK needs it too. Precedence
+everywhere: argument, then environment (``AGENTGYM_*``), then default. Every variable is
+documented in ``docs/configuration.md``, which ``python -m agentgym.ops.configdoc``
+generates from these classes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ProducerSettings"]
+__all__ = ["SharedSettings", "ProducerSettings", "default_home", "parse_choices", "avro_enum_symbols", "PREFIX"]
+
+PREFIX = "AGENTGYM_"
+"""The prefix of every Agent Gym environment variable."""
 
 
-class ProducerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", extra="ignore")
+def default_home() -> Path:
+    """``~/.agentgym``: where the local stack keeps its state (``AGENTGYM_HOME`` unset)."""
+    return Path.home() / ".agentgym"
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    tenant_id: str = Field("default", min_length=1)
-    agent_id: str = Field("agent", min_length=1)
-    spool_dir: Path = Field(default_factory=lambda: Path.home() / ".agentgym" / "spool")
-    delivery_timeout_s: float = Field(30.0, gt=0)
-    spool_replay_interval_s: float = Field(5.0, gt=0)
-    schema_registry_url: str | None = None
-    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
-    linger_ms: int = Field(20, ge=0)
-    kafka_config: dict[str, Any] = Field(default_factory=dict, description="extra librdkafka producer settings")
-    follow_experiments: bool = Field(False, description="follow the experiments topic from the start (else on the first assign)")
+
+def parse_choices(value: str, *, variable: str, allowed: Iterable[str], what: str = "value") -> list[str]:
+    """The entries of a comma-separated setting, each checked against ``allowed``.
+
+    Args:
+        value: the setting's text (``"sft, preference"``); empty entries are skipped.
+        variable: the environment variable, named in the error (``AGENTGYM_TRAINER_KINDS``).
+        allowed: the accepted entries.
+        what: what an entry is, for the message (``"kind"``).
+
+    Returns:
+        The entries, stripped, in order, without repeats.
+
+    Raises:
+        ValueError: an entry is not allowed (pydantic reports it as a validation error
+            of the field); the message names the variable and the allowed values.
+    """
+    known = list(allowed)
+    entries = list(dict.fromkeys(e.strip() for e in value.split(",") if e.strip()))
+    unknown = [e for e in entries if e not in known]
+    if unknown:
+        raise ValueError(f"{variable}: unknown {what}(s) {unknown}; allowed: {known} (comma-separated)")
+    return entries
+
+
+@cache
+def avro_enum_symbols(record: str, field: str) -> tuple[str, ...]:
+    """The symbols of the enum field ``field`` of ``record``'s newest schema (e.g. Feedback's ``source``)."""
+    from agentgym.schemas import default_schema_set  # the schema set is loaded on first use only
+
+    for f in default_schema_set().latest(record).raw["fields"]:
+        if f["name"] == field:
+            t = f["type"]
+            for member in t if isinstance(t, list) else [t]:
+                if isinstance(member, dict) and member.get("type") == "enum":
+                    return tuple(member["symbols"])
+    raise LookupError(f"{record}.{field} is not an enum field")
+
+
+class SharedSettings(BaseSettings):
+    """The settings every component shares; each component's settings class extends it.
+
+    These variables keep their names whatever prefix a subclass reads its own fields
+    under (the labeller reads its own under a longer prefix), so one environment configures
+    every component alike.
+    """
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, extra="ignore", populate_by_name=True)
+
+    home: Path = Field(
+        default_factory=default_home,
+        validation_alias=f"{PREFIX}HOME",
+        description="state of the local stack: the broker's data, the embedded ClickHouse store, datasets, models, "
+        "job records and Faust's data default to directories under it",
+        json_schema_extra={"doc_default": "`~/.agentgym`"},
+    )
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=f"{PREFIX}BOOTSTRAP_SERVERS",
+        description="Kafka bootstrap servers, `host:port[,host:port...]`. In `compose.yaml` the containers use "
+        "`kafka:29092`; on the host the compose broker and the local broker are at the default.",
+    )
+    tenant_id: str = Field(
+        "default",
+        min_length=1,
+        validation_alias=f"{PREFIX}TENANT_ID",
+        description="the tenant: every event the SDK records is recorded under it; the tenant whose runs "
+        "`agentgym synth generate` mines when `--tenant` is not given (non-empty)",
+    )
+    clickhouse_url: str = Field(
+        "",
+        validation_alias=f"{PREFIX}CLICKHOUSE_URL",
+        description="where the tables live. `chdb:///path/to/dir`: the embedded engine (chdb), data in that directory, "
+        "owned by one process (the sink), which serves reads to the others over HTTP. `http(s)://host:port`: a "
+        "ClickHouse server through clickhouse-connect.",
+        json_schema_extra={"doc_default": "unset (`chdb://<AGENTGYM_HOME>/clickhouse`, embedded)"},
+    )
+    dataset_store: str = Field(
+        "",
+        validation_alias=f"{PREFIX}DATASET_STORE",
+        description="the dataset store: a local directory or any fsspec URL (`s3://bucket/datasets`, credentials from "
+        "the usual fsspec/boto sources). The dataset builder writes finished datasets there; `agentgym train "
+        "--dataset ID` looks ids up there; the trainer and its Ray workers read datasets from the URL announced, so "
+        "on a cluster use storage they all reach",
+        json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/datasets`)"},
+    )
+
+    @model_validator(mode="after")
+    def _shared_defaults(self) -> "SharedSettings":
+        if not self.clickhouse_url:
+            self.clickhouse_url = f"chdb://{self.home.expanduser().resolve() / 'clickhouse'}"
+        elif not self.clickhouse_url.startswith(("chdb://", "http://", "https://")):
+            raise ValueError(
+                f"{PREFIX}CLICKHOUSE_URL {self.clickhouse_url!r}: allowed schemes: ['chdb', 'http', 'https']"
+                " (chdb:///path/to/dir or http(s)://host:port)"
+            )
+        if not self.dataset_store:
+            self.dataset_store = self.under_home("datasets")
+        return self
+
+    def under_home(self, name: str) -> str:
+        """The path of ``name`` under :attr:`home`, absolute."""
+        return str(self.home.expanduser().resolve() / name)
+
+
+class ProducerSettings(SharedSettings):
+    """Read by `agentgym.AgentGym` inside agent processes (and by the HTTP gateway, which produces
+    through it), and for `AGENTGYM_BOOTSTRAP_SERVERS` by `agentgym topics create`."""
+
+    agent_id: str = Field("agent", min_length=1, description="this agent's id (non-empty)")
+    spool_dir: Path = Field(
+        default_factory=lambda: default_home() / "spool",
+        description="local durable spool for events Kafka could not take; they are replayed from here later",
+        json_schema_extra={"doc_default": "`~/.agentgym/spool`"},
+    )
+    delivery_timeout_s: float = Field(
+        30.0, gt=0, description="seconds Kafka may stay unreachable before an event goes to the spool (> 0)")
+    spool_replay_interval_s: float = Field(5.0, gt=0, description="seconds between attempts to replay the spool (> 0)")
+    schema_registry_url: str | None = Field(
+        None,
+        description="a Confluent-compatible Schema Registry; when set, values use the Confluent wire format instead "
+        "of Avro single-object encoding",
+        json_schema_extra={"doc_default": "unset (no registry)"},
+    )
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
+        "lz4", description="producer compression: `lz4`, `zstd`, `snappy`, `gzip` or `none`")
+    linger_ms: int = Field(20, ge=0, description="milliseconds the producer waits to fill a batch (>= 0)")
+    kafka_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="extra librdkafka producer settings, a JSON object; unknown keys and contradictions are rejected",
+        json_schema_extra={"doc_default": "`{}`"},
+    )
+    durability: Literal["memory", "spool"] = Field(
+        "memory",
+        description="`memory`: events wait in librdkafka's queue and reach the spool when the broker is found down or "
+        "after the delivery timeout (an agent killed in that window loses them); `spool`: every event is written to "
+        "the spool before it is sent (survives SIGKILL, costs latency)",
+    )
+    max_event_bytes: int = Field(
+        1_000_000, ge=1000, le=1_000_000_000,
+        description="largest encoded event (key included) accepted; bigger is an `InvalidEventError` at the call "
+        "(librdkafka's `message.max.bytes`; keep it at or below the broker's limit) (1000 to 10^9)",
+    )
+    follow_experiments: bool = Field(
+        False,
+        description="follow the live experiment configurations (a background consumer of `gym-experiments-v1`) from "
+        "the moment the client starts; otherwise the first `assign()` starts it, and clients that never assign start none",
+    )
