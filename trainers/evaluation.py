@@ -19,6 +19,7 @@ from typing import Any
 
 from agentgym.processors.datasets.quality import normalize
 from agentgym.trainers.exceptions import EvaluatorError, GateError
+from agentgym.trainers.modeling import generate, load_for_inference
 
 __all__ = [
     "EvalCase",
@@ -142,8 +143,6 @@ def completion_loss(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], 
 def score_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], evaluator: Evaluator | None = None,
                 max_new_tokens: int = 128, max_length: int = 2048) -> EvalScores:
     """Loss (and, with an evaluator, task success) of a loaded model on ``rows``."""
-    from agentgym.trainers.modeling import generate
-
     loss, tokens = completion_loss(model, tokenizer, rows, max_length)
     rate = None
     if evaluator is not None:
@@ -158,8 +157,6 @@ def score_model(model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], eval
 def score_version(base_model: str, adapter_uri: str | None, rows: Sequence[dict[str, Any]],
                   evaluator: str | Evaluator | None = None, max_new_tokens: int = 128, max_length: int = 2048) -> EvalScores:
     """Loads a base model (with its adapter) and scores it; the unit a Ray task runs."""
-    from agentgym.trainers.modeling import load_for_inference
-
     model, tokenizer = load_for_inference(base_model, adapter_uri)
     try:
         return score_model(model, tokenizer, rows, load_evaluator(evaluator), max_new_tokens, max_length)

@@ -9,12 +9,10 @@ evaluates it, decides, and promotes or rolls back. The trainer only starts it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from agentgym.processors.experiments import ExperimentConfig, ExperimentConfigError, MetricSpec, VariantSpec
+from agentgym.processors.experiments.admin import ExperimentAdmin
 from agentgym.trainers.settings import GateSettings
-
-if TYPE_CHECKING:
-    from agentgym.processors.experiments import ExperimentConfig
 
 __all__ = ["CandidateExperiment", "candidate_experiment", "start_experiment"]
 
@@ -37,8 +35,6 @@ def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, c
     of the traffic. Primary metric: success rate (the labeller's outcomes); guardrails:
     latency and cost may not degrade by more than 20 %.
     """
-    from agentgym.processors.experiments import ExperimentConfig, MetricSpec, VariantSpec
-
     w = settings.experiment_treatment_weight
     experiment_id = f"exp-{candidate_version}"
     return ExperimentConfig(
@@ -56,9 +52,6 @@ def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, c
 def start_experiment(bootstrap_servers: str, tenant_id: str, agent_id: str, champion_version: str,
                      candidate_version: str, settings: GateSettings | None = None) -> CandidateExperiment:
     """Creates the candidate's experiment (running); an experiment that exists already is left as it is."""
-    from agentgym.processors.experiments import ExperimentConfigError
-    from agentgym.processors.experiments.admin import ExperimentAdmin
-
     s = settings or GateSettings()
     config = candidate_experiment(tenant_id, agent_id, champion_version, candidate_version, s)
     with ExperimentAdmin(bootstrap_servers) as admin:

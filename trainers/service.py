@@ -36,12 +36,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgym.processors.datasets.store import DatasetStore, Manifest
-from agentgym.trainers.exceptions import GateError
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
+from agentgym.trainers.exceptions import GateError, RegistryError
+from agentgym.trainers.experiments import start_experiment
+from agentgym.trainers.gate import ValidationGate
 from agentgym.trainers.jobs import JobRecord, JobStore
 from agentgym.trainers.promoter import RegistryPromoter
 from agentgym.trainers.registry import ModelRegistry, ModelVersion, base_version_for
 from agentgym.trainers.settings import GateSettings, TrainerServiceSettings, TrainSettings
 from agentgym.trainers.training.job import TrainJob, new_job_id
+from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
 
 __all__ = ["TrainerService", "JobOutcome"]
 
@@ -158,8 +164,6 @@ class TrainerService:
         of the first one's experiment and its decision would wait for both. An unreadable
         registry counts as "a candidate may be in test" (try again later).
         """
-        from agentgym.trainers.exceptions import RegistryError
-
         now = time.monotonic()
         if self._candidates is None or now - self._candidates_read >= 5.0:
             try:
@@ -180,9 +184,6 @@ class TrainerService:
             base_model: the base to fine-tune (default: the champion's base, else ``trainer_base_model``).
             job_overrides: :class:`TrainJob` fields to override (``max_steps``, ...).
         """
-        from agentgym.trainers.gate import ValidationGate
-        from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
-
         try:
             manifest = DatasetStore.open(rec.dataset_uri)
             champion = self.registry.champion(rec.tenant_id, rec.agent_id)
@@ -230,8 +231,6 @@ class TrainerService:
             return JobOutcome(rec)
 
     def _start_experiment(self, rec: JobRecord, control_version: str, candidate_version: str) -> str:
-        from agentgym.trainers.experiments import start_experiment
-
         exp = start_experiment(self.settings.bootstrap_servers, rec.tenant_id, rec.agent_id, control_version,
                                candidate_version, self.gate_settings)
         return exp.experiment_id
@@ -240,8 +239,6 @@ class TrainerService:
     def _consumer_for(self) -> Any:
         if self._consumer is None:
             from confluent_kafka import Consumer
-
-            from agentgym.schemas.topics import TOPICS
 
             self._consumer = Consumer({
                 "bootstrap.servers": self.settings.bootstrap_servers, "group.id": self.settings.trainer_group,
@@ -254,9 +251,6 @@ class TrainerService:
 
     def poll_once(self, timeout_s: float = 1.0) -> list[JobOutcome]:
         """Admits the announcements that arrived within ``timeout_s``, then runs the jobs that are due."""
-        from agentgym.schemas.codec import AvroCodec
-        from agentgym.schemas.exceptions import DecodeError
-
         if not self._recovered:
             self.recover()
             self._recovered = True

@@ -23,6 +23,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from agentgym.processors.store import migrate
+from agentgym.processors.store.chdb_store import ChdbStore
+from agentgym.processors.store.rows import COLUMNS, to_arrow
+
 __all__ = ["main"]
 
 
@@ -61,10 +65,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import pyarrow as pa
-
-    from agentgym.processors.store import migrate
-    from agentgym.processors.store.chdb_store import ChdbStore
-    from agentgym.processors.store.rows import COLUMNS, to_arrow
 
     records = [_experience(i, int(time.time() * 1000)) for i in range(args.rows)]
     with tempfile.TemporaryDirectory(prefix="agentgym-bench-") as tmp:

@@ -22,6 +22,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.rows import insert_records
+from agentgym.schemas.codec import AvroCodec
+from agentgym.trainers.synth.service import SynthRequest, SynthService
+from agentgym.trainers.synth.settings import SynthSettings
+
 __all__ = ["main"]
 
 _TOOLS = {"weather": ("get_weather", "city"), "order": ("lookup_order", "order_id"),
@@ -77,14 +85,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, nargs="+", default=[200, 1000, 5000], help="batch sizes")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
-
-    from agentgym.processors.store import migrate, open_store
-    from agentgym.processors.store.rows import insert_records
-    from agentgym.schemas.codec import AvroCodec
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.processors.datasets.settings import DatasetSettings
-    from agentgym.trainers.synth.service import SynthRequest, SynthService
-    from agentgym.trainers.synth.settings import SynthSettings
 
     codec = AvroCodec()
     with tempfile.TemporaryDirectory(prefix="agentgym-synth-bench-") as tmp:

@@ -42,6 +42,10 @@ import tempfile
 import time
 from typing import Any
 
+from agentgym.trainers.training.job import TrainJob
+from agentgym.trainers.training.launcher import ensure_ray
+from agentgym.trainers.training.trainer import build_trainer, runtime_for
+
 __all__ = ["LLAMA_1B", "TINY", "attention_flops_per_token", "model_flops_per_token", "peak_flops", "run_trainer",
            "run_raw", "run_ray", "main"]
 
@@ -114,8 +118,6 @@ def _rows(cfg: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _job(cfg: dict[str, Any], gpu: bool) -> Any:
-    from agentgym.trainers.training.job import TrainJob
-
     return TrainJob(
         job_id="bench", model_version="bench", tenant_id="bench", agent_id="bench", dataset_id="bench",
         dataset_uri="memory://bench", kind="sft", method="sft", base_model="bench", base_path="", model_store="/tmp",
@@ -151,8 +153,6 @@ def run_trainer(cfg: dict[str, Any]) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
-
-    from agentgym.trainers.training.trainer import build_trainer, runtime_for
 
     model, tok, device, n = _build(cfg)
     job = _job(cfg, device.type == "cuda")
@@ -224,8 +224,6 @@ def run_ray(cfg: dict[str, Any]) -> dict[str, Any]:
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from agentgym.trainers.training.launcher import ensure_ray
 
     ensure_ray(None if cfg["gpu"] else 2)
     with tempfile.TemporaryDirectory() as storage:

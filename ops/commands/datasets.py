@@ -9,13 +9,17 @@ from typing import Any
 
 import click
 
+from agentgym.processors.datasets.builder import DatasetBuilder
+from agentgym.processors.datasets.exceptions import DatasetError
+from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.processors.store import StoreError, open_reader
+from agentgym.producers.records import RecordProducer
+
 __all__ = ["datasets"]
 
 
 def _store(store_url: str | None) -> Any:
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.processors.datasets.settings import DatasetSettings
-
     overrides: dict[str, Any] = {"dataset_store": store_url} if store_url else {}
     return DatasetStore(DatasetSettings(**overrides).dataset_store)
 
@@ -62,8 +66,6 @@ def list_(store_url: str | None, tenant: str | None, agent: str | None, as_json:
 @click.option("--verify/--no-verify", default=True, show_default=True, help="re-hash the shards against the checksum")
 def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) -> None:
     """Show a dataset's manifest (counts, splits, checksum, lineage)."""
-    from agentgym.processors.datasets.exceptions import DatasetError
-
     store = _store(store_url)
     try:
         m = store.manifest(dataset_id)
@@ -90,8 +92,6 @@ def show(dataset_id: str, store_url: str | None, lineage: bool, verify: bool) ->
               help="JSONL file ('-': stdout)")
 def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], output: str) -> None:
     """Export a dataset as JSON lines (one example per line, with its split)."""
-    from agentgym.processors.datasets.exceptions import DatasetError
-
     store = _store(store_url)
     try:
         m = store.manifest(dataset_id)
@@ -113,11 +113,6 @@ def export(dataset_id: str, store_url: str | None, splits: tuple[str, ...], outp
 @click.option("--announce/--no-announce", default=True, show_default=True, help="announce on gym-datasets-v1")
 def build(store_url: str | None, tenant: str | None, agent: str | None, announce: bool) -> None:
     """Build the finished datasets now (what the datasets processor does on its timer)."""
-    from agentgym.processors.store import StoreError, open_reader
-    from agentgym.processors.datasets.builder import DatasetBuilder
-    from agentgym.producers.records import RecordProducer
-    from agentgym.processors.datasets.settings import DatasetSettings
-
     if (tenant is None) != (agent is None):
         raise click.UsageError("--tenant and --agent go together")
     overrides: dict[str, Any] = {"dataset_store": store_url} if store_url else {}

@@ -16,7 +16,9 @@ from typing import Any
 
 import click
 
+from agentgym.ops.demo.loop import DemoConfig, run_demo
 from agentgym.ops.exceptions import StackError
+from agentgym.ops.settings import StackSettings
 
 TARGET_PP = 20.0
 
@@ -39,9 +41,6 @@ def demo(fast: bool, scale: float, users: int | None, rate: float | None, timeou
     Exit status 0 when a fine-tuned model was promoted by the experiment's decision,
     1 when the loop did not close (or the stack failed), 130 when interrupted.
     """
-    from agentgym.ops.demo.loop import DemoConfig, run_demo
-    from agentgym.ops.settings import StackSettings
-
     def _stop(*_: Any) -> None:
         raise KeyboardInterrupt
 

@@ -17,6 +17,12 @@ from typing import Any
 
 import click
 
+from agentgym.processors.experiments import TERMINAL, ExperimentConfig, ExperimentError, MetricSpec, VariantSpec
+from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.exceptions import DecodeError
+from agentgym.schemas.topics import TOPICS
+
 __all__ = ["experiments", "render_snapshots", "parse_variant", "parse_guardrail"]
 
 _BOOTSTRAP = click.option("--bootstrap-servers", envvar="AGENTGYM_BOOTSTRAP_SERVERS", default="127.0.0.1:9092",
@@ -91,9 +97,6 @@ def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control
            cap: float | None, guardrails: tuple[str, ...], alpha: float, min_samples: int, unit_type: str, salt: str, name: str,
            tenant_id: str, draft: bool, by: str, bootstrap_servers: str) -> None:
     """Create EXPERIMENT_ID (running unless --draft)."""
-    from agentgym.processors.experiments import ExperimentConfig, ExperimentError, MetricSpec, VariantSpec
-    from agentgym.processors.experiments.admin import ExperimentAdmin
-
     parsed = [parse_variant(v) for v in variants]
     control = control or parsed[0][0]
     try:
@@ -113,9 +116,6 @@ def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control
 
 
 def _change(verb: str, experiment_id: str, by: str, bootstrap_servers: str, fn: Callable[[Any], Any]) -> None:
-    from agentgym.processors.experiments import ExperimentError
-    from agentgym.processors.experiments.admin import ExperimentAdmin
-
     try:
         with ExperimentAdmin(bootstrap_servers) as admin:
             config = admin.change(experiment_id, fn)
@@ -176,9 +176,6 @@ def rollback(experiment_id: str, by: str, bootstrap_servers: str) -> None:
 @_BOOTSTRAP
 def list_(show_all: bool, as_json: bool, bootstrap_servers: str) -> None:
     """List the experiments and their live configuration."""
-    from agentgym.processors.experiments import TERMINAL, ExperimentError
-    from agentgym.processors.experiments.admin import ExperimentAdmin
-
     try:
         with ExperimentAdmin(bootstrap_servers) as admin:
             configs = admin.load_all()
@@ -255,10 +252,6 @@ def render_snapshots(snapshots: dict[str, dict[str, Any]]) -> str:
 def watch(experiment_id: str, once: bool, timeout_s: float | None, bootstrap_servers: str) -> None:
     """Stream EXPERIMENT_ID's live statistics (estimates, intervals, p-values, n, status)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-    from agentgym.schemas.codec import AvroCodec
-    from agentgym.schemas.exceptions import DecodeError
-    from agentgym.schemas.topics import TOPICS
 
     topic = TOPICS["experiment-stats"].name
     codec = AvroCodec()

@@ -10,6 +10,7 @@ import click
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.broker import KafkaBroker
 from agentgym.ops.settings import StackSettings
+from agentgym.producers.admin import ensure_topics
 
 
 def _broker(port: int | None, data_dir: Path | None) -> KafkaBroker:
@@ -37,8 +38,6 @@ def kafka() -> None:
 @click.option("--wait", "wait_s", type=float, default=90.0, show_default=True, help="seconds to wait for metadata")
 def start(port: int | None, data_dir: Path | None, wait_s: float) -> None:
     """Start the broker (provisioning and formatting on first use) and create the topics."""
-    from agentgym.producers.admin import ensure_topics
-
     broker = _broker(port, data_dir)
     try:
         st = broker.start(wait_s=wait_s)
@@ -79,7 +78,5 @@ def topics() -> None:
 @click.option("--bootstrap-servers", envvar="AGENTGYM_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True)
 def create(bootstrap_servers: str) -> None:
     """Create the topics that do not exist yet."""
-    from agentgym.producers.admin import ensure_topics
-
     created = ensure_topics(bootstrap_servers)
     click.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")

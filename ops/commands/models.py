@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
+from agentgym.trainers.exceptions import RegistryError
+from agentgym.trainers.registry import ModelRegistry
+from agentgym.trainers.settings import TrainerServiceSettings
+
 __all__ = ["models"]
 
 
 def _registry(bootstrap: str | None) -> Any:
-    from agentgym.trainers.registry import ModelRegistry
-    from agentgym.trainers.settings import TrainerServiceSettings
-
     return ModelRegistry(bootstrap or TrainerServiceSettings().bootstrap_servers)
 
 
@@ -39,8 +40,6 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_(bootstrap: str | None, tenant: str | None, agent: str | None, status: str | None, as_json: bool) -> None:
     """List model versions, newest first."""
-    from agentgym.trainers.exceptions import RegistryError
-
     registry = _registry(bootstrap)
     try:
         rows = [m for m in registry.versions(tenant, agent) if status is None or m.status == status]
@@ -61,8 +60,6 @@ def list_(bootstrap: str | None, tenant: str | None, agent: str | None, status: 
 
 
 def _one(bootstrap: str | None, action: str, version: str) -> None:
-    from agentgym.trainers.exceptions import RegistryError
-
     registry = _registry(bootstrap)
     try:
         m = getattr(registry, action)(version)

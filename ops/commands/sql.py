@@ -12,6 +12,9 @@ import sys
 
 import click
 
+from agentgym.processors.store import StoreError, StoreSettings, open_reader, open_store
+from agentgym.processors.store.exceptions import QueryError
+
 __all__ = ["sql", "FORMATS"]
 
 # --format choice -> ClickHouse output format
@@ -48,9 +51,6 @@ def sql(query: str, fmt: str, url: str | None, database: str | None, param_items
     Tables and views are described in docs/analytics.md; unqualified names are in the
     Agent Gym database (v_runs, v_experiences, v_rollup_hourly, ...).
     """
-    from agentgym.processors.store import StoreError, StoreSettings, open_reader, open_store
-    from agentgym.processors.store.exceptions import QueryError
-
     if query == "-":
         query = sys.stdin.read()
     overrides: dict[str, object] = {}

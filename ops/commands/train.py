@@ -15,6 +15,15 @@ from typing import Any
 
 import click
 
+from agentgym.processors.datasets.exceptions import DatasetError
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.trainers.exceptions import TrainersError
+from agentgym.trainers.jobs import JobRecord
+from agentgym.trainers.service import TrainerService
+from agentgym.trainers.settings import TrainSettings, TrainerServiceSettings
+from agentgym.trainers.training.job import TrainJob, new_job_id
+from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
+
 __all__ = ["train"]
 
 
@@ -35,11 +44,6 @@ __all__ = ["train"]
 def train(dataset: str, base: str | None, job_id: str | None, method: str | None, workers: int | None, gpu: bool | None,
           max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool) -> None:
     """Fine-tune a LoRA adapter on a finished dataset with Ray Train."""
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.processors.datasets.exceptions import DatasetError
-    from agentgym.trainers.exceptions import TrainersError
-    from agentgym.trainers.settings import TrainSettings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides: dict[str, Any] = {}
     if method:
@@ -66,12 +70,9 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
             if outcome.record.status == "failed":
                 raise SystemExit(1)
             return
-        from agentgym.trainers.training.job import TrainJob
-        from agentgym.trainers.training.launcher import cluster_has_gpus, ensure_ray, launch
 
         ensure_ray(ts.train_ray_num_cpus)
         use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
-        from agentgym.trainers.settings import TrainerServiceSettings
 
         job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
                                    use_gpu=use_gpu)
@@ -83,10 +84,6 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
 
 def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any) -> Any:
     import time
-
-    from agentgym.trainers.jobs import JobRecord
-    from agentgym.trainers.service import TrainerService
-    from agentgym.trainers.training.job import new_job_id
 
     service = TrainerService(train_settings=ts)
     now = int(time.time() * 1000)

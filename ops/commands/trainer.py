@@ -12,6 +12,10 @@ from typing import Any
 
 import click
 
+from agentgym.trainers.jobs import JobStore
+from agentgym.trainers.service import TrainerService
+from agentgym.trainers.settings import TrainSettings, TrainerServiceSettings
+
 __all__ = ["trainer"]
 
 
@@ -31,9 +35,6 @@ def run(bootstrap: str | None, poll_s: float, auto_promote: bool | None) -> None
     Alongside, unless --no-auto-promote, apply gym-decisions-v1 to the model registry:
     an experiment's winner becomes champion, a rolled-back candidate is retired.
     """
-    from agentgym.trainers.service import TrainerService
-    from agentgym.trainers.settings import TrainerServiceSettings
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides: dict[str, Any] = {"bootstrap_servers": bootstrap} if bootstrap else {}
     if auto_promote is not None:
@@ -56,9 +57,6 @@ def run(bootstrap: str | None, poll_s: float, auto_promote: bool | None) -> None
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line, with progress")
 def jobs(as_json: bool) -> None:
     """List job records, newest first (status, reason, model version, latest progress)."""
-    from agentgym.trainers.jobs import JobStore
-    from agentgym.trainers.settings import TrainerServiceSettings, TrainSettings
-
     store = JobStore(TrainerServiceSettings().trainer_jobs_dir)
     storage = TrainSettings().train_checkpoint_store
     rows = store.list()

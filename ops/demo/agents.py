@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgym.ops.demo.task import Task, execute, is_correct, messages_for, parse_call
+from agentgym.trainers.modeling import load_for_inference
 
 __all__ = ["ModelPool", "RouterAgent", "RunResult", "SimulatedUsers", "FeedbackMix"]
 
@@ -55,8 +56,6 @@ class ModelPool:
     @staticmethod
     def _load(base: str, adapter_uri: str | None) -> tuple[Any, Any]:
         from transformers.utils import logging as hf_logging
-
-        from agentgym.trainers.modeling import load_for_inference
 
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in the demo's account
         model, tokenizer = load_for_inference(base, adapter_uri, device="cpu")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgym.ops.demo.task import base_answer, messages_for, sample_task
-from agentgym.trainers.modeling import TINY_MODELS, save_model_dir
+from agentgym.trainers.modeling import DEFAULT_CHAT_TEMPLATE, TINY_MODELS, save_model_dir
 
 __all__ = ["BASE_SHAPE", "DEFAULT_STEPS", "base_model_dir", "pretrain_base"]
 
@@ -77,8 +77,6 @@ def pretrain_base(home: Path, steps: int = DEFAULT_STEPS, progress: Callable[[in
         return directory
     import torch
     from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
-
-    from agentgym.trainers.modeling import DEFAULT_CHAT_TEMPLATE
 
     tokenizer = ByT5Tokenizer()
     tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE

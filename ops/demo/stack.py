@@ -27,6 +27,7 @@ from typing import Any
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.broker import KafkaBroker, free_port
 from agentgym.ops.settings import StackSettings
+from agentgym.producers.admin import ensure_topics
 
 __all__ = ["DemoStack"]
 
@@ -75,8 +76,6 @@ class DemoStack:
                     AGENTGYM_CLICKHOUSE_URL=f"chdb://{self.root / 'clickhouse'}", **extra)
 
     def start_kafka(self) -> str:
-        from agentgym.producers.admin import ensure_topics
-
         st = self.broker.start()
         self.bootstrap = st.bootstrap_servers
         ensure_topics(self.bootstrap)

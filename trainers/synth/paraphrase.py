@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from agentgym.processors.datasets.quality import normalize
+from agentgym.trainers.modeling import generate, load_for_inference
+from agentgym.trainers.registry import ModelRegistry
 from agentgym.trainers.synth.text import SYNONYMS, paraphrase_rules, placeholders
 
 __all__ = ["Paraphraser", "RuleParaphraser", "ModelParaphraser", "PARAPHRASE_INSTRUCTION"]
@@ -114,9 +116,6 @@ class ModelParaphraser:
             ModelVersionNotFoundError: no such version in the registry.
             RegistryError: the registry cannot be read.
         """
-        from agentgym.trainers.modeling import generate, load_for_inference
-        from agentgym.trainers.registry import ModelRegistry
-
         registry = ModelRegistry(bootstrap_servers)
         try:
             mv = registry.get(model_version)

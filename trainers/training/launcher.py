@@ -23,6 +23,7 @@ from typing import Any
 
 from agentgym.trainers.exceptions import TrainingError
 from agentgym.trainers.training.job import TrainJob
+from agentgym.trainers.training.train_func import FINAL_MARKER, train_func
 
 __all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for"]
 
@@ -94,7 +95,6 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
     from ray.train.torch import TorchTrainer
 
     from agentgym.trainers.training.callbacks import ProgressCallback
-    from agentgym.trainers.training.train_func import FINAL_MARKER, train_func
 
     ensure_ray(ray_num_cpus)
     _quiet_print_patch()

@@ -28,6 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentgym.processors.datasets.store import DatasetStore
+from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
+from agentgym.trainers.training.job import TrainJob
+from agentgym.trainers.training.trainer import build_trainer, runtime_for
+
 __all__ = ["train_func", "FINAL_MARKER"]
 
 FINAL_MARKER = "agentgym_final.json"
@@ -50,11 +55,7 @@ def train_func(config: dict[str, Any]) -> None:
     import ray.train
     from ray.train import Checkpoint
 
-    from agentgym.processors.datasets.store import DatasetStore
-    from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
     from agentgym.trainers.training.callbacks import RayReportCallback, clean_metrics
-    from agentgym.trainers.training.job import TrainJob
-    from agentgym.trainers.training.trainer import build_trainer, runtime_for
 
     job = TrainJob.model_validate(config)
     rank = int(ray.train.get_context().get_world_rank())
