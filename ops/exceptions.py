@@ -1,6 +1,6 @@
 """Errors of the local stack."""
 
-__all__ = ["StackError", "MissingToolError"]
+__all__ = ["StackError", "MissingToolError", "ReportError", "ConfigDocError"]
 
 
 class StackError(RuntimeError):
@@ -9,3 +9,11 @@ class StackError(RuntimeError):
 
 class MissingToolError(StackError):
     """A required program (java, mvn) is not installed; the message says what to install."""
+
+
+class ReportError(ValueError):
+    """The demo report was given a value outside its domain (e.g. more successes than trials)."""
+
+
+class ConfigDocError(RuntimeError):
+    """A settings field cannot be documented (no description, a computed default without ``doc_default``)."""

@@ -9,27 +9,33 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentgym.producers.settings import SharedSettings, default_home
 
 __all__ = ["StackSettings", "default_home"]
 
 
-def default_home() -> Path:
-    return Path.home() / ".agentgym"
+class StackSettings(SharedSettings):
+    """Read by `agentgym kafka start|stop|status` and `agentgym demo` (the broker resolved from
+    Maven Central and run on loopback), and by the test fixtures. `compose.yaml` uses
+    `AGENTGYM_KAFKA_PORT` for the host port of its broker and `AGENTGYM_KAFKA_HEAP` for the
+    broker's heap, with the same defaults; the other variables concern only the local broker."""
 
-
-class StackSettings(BaseSettings):
-    """Where and how the local Kafka broker runs."""
-
-    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", extra="ignore")
-
-    home: Path = Field(default_factory=default_home, description="state and caches of the local stack")
-    kafka_version: str = Field("4.1.1", description="Apache Kafka version resolved from Maven Central")
-    kafka_port: int = Field(9092, ge=1, le=65535, description="the broker's client port on 127.0.0.1")
-    kafka_controller_port: int | None = Field(None, description="KRaft controller port (default: kafka_port + 1)")
-    kafka_data_dir: Path | None = Field(None, description="log and metadata directory (default: <home>/kafka-data)")
-    kafka_heap: str = Field("512m", description="the broker JVM's -Xmx")
-    kafka_jar_cache: Path | None = Field(None, description="where resolved jars are kept (default: ~/.cache/agentgym/kafka)")
+    kafka_version: str = Field(
+        "4.1.1", description="Apache Kafka version resolved from Maven Central (`compose.yaml` runs the same version's image)")
+    kafka_port: int = Field(
+        9092, ge=1, le=65535,
+        description="the broker's client port on 127.0.0.1 (1-65535); the local bootstrap servers are `127.0.0.1:<port>`")
+    kafka_controller_port: int | None = Field(
+        None, ge=1, le=65535, description="KRaft controller port",
+        json_schema_extra={"doc_default": "unset (`AGENTGYM_KAFKA_PORT` + 1)"})
+    kafka_data_dir: Path | None = Field(
+        None, description="log and metadata directory of the broker",
+        json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/kafka-data`)"})
+    kafka_heap: str = Field("512m", description="the broker JVM's heap (`-Xmx`)")
+    kafka_jar_cache: Path | None = Field(
+        None, description="where the resolved broker jars are kept",
+        json_schema_extra={"doc_default": "unset (`~/.cache/agentgym/kafka`)"})
 
     @property
     def data_dir(self) -> Path:
@@ -44,5 +50,6 @@ class StackSettings(BaseSettings):
         return self.kafka_jar_cache or Path.home() / ".cache" / "agentgym" / "kafka"
 
     @property
-    def bootstrap_servers(self) -> str:
+    def local_bootstrap_servers(self) -> str:
+        """Where the local broker serves clients (``127.0.0.1:<kafka_port>``)."""
         return f"127.0.0.1:{self.kafka_port}"

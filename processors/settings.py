@@ -6,33 +6,56 @@ in ``docs/configuration.md``.
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field, field_validator
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from agentgym.processors.store.settings import default_home
+from agentgym.producers.settings import SharedSettings, parse_choices
 
 __all__ = ["ProcessorSettings"]
 
 KNOWN_PROCESSORS = ("sink", "labeller", "datasets", "experiments")
+FAUST_STORE_SCHEMES = ("memory", "rocksdb")
 
 
-class ProcessorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", extra="ignore")
+class ProcessorSettings(SharedSettings):
+    """Read by the Faust app (`agentgym processors run`, or `faust -A agentgym.processors.app
+    worker`); run more workers with the same `AGENTGYM_APP_ID` to share the partitions. The
+    workers consume from and produce to the Kafka of `AGENTGYM_BOOTSTRAP_SERVERS`."""
 
-    home: Path = Field(default_factory=default_home, description="state of the local stack")
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
-    app_id: str = Field("agentgym", description="Faust application id (consumer group prefix)")
-    sink_batch_size: int = Field(5000, ge=1, description="the sink inserts at most this many rows per batch")
-    sink_batch_ms: int = Field(250, ge=1, description="... and at least this often (milliseconds)")
+    app_id: str = Field("agentgym", description="Faust application id, the prefix of its consumer groups and changelog topics")
+    sink_batch_size: int = Field(5000, ge=1, description="the ClickHouse sink inserts at most this many rows per batch (>= 1)")
+    sink_batch_ms: int = Field(250, ge=1, description="... and flushes a batch at least this often, in milliseconds (>= 1)")
     sink_group: str = Field("agentgym-clickhouse-sink", description="consumer group of the ClickHouse sink")
-    http_port: int = Field(8123, ge=0, le=65535, description="embedded mode: the read-only ClickHouse HTTP interface (0: off)")
-    processors: str = Field("sink,labeller,experiments,datasets", description="comma-separated processors this worker runs")
-    faust_store: str = Field("memory://", description="Faust table store; tables are changelog-backed either way")
-    faust_datadir: str | None = Field(None, description="Faust's data directory (default: <AGENTGYM_HOME>/faust)")
+    http_port: int = Field(
+        8123, ge=0, le=65535,
+        description="embedded store only: port of the read-only ClickHouse HTTP interface the sink serves to other "
+        "processes (`0`: off)")
+    processors: str = Field(
+        "sink,labeller,experiments,datasets",
+        description="comma-separated processors this worker runs: `sink`, `labeller`, `datasets` (the dataset builder), "
+        "`experiments`")
+    faust_store: str = Field(
+        "memory://", description="Faust table store (`memory://` or `rocksdb://`); tables are changelog-backed and "
+        "restored from Kafka on restart either way")
+    faust_datadir: str | None = Field(
+        None, description="Faust's data directory", json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/faust`)"})
     faust_web_port: int = Field(6066, ge=1, le=65535, description="the Faust worker's web port")
-    faust_web_bind: str = Field("127.0.0.1", description="interface the Faust web server binds (0.0.0.0: every interface)")
+    faust_web_bind: str = Field(
+        "127.0.0.1", description="the interface the Faust worker's web server binds; `0.0.0.0` for every interface")
+
+    @field_validator("processors")
+    @classmethod
+    def _known_processors(cls, value: str) -> str:
+        parse_choices(value, variable="AGENTGYM_PROCESSORS", allowed=KNOWN_PROCESSORS, what="processor")
+        return value
+
+    @field_validator("faust_store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        scheme, sep, _ = value.partition("://")
+        if not sep or scheme not in FAUST_STORE_SCHEMES:
+            raise ValueError(
+                f"AGENTGYM_FAUST_STORE {value!r}: allowed: {[f'{s}://' for s in FAUST_STORE_SCHEMES]} (Faust table stores)")
+        return value
 
     @property
     def enabled(self) -> set[str]:

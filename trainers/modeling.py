@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from agentgym.producers.settings import SharedSettings
 from agentgym.trainers.exceptions import BaseModelError
 
 __all__ = [
@@ -73,7 +74,7 @@ def resolve_base(base: str, cache_dir: str | os.PathLike[str] | None = None) -> 
     base = _ALIASES.get(base, base)
     if base.startswith(TINY_PREFIX):
         name = base[len(TINY_PREFIX):]
-        root = Path(cache_dir) if cache_dir else Path(os.environ.get("AGENTGYM_HOME", Path.home() / ".agentgym")) / "models" / "base"
+        root = Path(cache_dir) if cache_dir else SharedSettings().home / "models" / "base"
         return str(build_tiny(name, root / f"tiny-{name}"))
     if base.startswith(("/", "./", "~")) or Path(base).expanduser().is_dir():
         path = Path(base).expanduser()

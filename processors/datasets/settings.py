@@ -7,12 +7,9 @@ then environment (``AGENTGYM_*``), then default. Every field is documented in
 
 from __future__ import annotations
 
-from pathlib import Path
+from pydantic import Field, field_validator
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from agentgym.processors.store.settings import default_home
+from agentgym.producers.settings import SharedSettings, parse_choices
 
 __all__ = ["DatasetSettings", "SCRUBBERS"]
 
@@ -20,44 +17,37 @@ __all__ = ["DatasetSettings", "SCRUBBERS"]
 SCRUBBERS = ("email", "phone", "api_key", "credit_card", "ip_address")
 
 
-def _under_home(home: Path, name: str) -> str:
-    return str(home.expanduser().resolve() / name)
+class DatasetSettings(SharedSettings):
+    """Read by the Faust app when `AGENTGYM_PROCESSORS` includes `datasets` (a timer on the
+    leader worker that builds the finished datasets of every tenant and agent from ClickHouse,
+    writes them to the dataset store (`AGENTGYM_DATASET_STORE`) and announces them on
+    `gym-datasets-v1`), and by `agentgym datasets`. A dataset is finished by size
+    (`AGENTGYM_DATASET_MIN_NEW_EXAMPLES` runs labelled since the agent's last dataset) or by age
+    (the oldest of them waited `AGENTGYM_DATASET_MAX_AGE_S`)."""
 
-
-class DatasetSettings(BaseSettings):
-    """The dataset builder: thresholds, quality filters, the dataset store."""
-
-    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", extra="ignore")
-
-    home: Path = Field(default_factory=default_home, description="state of the local stack")
-    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka, where finished datasets are announced")
-    dataset_store: str = Field("", description="fsspec URL or path of the dataset store (default <home>/datasets)")
-    dataset_interval_s: float = Field(30.0, gt=0, description="seconds between the builder's checks")
-    dataset_min_new_examples: int = Field(500, ge=1, description="size threshold: new labelled runs since the last dataset")
-    dataset_max_age_s: float = Field(86400.0, gt=0, description="age threshold: oldest unused label, seconds")
-    dataset_min_examples: int = Field(20, ge=1, description="a dataset with fewer examples is not written")
-    dataset_max_examples: int = Field(50000, ge=1, description="newest labelled runs read per build")
-    dataset_window_days: float = Field(90.0, gt=0, description="only runs labelled within this many days")
-    dataset_min_confidence: float = Field(0.7, ge=0, le=1, description="labels below this confidence are left out")
-    dataset_eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of prompts held out for evaluation")
-    dataset_max_prompt_chars: int = Field(16000, ge=1, description="longer prompts are dropped")
-    dataset_max_completion_chars: int = Field(8000, ge=1, description="longer completions are dropped")
-    dataset_min_completion_chars: int = Field(1, ge=0, description="shorter completions are dropped")
+    dataset_interval_s: float = Field(30.0, gt=0, description="seconds between the builder's checks for finished datasets (> 0)")
+    dataset_min_new_examples: int = Field(500, ge=1, description="size threshold: runs labelled (success or failure, confident enough) since the agent's last dataset (>= 1)")
+    dataset_max_age_s: float = Field(86400.0, gt=0, description="age threshold: seconds the oldest of those labels may wait before a dataset is built anyway (> 0)")
+    dataset_min_examples: int = Field(20, ge=1, description="a dataset of one kind (`sft`, `preference`) with fewer examples is not written (>= 1)")
+    dataset_max_examples: int = Field(50000, ge=1, description="newest labelled runs read per build (datasets are cumulative: every labelled run of the window, newest first) (>= 1)")
+    dataset_window_days: float = Field(90.0, gt=0, description="only runs labelled within this many days enter a dataset (> 0)")
+    dataset_min_confidence: float = Field(0.7, ge=0, le=1, description="outcomes below this confidence are left out (0-1)")
+    dataset_eval_fraction: float = Field(0.1, ge=0, lt=1, description="share of prompts held out for evaluation, chosen by a hash of the prompt, so a held-out prompt never appears in training, in this dataset or a later one (0 <= f < 1)")
+    dataset_max_prompt_chars: int = Field(16000, ge=1, description="examples with a longer prompt are dropped (>= 1)")
+    dataset_max_completion_chars: int = Field(8000, ge=1, description="examples with a longer completion are dropped (>= 1)")
+    dataset_min_completion_chars: int = Field(1, ge=0, description="examples with a shorter completion are dropped (>= 0)")
     dataset_near_duplicate_threshold: float = Field(
-        0.9, gt=0, le=1, description="MinHash Jaccard at or above which two examples are near duplicates (1: exact only)"
+        0.9, gt=0, le=1, description="MinHash Jaccard (character 5-shingles, system prompt left out) at or above which an example nearly duplicates an earlier one and is dropped, and a training prompt nearly duplicates a held-out one (0 < t <= 1; 1: exact duplicates only)"
     )
-    dataset_scrub: str = Field("email,phone,api_key,credit_card", description="comma-separated scrubbers ('' = none)")
-    dataset_scrub_patterns: dict[str, str] = Field(default_factory=dict, description="extra scrubbers: name -> regex")
-    dataset_shard_rows: int = Field(10000, ge=1, description="rows per Parquet shard")
+    dataset_scrub: str = Field("email,phone,api_key,credit_card", description="comma-separated built-in scrubbers applied to every prompt and completion: `email`, `phone`, `api_key` (API keys, tokens, private keys, `password=...`), `credit_card` (Luhn-checked), `ip_address`; empty: none")
+    dataset_scrub_patterns: dict[str, str] = Field(default_factory=dict, description="extra scrubbers, a JSON object name -> regex; a match becomes `<NAME>`", json_schema_extra={"doc_default": "`{}`"})
+    dataset_shard_rows: int = Field(10000, ge=1, description="rows per Parquet shard (>= 1)")
 
-    @model_validator(mode="after")
-    def _defaults(self) -> "DatasetSettings":
-        if not self.dataset_store:
-            self.dataset_store = _under_home(self.home, "datasets")
-        unknown = set(self.scrubbers) - set(SCRUBBERS)
-        if unknown:
-            raise ValueError(f"dataset_scrub: unknown scrubber(s) {sorted(unknown)}; known: {list(SCRUBBERS)}")
-        return self
+    @field_validator("dataset_scrub")
+    @classmethod
+    def _known_scrubbers(cls, value: str) -> str:
+        parse_choices(value, variable="AGENTGYM_DATASET_SCRUB", allowed=SCRUBBERS, what="scrubber")
+        return value
 
     @property
     def scrubbers(self) -> list[str]:

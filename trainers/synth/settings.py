@@ -11,7 +11,8 @@ documented in ``docs/configuration.md``.
 from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agentgym.producers.settings import SharedSettings
 
 __all__ = ["SynthSettings", "DEFAULT_MIX", "MIX_KEYS"]
 
@@ -19,43 +20,46 @@ MIX_KEYS = ("paraphrase", "failure", "edge", "domain")
 DEFAULT_MIX: dict[str, float] = {"paraphrase": 0.35, "failure": 0.25, "edge": 0.2, "domain": 0.2}
 
 
-class SynthSettings(BaseSettings):
-    """What ``agentgym synth generate`` reads, how much it generates of what, and how strictly it filters."""
-
-    model_config = SettingsConfigDict(env_prefix="AGENTGYM_", extra="ignore")
-
-    tenant_id: str = Field(default="default", min_length=1, description="tenant whose runs are mined (the CLI's --tenant)")
-    bootstrap_servers: str = Field(default="127.0.0.1:9092", description="Kafka: DatasetReady announcements, the model registry")
-    synth_max_sources: int = Field(default=5000, ge=1, description="newest real runs of the agent read from ClickHouse")
-    synth_window_days: float = Field(default=90.0, gt=0, description="only runs from the last this many days are mined")
+class SynthSettings(SharedSettings):
+    """Read by `agentgym synth generate`, which mines an agent's runs of the tenant
+    `AGENTGYM_TENANT_ID` (unless `--tenant` is given) from ClickHouse (the store of
+    `AGENTGYM_CLICKHOUSE_URL`), generates and validates scenarios and writes them as a
+    `synthetic` dataset to the dataset store, announced on `gym-datasets-v1` (Kafka at
+    `AGENTGYM_BOOTSTRAP_SERVERS`, which also holds the model registry for `--paraphraser`).
+    The scrubbers and the eval fraction of real prompts (runs whose prompt the dataset builder
+    holds out are never seeds) come from the dataset builder's settings (`DatasetSettings`, see
+    [Dataset builder](#dataset-builder)). CLI options win over these variables."""
+    synth_max_sources: int = Field(default=5000, ge=1, description="newest real runs of the agent read from ClickHouse (>= 1)")
+    synth_window_days: float = Field(default=90.0, gt=0, description="only runs of the last this many days are mined (> 0)")
     synth_mix: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_MIX),
-        description="share of the batch per family: paraphrase, failure, edge, domain (renormalised over the active ones)",
+        description="share of a batch per family, a JSON object with keys `paraphrase`, `failure`, `edge`, `domain` (specs and plugin generators); renormalised over the families that have something to work from",
+        json_schema_extra={"doc_default": "`{\"paraphrase\": 0.35, \"failure\": 0.25, \"edge\": 0.2, \"domain\": 0.2}`"},
     )
     synth_near_duplicate_threshold: float = Field(
-        default=0.9, gt=0, le=1, description="MinHash Jaccard at or above which two scenarios (or a scenario and a real input) are near duplicates"
+        default=0.9, gt=0, le=1, description="MinHash Jaccard (character 5-shingles, system messages left out) at or above which a scenario nearly duplicates another or a real input (0 < t <= 1; 1: exact only)"
     )
     synth_leak_threshold: float = Field(
-        default=0.8, gt=0, le=1, description="Jaccard at or above which a scenario leaks a held-out evaluation prompt"
+        default=0.8, gt=0, le=1, description="Jaccard at or above which a scenario (or a seed run) leaks a held-out evaluation prompt (0 < t <= 1)"
     )
-    synth_eval_fraction: float = Field(default=0.2, ge=0, lt=1, description="share of scenario groups written to the eval split")
-    synth_max_prompt_chars: int = Field(default=16000, ge=1, description="longer scenarios are rejected (too_long)")
-    synth_long_chars: int = Field(default=12000, ge=100, description="length of the very-long edge cases, characters")
-    synth_oversample: float = Field(default=1.5, ge=1, description="candidates asked of a generator per scenario still missing")
-    synth_max_rounds: int = Field(default=4, ge=1, description="generation rounds before a batch stops short of --n")
+    synth_eval_fraction: float = Field(default=0.2, ge=0, lt=1, description="share of scenario lineage groups written to the dataset's `eval` split (0 <= f < 1)")
+    synth_max_prompt_chars: int = Field(default=16000, ge=1, description="longer scenarios are rejected as `too_long` (>= 1)")
+    synth_long_chars: int = Field(default=12000, ge=100, description="length of the very-long edge cases, characters (>= 100, at most `AGENTGYM_SYNTH_MAX_PROMPT_CHARS`)")
+    synth_oversample: float = Field(default=1.5, ge=1, description="candidates asked of a generator per scenario it still owes (>= 1)")
+    synth_max_rounds: int = Field(default=4, ge=1, description="generation rounds before a batch stops short of `--n` (>= 1)")
     synth_cluster_threshold: float = Field(
-        default=0.5, gt=0, le=1, description="Jaccard of masked inputs at or above which two failed runs share a cluster"
+        default=0.5, gt=0, le=1, description="Jaccard of masked requests at or above which two failed runs (same failing tool or status) share a failure cluster (0 < t <= 1)"
     )
-    synth_paraphraser_max_new_tokens: int = Field(default=64, ge=1, description="tokens a registry model may generate per paraphrase")
+    synth_paraphraser_max_new_tokens: int = Field(default=64, ge=1, description="tokens a registry model may generate per paraphrase (>= 1)")
 
     @field_validator("synth_mix")
     @classmethod
     def _mix(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(MIX_KEYS))
         if unknown:
-            raise ValueError(f"unknown family {unknown}; known: {list(MIX_KEYS)}")
+            raise ValueError(f"AGENTGYM_SYNTH_MIX: unknown family {unknown}; allowed: {list(MIX_KEYS)}")
         if any(v < 0 for v in value.values()) or sum(value.values()) <= 0:
-            raise ValueError("shares must be >= 0 and not all 0")
+            raise ValueError("AGENTGYM_SYNTH_MIX: shares must be >= 0 and not all 0")
         return {k: float(value.get(k, 0.0)) for k in MIX_KEYS}
 
     @model_validator(mode="after")

@@ -55,7 +55,9 @@ def test_evaluators() -> None:
         with pytest.raises(EvaluatorError):
             load_evaluator(bad)
     with pytest.raises(EvaluatorError):
-        ValidationGate(GateSettings(gate_evaluator="nope"))
+        ValidationGate(GateSettings(), evaluator="nope")
+    with pytest.raises(ValueError, match="AGENTGYM_GATE_EVALUATOR 'nope': allowed"):  # the setting fails at start
+        GateSettings(gate_evaluator="nope")
 
 
 def manifest(kind: str) -> Manifest:
