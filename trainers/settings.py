@@ -140,7 +140,7 @@ class TrainerServiceSettings(SharedSettings):
         "arriving sooner waits (and a newer one replaces it) (>= 0)")
     trainer_kinds: str = Field(
         "sft,preference", description="dataset kinds the service trains on, comma-separated (the symbols of "
-        "DatasetReady's `kind`: `sft`, `preference`, `eval`, `synthetic`)")
+        "DatasetReady's `kind`: `sft`, `preference`, `eval`, `synthetic`); empty: none (the promoter still runs)")
     trainer_jobs_dir: str = Field(
         "", description="where job records are kept: a directory or any fsspec URL",
         json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/trainer/jobs`)"})

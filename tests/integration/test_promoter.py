@@ -216,7 +216,7 @@ def test_the_trainer_service_promotes_in_its_own_thread(bootstrap: str, unique: 
     tenant = f"t-{unique}"
     exp_id, champion, candidate = _experiment(bootstrap, registry, tenant, unique)
     settings = TrainerServiceSettings(home=tmp_path, bootstrap_servers=bootstrap, trainer_group=f"trainer-{unique}",
-                                      trainer_kinds="none", trainer_promoter_group=f"promoter-{unique}")
+                                      trainer_kinds="", trainer_promoter_group=f"promoter-{unique}")
     off = TrainerService(settings.model_copy(update={"trainer_auto_promote": False}))
     assert off.promoter is None
     off.close()
