@@ -32,7 +32,9 @@ class StackSettings(SharedSettings):
     kafka_data_dir: Path | None = Field(
         None, description="log and metadata directory of the broker",
         json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/kafka-data`)"})
-    kafka_heap: str = Field("512m", description="the broker JVM's heap (`-Xmx`)")
+    kafka_heap: str = Field(
+        "512m", pattern=r"^[1-9][0-9]*[kKmMgG]?$", description="the broker JVM's heap (`-Xmx`): a number of bytes, or "
+        "of kilobytes, megabytes or gigabytes with `k`, `m` or `g`")
     kafka_jar_cache: Path | None = Field(
         None, description="where the resolved broker jars are kept",
         json_schema_extra={"doc_default": "unset (`~/.cache/agentgym/kafka`)"})

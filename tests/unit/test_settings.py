@@ -98,6 +98,7 @@ BAD_VALUES = [
     (SynthSettings, "AGENTGYM_SYNTH_MIX", '{"paraphrase": 1, "nonsense": 1}', "AGENTGYM_SYNTH_MIX", ["nonsense", "domain"]),
     (StoreSettings, "AGENTGYM_CLICKHOUSE_URL", "mysql://h:1", "AGENTGYM_CLICKHOUSE_URL", ["chdb", "https"]),
     (StoreSettings, "AGENTGYM_CLICKHOUSE_DATABASE", "a-b", "AGENTGYM_CLICKHOUSE_DATABASE", ["identifier"]),
+    (StackSettings, "AGENTGYM_KAFKA_HEAP", "512 MB", "kafka_heap", ["[kKmMgG]"]),
     # Literal fields: pydantic names the field and lists the choices
     (ProducerSettings, "AGENTGYM_COMPRESSION", "brotli", "compression", ["'lz4'", "'zstd'", "'none'"]),
     (ProducerSettings, "AGENTGYM_DURABILITY", "disk", "durability", ["'memory'", "'spool'"]),
