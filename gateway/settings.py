@@ -10,6 +10,7 @@ Documented in ``docs/configuration.md``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
@@ -53,6 +54,7 @@ class GatewaySettings(SharedSettings):
     rate_per_s: float = Field(
         200.0, gt=0, description="token bucket per API key: requests per second, unless the tenant's plan sets one (> 0)")
     burst: float = Field(400.0, ge=1, description="token bucket per API key: burst, unless the tenant's plan sets one (>= 1)")
-    default_plan: str = Field("free", description="plan of a tenant without a plan record")
+    default_plan: Literal["free", "pro", "business", "enterprise"] = Field(
+        "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")
     access_log_sample: float = Field(0.0, ge=0, le=1, description="fraction of requests written to the access log (0-1)")
