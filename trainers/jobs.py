@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from agentgym.trainers.fsutil import read_json, write_json
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["JobStatus", "JobRecord", "JobStore"]
 
@@ -62,7 +63,7 @@ class JobStore:
         self.root = self.root.rstrip("/")
 
     def _path(self, job_id: str) -> str:
-        return f"{self.root}/{job_id}.json"
+        return f"{self.root}/{validate_id(job_id, 'job_id')}.json"
 
     def save(self, record: JobRecord) -> JobRecord:
         write_json(str(self.fs.unstrip_protocol(self._path(record.job_id))), asdict(record))
@@ -97,4 +98,4 @@ class JobStore:
 
     def progress(self, record: JobRecord, storage_path: str) -> dict[str, Any] | None:
         """The latest progress the job's Ray Train controller wrote, if any."""
-        return read_json(f"{storage_path.rstrip('/')}/{record.job_id}/agentgym-progress.json")
+        return read_json(f"{storage_path.rstrip('/')}/{validate_id(record.job_id, 'job_id')}/agentgym-progress.json")

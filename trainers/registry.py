@@ -23,6 +23,7 @@ from typing import Any, Literal
 from agentgym.producers.exceptions import BrokerError
 from agentgym.producers.records import RecordProducer, read_topic
 from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for"]
 
@@ -139,6 +140,8 @@ class ModelRegistry:
         Raises:
             RegistryError: Kafka did not acknowledge the record.
         """
+        for kind in ("model_version", "tenant_id", "agent_id"):
+            validate_id(getattr(mv, kind), kind)  # model versions name adapter directories
         now = self._now()
         mv = replace(mv, created_ms=mv.created_ms or now, updated_ms=mv.updated_ms or now)
         return self._send(mv)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
 from agentgym.processors.datasets.exceptions import ChecksumMismatchError, DatasetError, DatasetNotFoundError
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["FORMAT", "SPLITS", "MANIFEST", "ShardInfo", "Manifest", "DatasetStore", "arrow_schema"]
 
@@ -141,9 +142,7 @@ class DatasetStore:
 
     # -- paths --------------------------------------------------------------------
     def _dir(self, dataset_id: str) -> str:
-        if not dataset_id or "/" in dataset_id or dataset_id.startswith("."):
-            raise DatasetNotFoundError(f"invalid dataset id {dataset_id!r}")
-        return f"{self.root}/{dataset_id}"
+        return f"{self.root}/{validate_id(dataset_id, 'dataset_id')}"
 
     def uri(self, dataset_id: str) -> str:
         """The fsspec URL of a dataset's directory."""

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from agentgym.processors.experiments.exceptions import ExperimentConfigError, TransitionError
 from agentgym.processors.experiments.metrics import METRICS
+from agentgym.schemas.exceptions import InvalidIdError
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["MetricSpec", "VariantSpec", "ExperimentConfig", "Status", "TERMINAL", "ROUTED"]
 
@@ -136,6 +138,10 @@ class ExperimentConfig:
     # -- checks -----------------------------------------------------------------
     def validate(self) -> "ExperimentConfig":
         """Returns self; raises :class:`ExperimentConfigError` naming the field otherwise."""
+        try:
+            validate_id(self.experiment_id, "experiment_id")
+        except InvalidIdError as exc:
+            raise ExperimentConfigError("experiment_id", exc.reason) from None
         if not _ID.match(self.experiment_id or ""):
             raise ExperimentConfigError("experiment_id", f"{self.experiment_id!r} must be 1-128 letters, digits, '.', '_', ':' or '-'")
         for f in ("tenant_id", "agent_id"):

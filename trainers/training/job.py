@@ -19,6 +19,7 @@ from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.exceptions import DatasetKindError
 from agentgym.trainers.modeling import resolve_base
 from agentgym.trainers.settings import TrainSettings
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["TrainJob", "new_job_id", "model_version_for", "HYPERPARAMETERS"]
 
@@ -86,7 +87,7 @@ class TrainJob(BaseModel):
     @property
     def adapter_uri(self) -> str:
         """Where the finished adapter is stored: ``<model_store>/<model_version>``."""
-        return f"{self.model_store.rstrip('/')}/{self.model_version}"
+        return f"{self.model_store.rstrip('/')}/{validate_id(self.model_version, 'model_version')}"
 
     def hyperparameters(self) -> dict[str, str]:
         """The registry's ``hyperparameters`` map (strings)."""

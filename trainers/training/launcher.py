@@ -24,6 +24,7 @@ from typing import Any
 from agentgym.trainers.exceptions import TrainingError
 from agentgym.trainers.training.job import TrainJob
 from agentgym.trainers.training.train_func import FINAL_MARKER, train_func
+from agentgym.schemas.ids import validate_id
 
 __all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for"]
 
@@ -73,7 +74,7 @@ def cluster_has_gpus(num_workers: int) -> bool:
 
 
 def progress_uri_for(job: TrainJob) -> str:
-    return f"{job.storage_path.rstrip('/')}/{job.job_id}/agentgym-progress.json"
+    return f"{job.storage_path.rstrip('/')}/{validate_id(job.job_id, 'job_id')}/agentgym-progress.json"
 
 
 def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int | None = None,

@@ -75,5 +75,7 @@ def test_list_export_and_missing(tmp_path: Path) -> None:
     assert first["split"] == "eval" and first["completion"] == [{"role": "assistant", "content": "a100"}]
     with pytest.raises(DatasetNotFoundError):
         store.manifest("ds-nope")
-    with pytest.raises(DatasetNotFoundError):
+    from agentgym.schemas.exceptions import InvalidIdError
+
+    with pytest.raises(InvalidIdError, match="dataset_id"):  # the shared id validator (agentgym.schemas.ids)
         store.manifest("../etc")
