@@ -12,6 +12,7 @@ __all__ = [
     "CorruptBodyError",
     "TopicNameError",
     "UnknownTopicError",
+    "InvalidIdError",
 ]
 
 
@@ -68,3 +69,19 @@ class UnknownSchemaError(DecodeError):
 
 class CorruptBodyError(DecodeError):
     """The framing was valid but the Avro body could not be read."""
+
+
+class InvalidIdError(ValueError):
+    """An id that becomes part of a path is unsafe (``..``, absolute, a separator, NUL...).
+
+    Attributes:
+        kind: which id (``job_id``, ``dataset_id``, ...).
+        value: the id as given.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, kind: str, value: object, reason: str) -> None:
+        self.kind = kind
+        self.value = value
+        self.reason = reason
+        super().__init__(f"invalid {kind} {value!r}: {reason}")
