@@ -71,14 +71,16 @@ def json_depth_exceeds(raw: bytes, body: Any, limit: int) -> bool:
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
     stack: list[tuple[Any, int]] = [(body, 1)]
+    pop, push = stack.pop, stack.append
     while stack:
-        node, depth = stack.pop()
+        node, depth = pop()
         if depth > limit:
             return True
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+        depth += 1
+        for v in (node.values() if type(node) is dict else node):
+            t = type(v)
+            if t is dict or t is list:
+                push((v, depth))
     return False
 
 

@@ -46,6 +46,11 @@ class ServedGateway:
         self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.settings.port).start())
         self._ready.set()
         self.loop.run_forever()
+        pending = asyncio.all_tasks(self.loop)  # connection handlers the shutdown left behind
+        for task in pending:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        self.loop.close()
 
     def __enter__(self) -> Served:
         self._thread.start()
