@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from agentgym.ops.exceptions import ConfigDocError
+from agentgym.producers.settings import env_variable
 
 __all__ = ["SECTIONS", "DOC_PATH", "render", "variable_name", "main", "ConfigDocError"]
 
@@ -102,16 +102,9 @@ def _load(path: str | type[BaseSettings]) -> type[BaseSettings]:
     return cls
 
 
-def variable_name(cls: type[BaseSettings], name: str, field: FieldInfo) -> str:
-    """The environment variable a field is read from (an alias is taken as is, else prefix + name)."""
-    alias = field.validation_alias or field.alias
-    if isinstance(alias, str):
-        return alias.upper()
-    if isinstance(alias, AliasChoices):  # the first environment name among the choices (the one that wins)
-        for choice in alias.choices:
-            if isinstance(choice, str) and choice.upper().startswith("AGENTGYM_"):
-                return choice.upper()
-    return (str(cls.model_config.get("env_prefix", "")) + name).upper()
+def variable_name(cls: type[BaseSettings], name: str, field: FieldInfo | None = None) -> str:
+    """The environment variable a field is read from (see :func:`agentgym.producers.settings.env_variable`)."""
+    return env_variable(cls, name)
 
 
 def _cell(text: str) -> str:

@@ -14,10 +14,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["SharedSettings", "ProducerSettings", "default_home", "parse_choices", "avro_enum_symbols", "PREFIX"]
+__all__ = [
+    "SharedSettings", "ProducerSettings", "default_home", "env_variable", "parse_choices", "avro_enum_symbols", "PREFIX",
+]
 
 PREFIX = "AGENTGYM_"
 """The prefix of every Agent Gym environment variable."""
@@ -64,6 +67,44 @@ def avro_enum_symbols(record: str, field: str) -> tuple[str, ...]:
                 if isinstance(member, dict) and member.get("type") == "enum":
                     return tuple(member["symbols"])
     raise LookupError(f"{record}.{field} is not an enum field")
+
+
+def env_variable(cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable ``cls`` reads ``field_name`` from (an alias as is, else prefix + name).
+
+    Where the alias offers several names, the first that starts with :data:`PREFIX` (the one that wins).
+    """
+    field = cls.model_fields[field_name]
+    alias = field.validation_alias or field.alias
+    if isinstance(alias, str):
+        return alias.upper()
+    if isinstance(alias, AliasChoices):
+        for choice in alias.choices:
+            if isinstance(choice, str) and choice.upper().startswith(PREFIX):
+                return choice.upper()
+    return (str(cls.model_config.get("env_prefix", "")) + field_name).upper()
+
+
+def _naming_variables(cls: type[BaseSettings], exc: ValidationError) -> ValidationError:
+    """``exc`` with each field's location spelt ``AGENTGYM_X (x)``: the variable an operator sets."""
+    by_alias = {env_variable(cls, name): name for name in cls.model_fields}
+    details: list[Any] = []
+    for err in exc.errors(include_url=False):
+        loc = err["loc"]
+        head = loc[0] if loc else None
+        name = head if head in cls.model_fields else by_alias.get(str(head).upper())
+        if name is not None:
+            loc = (f"{env_variable(cls, name)} ({name})", *loc[1:])
+        detail: Any = {"type": err["type"], "loc": loc, "input": err["input"]}  # pydantic-core InitErrorDetails
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        try:
+            ValidationError.from_exception_data(exc.title, [detail])
+        except (KeyError, TypeError, ValueError):  # a type pydantic-core cannot rebuild: keep its message
+            message = err["msg"].replace("{", "(").replace("}", ")")
+            detail = {"type": PydanticCustomError(err["type"], message), "loc": loc, "input": err["input"]}
+        details.append(detail)
+    return ValidationError.from_exception_data(exc.title, details)
 
 
 class SharedSettings(BaseSettings):
@@ -113,6 +154,18 @@ class SharedSettings(BaseSettings):
         "on a cluster use storage they all reach",
         json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/datasets`)"},
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Reads the settings (argument, then environment, then default).
+
+        Raises:
+            pydantic.ValidationError: a value is out of its range or choices; each error
+                names the environment variable and the field (``AGENTGYM_TRAIN_METHOD (train_method)``).
+        """
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise _naming_variables(type(self), exc) from None
 
     @model_validator(mode="after")
     def _shared_defaults(self) -> "SharedSettings":

@@ -86,7 +86,7 @@ def test_directories_under_home_follow_it(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- enum-like values
 
-# (class, environment variable, a bad value, the field it names, words the message must hold)
+# (class, environment variable, a bad value, what the error must name, words the message must hold)
 BAD_VALUES = [
     (TrainerServiceSettings, "AGENTGYM_TRAINER_KINDS", "sft,sftt", "AGENTGYM_TRAINER_KINDS", ["'sftt'", "sft", "preference"]),
     (ExperimentSettings, "AGENTGYM_EXPERIMENTS_RATING_SOURCES", "humna", "AGENTGYM_EXPERIMENTS_RATING_SOURCES",
@@ -98,16 +98,16 @@ BAD_VALUES = [
     (SynthSettings, "AGENTGYM_SYNTH_MIX", '{"paraphrase": 1, "nonsense": 1}', "AGENTGYM_SYNTH_MIX", ["nonsense", "domain"]),
     (StoreSettings, "AGENTGYM_CLICKHOUSE_URL", "mysql://h:1", "AGENTGYM_CLICKHOUSE_URL", ["chdb", "https"]),
     (StoreSettings, "AGENTGYM_CLICKHOUSE_DATABASE", "a-b", "AGENTGYM_CLICKHOUSE_DATABASE", ["identifier"]),
-    (StackSettings, "AGENTGYM_KAFKA_HEAP", "512 MB", "kafka_heap", ["[kKmMgG]"]),
-    # Literal fields: pydantic names the field and lists the choices
-    (ProducerSettings, "AGENTGYM_COMPRESSION", "brotli", "compression", ["'lz4'", "'zstd'", "'none'"]),
-    (ProducerSettings, "AGENTGYM_DURABILITY", "disk", "durability", ["'memory'", "'spool'"]),
-    (TrainSettings, "AGENTGYM_TRAIN_METHOD", "ppo", "train_method", ["'auto'", "'sft'", "'dpo'"]),
-    (TrainSettings, "AGENTGYM_TRAIN_USE_GPU", "maybe", "train_use_gpu", ["'auto'", "'yes'", "'no'"]),
-    (TrainSettings, "AGENTGYM_TRAIN_PACKING", "on", "train_packing", ["'auto'", "'yes'", "'no'"]),
-    (TrainSettings, "AGENTGYM_TRAIN_BF16", "true", "train_bf16", ["'auto'", "'yes'", "'no'"]),
-    (ExperimentSettings, "AGENTGYM_EXPERIMENTS_CORRECTION", "sidak", "experiments_correction", ["'holm'", "'bonferroni'"]),
-    (LabellerSettings, "AGENTGYM_LABELLER_DRIFT_SOURCES", "human", "drift_sources", ["'independent'", "'all'"]),
+    (StackSettings, "AGENTGYM_KAFKA_HEAP", "512 MB", "AGENTGYM_KAFKA_HEAP", ["[kKmMgG]"]),
+    # Literal fields: pydantic lists the choices, the base class names the variable
+    (ProducerSettings, "AGENTGYM_COMPRESSION", "brotli", "AGENTGYM_COMPRESSION", ["'lz4'", "'zstd'", "'none'"]),
+    (ProducerSettings, "AGENTGYM_DURABILITY", "disk", "AGENTGYM_DURABILITY", ["'memory'", "'spool'"]),
+    (TrainSettings, "AGENTGYM_TRAIN_METHOD", "ppo", "AGENTGYM_TRAIN_METHOD", ["'auto'", "'sft'", "'dpo'"]),
+    (TrainSettings, "AGENTGYM_TRAIN_USE_GPU", "maybe", "AGENTGYM_TRAIN_USE_GPU", ["'auto'", "'yes'", "'no'"]),
+    (TrainSettings, "AGENTGYM_TRAIN_PACKING", "on", "AGENTGYM_TRAIN_PACKING", ["'auto'", "'yes'", "'no'"]),
+    (TrainSettings, "AGENTGYM_TRAIN_BF16", "true", "AGENTGYM_TRAIN_BF16", ["'auto'", "'yes'", "'no'"]),
+    (ExperimentSettings, "AGENTGYM_EXPERIMENTS_CORRECTION", "sidak", "AGENTGYM_EXPERIMENTS_CORRECTION", ["'holm'", "'bonferroni'"]),
+    (LabellerSettings, "AGENTGYM_LABELLER_DRIFT_SOURCES", "human", "AGENTGYM_LABELLER_DRIFT_SOURCES", ["'independent'", "'all'"]),
 ]
 
 
@@ -149,3 +149,13 @@ def test_parse_choices_keeps_order_and_drops_repeats() -> None:
     assert parse_choices("b, a,,b", variable="X", allowed="abc") == ["b", "a"]
     with pytest.raises(ValueError, match=r"X: unknown value\(s\) \['d'\]; allowed: \['a', 'b', 'c'\]"):
         parse_choices("a,d", variable="X", allowed="abc")
+
+
+def test_an_argument_out_of_range_names_the_variable_and_the_field() -> None:
+    with pytest.raises(ValidationError) as info:
+        TrainSettings(train_lora_r=0, home=3)
+    message = str(info.value)
+    assert "AGENTGYM_TRAIN_LORA_R (train_lora_r)" in message and "greater than or equal to 1" in message
+    assert "AGENTGYM_HOME (home)" in message
+    with pytest.raises(ValidationError, match=r"AGENTGYM_LABELLER_TICK_S \(tick_s\)"):
+        LabellerSettings(tick_s=0)
