@@ -8,6 +8,13 @@ idempotent; the pre-trained base model is kept outside, in ``<home>/models/base`
 
 Children run in their own process groups, so stopping one stops what it started too
 (Ray's processes under the trainer). Stopping is SIGTERM, a grace period, then SIGKILL.
+
+The children die with the demo even when the demo itself is killed with SIGKILL (no
+``finally`` runs then): a small watchdog process, started before the first child,
+holds the read end of a pipe whose write end only the demo holds. When the demo
+exits for any reason the pipe closes, and the watchdog stops every process group
+listed in ``pids.json`` and the broker of ``kafka-data/broker.pid``. After a clean
+:meth:`DemoStack.stop` those files are gone, so it has nothing left to do.
 """
 
 from __future__ import annotations
@@ -31,6 +38,42 @@ from agentgym.producers.admin import ensure_topics
 
 __all__ = ["DemoStack"]
 
+# The watchdog's whole program (run with ``python -c``: no imports of Agent Gym, so it
+# starts in milliseconds). argv: the demo's state directory, the grace period in seconds.
+_WATCHDOG = r"""
+import json, os, signal, sys, time
+root, grace = sys.argv[1], float(sys.argv[2])
+while sys.stdin.buffer.read(4096):  # returns b"" once the demo's end of the pipe is closed
+    pass
+pids = []
+try:
+    with open(os.path.join(root, "pids.json")) as fh:
+        pids += [int(p) for p in json.load(fh).values()]
+except (OSError, ValueError):
+    pass
+try:
+    with open(os.path.join(root, "kafka-data", "broker.pid")) as fh:
+        pids.append(int(fh.read().strip()))
+except (OSError, ValueError):
+    pass
+def alive(pid):
+    try:
+        os.killpg(pid, 0)
+        return True
+    except OSError:
+        return False
+for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 0.0)):
+    for pid in pids:
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            pass
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(alive(p) for p in pids):
+        time.sleep(0.1)
+"""
+_WATCHDOG_GRACE_S = 10.0
+
 
 class DemoStack:
     """Starts, watches and stops the demo's processes.
@@ -49,6 +92,7 @@ class DemoStack:
         self.http_port = 0
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self._query_client: Any = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def reset(self) -> None:
@@ -69,6 +113,19 @@ class DemoStack:
             old.stop()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
+        self._start_watchdog()
+
+    def _start_watchdog(self) -> None:
+        """Starts the process that stops this stack's children if the demo dies (see the module docstring)."""
+        if self._watchdog is not None and self._watchdog.poll() is None:
+            return
+        # its own session: a Ctrl-C in the terminal reaches the demo, which stops the
+        # children itself; the watchdog then finds nothing to do. The pipe's write end
+        # is not inheritable, so no other child keeps it open.
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.root), str(_WATCHDOG_GRACE_S)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
 
     def env(self, **extra: str) -> dict[str, str]:
         """The children's environment: this stack, and ``extra`` (``AGENTGYM_*`` settings)."""
@@ -125,6 +182,14 @@ class DemoStack:
         if self.bootstrap and self.broker.status().running:
             self.broker.stop()
             self.log("stopped the demo's Kafka broker")
+        if self._watchdog is not None:  # nothing is left for it to stop: let it exit
+            if self._watchdog.stdin is not None:
+                self._watchdog.stdin.close()
+            try:
+                self._watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._watchdog.kill()
+            self._watchdog = None
 
     # -- reading ClickHouse ------------------------------------------------------------
     def query(self, sql: str, **params: Any) -> list[tuple[Any, ...]]:

@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -38,10 +40,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+_DEMO_LIMIT_S = 900  # the demo's own limit in this test
+
+
+# above the demo's own limit (the suite's default is 600 s per test): the demo's timeout,
+# which stops its children, must fire first
+@pytest.mark.timeout(_DEMO_LIMIT_S + 300)
 def test_the_loop_closes_and_the_promoted_model_is_better(tmp_path: Path) -> None:
     home = tmp_path / "home"
     out = subprocess.run([sys.executable, "-m", "agentgym.ops.cli", "demo", "--fast"], env=_env(home),
-                         capture_output=True, text=True, timeout=900, cwd=REPO)
+                         capture_output=True, text=True, timeout=_DEMO_LIMIT_S, cwd=REPO)
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     result = json.loads((home / "demo" / "result.json").read_text())
     # promotion by the experiment's own decision, applied to the registry
@@ -94,3 +102,51 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
         time.sleep(0.2)
     assert not any(_alive(p) for p in [*pids.values(), broker_pid]), out[-3000:]
     assert not (home / "demo" / "pids.json").exists()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the group ``pgid`` is still running (zombies aside)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[-1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":  # fields: state, ppid, pgrp, ...
+            return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_of_the_demo_leaves_no_child_running(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup in the demo: its watchdog must stop the broker and the worker."""
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "agentgym.ops.cli", "demo", "--fast"], env=_env(home), cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    groups: list[int] = []
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the broker is up and the worker is being started
+            lines.append(line)
+            if "Kafka 4.1 (KRaft) on" in line:
+                break
+        pids_file = home / "demo" / "pids.json"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "processors" not in (json.loads(pids_file.read_text()) if pids_file.exists() else {}):
+            time.sleep(0.1)
+        groups = [*json.loads(pids_file.read_text()).values(), int((home / "demo" / "kafka-data" / "broker.pid").read_text())]
+        assert len(groups) == 2 and all(_group_alive(g) for g in groups), "".join(lines)
+        proc.kill()  # SIGKILL: no finally, no atexit in the demo
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 45  # the watchdog's grace (10 s) for SIGTERM, then SIGKILL
+        while time.monotonic() < deadline and any(_group_alive(g) for g in groups):
+            time.sleep(0.2)
+        assert not [g for g in groups if _group_alive(g)], "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for g in groups:  # never leave a broker behind, even when the assertion failed
+            try:
+                os.killpg(g, signal.SIGKILL)
+            except OSError:
+                pass
