@@ -109,7 +109,12 @@ TIMESTAMP_COLUMNS: dict[str, str] = {"timestamp_ms": "ts", "created_ms": "create
 """Avro field (epoch milliseconds, ``long``) -> its ``DateTime64(3, 'UTC')`` column, in every record."""
 
 FLATTENED: dict[str, tuple[str, ...]] = {"Experience": ("assignment",)}
-"""Record -> its optional nested-record fields stored as one column per nested field (same names)."""
+"""Record -> its optional nested-record fields stored as one column per nested field (same names).
+
+A field added to such a record gets its column spec in place, after the record's earlier
+fields: its migration adds the column there too (``ADD COLUMN ... AFTER unit_id``), so the
+table's column order stays the specs' order.
+"""
 
 COLUMN_OVERRIDES: dict[tuple[str, str], ColumnOverride] = {}
 """(record, dotted Avro field path) -> an override of the derived column (rename, Arrow and ClickHouse type)."""
