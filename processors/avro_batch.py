@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+from agentgym.processors.store.rows import COLUMN_SPECS
 from agentgym.schemas.fastencode import zigzag
 from agentgym.schemas.registry import SchemaVersion
 
@@ -45,8 +46,6 @@ def container(writer: SchemaVersion, bodies: list[bytes]) -> bytes:
 def select_list(record_name: str) -> tuple[list[str], list[str]]:
     """The target columns of ``record_name``'s table and the expressions that fill them
     from the Avro fields ClickHouse reads (same mapping as :mod:`agentgym.processors.store.rows`)."""
-    from agentgym.processors.store.rows import COLUMN_SPECS
-
     cols = COLUMN_SPECS[record_name]
     names, exprs = [], []
     for col in cols:

@@ -33,8 +33,11 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from agentgym.processors.avro_batch import container, select_list
+from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
 from agentgym.processors.store.exceptions import InsertAbandonedError
+from agentgym.processors.store.http_server import serve_readonly
+from agentgym.processors.store.rows import to_arrow
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.registry import SchemaVersion
@@ -149,7 +152,7 @@ class ClickHouseSink:
         self._consumer.subscribe(list(self.specs))
         # embedded ClickHouse parses the Avro bodies itself (see processors/avro_batch.py);
         # a server store gets Arrow tables built from Python-decoded records
-        self._avro_native = type(store).__name__ == "ChdbStore"
+        self._avro_native = store.reads_local_files
         self._writers: dict[bytes, SchemaVersion] = {
             SINGLE_OBJECT_MARKER + sv.fingerprint_bytes: sv
             for name in self.codec.schemas.names for sv in self.codec.schemas.versions(name)
@@ -319,8 +322,6 @@ class ClickHouseSink:
             log.warning("sink: waiting for Kafka to acknowledge dead letters")
 
     def _insert_all(self, by_record: dict[str, list[dict[str, Any]]]) -> None:
-        from agentgym.processors.store.rows import to_arrow
-
         for record_name, records in by_record.items():
             if not records:
                 continue
@@ -391,8 +392,6 @@ def register(app: Any, settings: Any) -> None:
 
     from mode import Service
 
-    from agentgym.processors.store import migrate, open_store
-
     @app.service
     class ClickHouseSinkService(Service):
         """Owns the store (in embedded mode also serves it read-only over HTTP) and the sink thread."""
@@ -405,9 +404,7 @@ def register(app: Any, settings: Any) -> None:
         async def on_start(self) -> None:
             self._store = open_store()
             migrate(self._store)
-            if settings.http_port and type(self._store).__name__ == "ChdbStore":
-                from agentgym.processors.store.http_server import serve_readonly
-
+            if settings.http_port and self._store.exclusive:
                 self._http = serve_readonly(self._store, settings.http_port)
                 log.info("sink: ClickHouse read-only HTTP interface on 127.0.0.1:%d", settings.http_port)
             self._sink = ClickHouseSink(

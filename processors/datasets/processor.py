@@ -15,7 +15,11 @@ import asyncio
 import logging
 from typing import Any
 
+from agentgym.processors.datasets.builder import DatasetBuilder
 from agentgym.processors.datasets.settings import DatasetSettings
+from agentgym.processors.datasets.store import Manifest
+from agentgym.processors.store import StoreError, open_reader
+from agentgym.producers.records import RecordProducer
 
 __all__ = ["PROCESSOR", "register"]
 
@@ -26,10 +30,6 @@ PROCESSOR = "datasets"
 
 def register(app: Any, processor_settings: Any) -> None:
     """Registers the builder's timer on ``app`` (the one Faust app)."""
-    from agentgym.processors.datasets.builder import DatasetBuilder
-    from agentgym.processors.datasets.store import Manifest
-    from agentgym.producers.records import RecordProducer
-
     settings = DatasetSettings(bootstrap_servers=processor_settings.bootstrap_servers)
     state: dict[str, Any] = {}
 
@@ -37,7 +37,6 @@ def register(app: Any, processor_settings: Any) -> None:
         builder = state.get("builder")
         if builder is not None:
             return builder
-        from agentgym.processors.store import StoreError, open_reader
 
         try:
             store = open_reader()

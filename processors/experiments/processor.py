@@ -429,7 +429,7 @@ class ExperimentsProcessor:
     async def _aggregate(self, event: EventT) -> None:
         key = (event.message.key or b"").decode()
         _tenant, experiment_id = json.loads(key)
-        body = json.loads(event.message.value)
+        body = json.loads(event.message.value or b"")
         agg = self.aggregates.get(key) or {"parts": {}, "state": {}, "last_ms": 0}
         agg["parts"][str(body["p"])] = {"arms": body["arms"]}
         config = self._config(experiment_id)

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from agentgym.processors.store.base import Store
+from agentgym.processors.store.chdb_store import ChdbStore, directory_owner, parse_chdb_url, read_port_file
 from agentgym.processors.store.exceptions import StoreConfigError, StoreError, StoreLockedError
+from agentgym.processors.store.server_store import ServerStore
 from agentgym.processors.store.settings import StoreSettings
 
 __all__ = ["open_store", "open_reader"]
@@ -43,12 +45,8 @@ def open_store(
     """
     url, db, s = _resolve(url, database, settings)
     if url.startswith("chdb://"):
-        from agentgym.processors.store.chdb_store import ChdbStore, parse_chdb_url
-
         return ChdbStore(parse_chdb_url(url), db, create_database=create_database)
     if url.startswith(("http://", "https://")):
-        from agentgym.processors.store.server_store import ServerStore
-
         password = s.clickhouse_password.get_secret_value() if s.clickhouse_password is not None else None
         return ServerStore(url, db, user=s.clickhouse_user, password=password, create_database=create_database)
     raise StoreConfigError(
@@ -76,7 +74,6 @@ def open_reader(
     url, db, s = _resolve(url, database, settings)
     if not url.startswith("chdb://"):
         return open_store(url, database=db, settings=s, create_database=False)
-    from agentgym.processors.store.chdb_store import ChdbStore, directory_owner, parse_chdb_url
 
     path = parse_chdb_url(url)
     if not path.is_dir():
@@ -95,9 +92,6 @@ def open_reader(
 
 def _owner_reader(path: Path, owner: int, database: str) -> Store:
     """A reader on the read-only HTTP interface of the process that owns ``path``."""
-    from agentgym.processors.store.chdb_store import read_port_file
-    from agentgym.processors.store.server_store import ServerStore
-
     who = f"process {owner}" if owner > 0 else "another process"
     port = read_port_file(path)
     if port is None:

@@ -48,6 +48,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from agentgym.processors.store.base import Store
+from agentgym.processors.store.chdb_store import PORT_FILE_NAME
 from agentgym.processors.store.exceptions import QueryError, ReadOnlyError, StoreError
 from agentgym.processors.store.readonly import check_readonly
 from agentgym.processors.store.sqltext import READ_KEYWORDS, statement_keyword, tokenize
@@ -150,8 +151,6 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
 
     def write_port_file(self, directory: Path) -> Path:
         """Records the port in ``directory/http.port`` (written atomically) and returns that path."""
-        from agentgym.processors.store.chdb_store import PORT_FILE_NAME
-
         target = Path(directory) / PORT_FILE_NAME
         tmp = target.with_name(f".{PORT_FILE_NAME}.{os.getpid()}")
         tmp.write_text(f"{self.port}\n")
