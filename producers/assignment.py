@@ -95,9 +95,12 @@ class Assignment:
         """Whether this is experiment traffic (the experiment is running)."""
         return self.status == "running"
 
-    def as_record(self) -> dict[str, str]:
-        """The ``assignment`` field of an Experience record."""
-        return {"experiment_id": self.experiment_id, "variant": self.variant, "unit_type": self.unit_type, "unit_id": self.unit_id}
+    def as_record(self) -> dict[str, str | int]:
+        """The ``assignment`` field of an Experience record (Experience v3: with the
+        configuration version and status that served the unit, so the experiments engine
+        counts it under that status, not under the one current when it arrives)."""
+        return {"experiment_id": self.experiment_id, "variant": self.variant, "unit_type": self.unit_type, "unit_id": self.unit_id,
+                "config_version": self.config_version, "experiment_status": self.status}
 
 
 def assign(config: Mapping[str, Any], unit_id: str) -> Assignment | None:

@@ -98,18 +98,32 @@ class UnitObservation:
 def unit_observations(source: Source, record: Mapping[str, Any], config: ExperimentConfig | None) -> UnitObservation | None:
     """The observation an Outcome or Experience makes for its experiment, or None.
 
-    None when the record has no assignment, the experiment is unknown or not running
-    (paused traffic all goes to the control and would only bias the split), the
-    variant is not one of the experiment's, or the tenant differs.
+    None when the record has no assignment, the experiment is unknown, the unit was not
+    served while the experiment was running (paused traffic all goes to the control and
+    would only bias the split), the variant is not one of the experiment's, or the
+    tenant differs.
+
+    A unit is counted under the status that *served* it, which Experience v3 and
+    Outcome v2 carry (``experiment_status``): traffic served while paused stays out
+    after a resume, and traffic served while running still counts when it arrives
+    after a pause. Events from older writers carry no status; for them the live
+    status decides, as before.
     """
     if source == "outcome":
         experiment_id, variant, unit_id = record.get("experiment_id"), record.get("variant"), record.get("unit_id")
+        served = record.get("experiment_status") or ""
     else:
         a = record.get("assignment") or {}
         experiment_id, variant, unit_id = a.get("experiment_id"), a.get("variant"), a.get("unit_id")
+        served = a.get("experiment_status") or ""
     if not (experiment_id and variant and unit_id) or config is None or config.experiment_id != experiment_id:
         return None
-    if config.status != "running" or record.get("tenant_id") != config.tenant_id:
+    if record.get("tenant_id") != config.tenant_id:
+        return None
+    if served:
+        if served != "running" or config.status not in ("running", "paused"):
+            return None
+    elif config.status != "running":
         return None
     if variant not in {v.name for v in config.variants}:
         return None
@@ -122,14 +136,19 @@ def rating_assignment(experience: Mapping[str, Any], config: ExperimentConfig | 
 
     Only when the experience would be observed (:func:`unit_observations`) and the
     experiment has a ``rating`` metric: ``{"t": tenant, "e": experiment, "v": variant,
-    "u": unit}``; None otherwise (nothing to remember).
+    "u": unit}`` and ``"s"``: the status that served it, when the SDK recorded it;
+    None otherwise (nothing to remember).
     """
     if config is None or all(m.name != "rating" for m in config.metrics):
         return None
     obs = unit_observations("experience", experience, config)
     if obs is None:
         return None
-    return {"t": obs.tenant_id, "e": obs.experiment_id, "v": obs.variant, "u": obs.unit_id}
+    out = {"t": obs.tenant_id, "e": obs.experiment_id, "v": obs.variant, "u": obs.unit_id}
+    served = (experience.get("assignment") or {}).get("experiment_status")
+    if served:
+        out["s"] = served
+    return out
 
 
 def feedback_observation(
@@ -150,7 +169,9 @@ def feedback_observation(
     """
     if assignment is None or config is None or config.experiment_id != assignment.get("e"):
         return None
-    if config.status != "running" or feedback.get("tenant_id") != config.tenant_id or assignment.get("t") != config.tenant_id:
+    # the trace was counted under the status that served it (see unit_observations)
+    live = config.status in ("running", "paused") if assignment.get("s") == "running" else config.status == "running"
+    if not live or feedback.get("tenant_id") != config.tenant_id or assignment.get("t") != config.tenant_id:
         return None
     if all(m.name != "rating" for m in config.metrics) or feedback.get("source", "human") not in set(sources):
         return None

@@ -272,6 +272,8 @@ class LabellingEngine:
             "experiment_id": run.experiment_id if run else None,
             "variant": run.variant if run else None,
             "unit_id": run.unit_id if run else None,
+            "config_version": run.config_version if run else 0,
+            "experiment_status": run.experiment_status if run else "",
             "corrected_output": decision.corrected_output,
         }
 

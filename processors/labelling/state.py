@@ -51,6 +51,10 @@ class RunSummary:
     step_retries: int  # steps that repeat the step before them right after it errored
     output_empty: bool
     output_chars: int
+    # Experience v3: the experiment configuration version and status that served the run
+    # (0 and '' from older SDKs, and in trace states saved before these fields existed)
+    config_version: int = 0
+    experiment_status: str = ""
 
 
 @dataclass
@@ -243,6 +247,8 @@ def summarise_experience(record: dict[str, Any]) -> RunSummary:
         step_retries=retries,
         output_empty=not (output or "").strip(),
         output_chars=len(output or ""),
+        config_version=int(assignment.get("config_version") or 0),
+        experiment_status=str(assignment.get("experiment_status") or ""),
     )
 
 

@@ -142,7 +142,7 @@ _ASSIGNMENT_FIELDS = ("experiment_id", "variant", "unit_type", "unit_id")
 _UNIT_TYPES = frozenset({"user", "session", "trace"})
 
 
-def assignment_record(value: Any, field: str = "assignment") -> dict[str, str] | None:
+def assignment_record(value: Any, field: str = "assignment") -> dict[str, Any] | None:
     """An experiment assignment checked against the Experience schema, or ``None``.
 
     Raises:
@@ -161,6 +161,15 @@ def assignment_record(value: Any, field: str = "assignment") -> dict[str, str] |
         out[key] = value[key]
     if out["unit_type"] not in _UNIT_TYPES:
         raise InvalidEventError("Experience", f"{field}.unit_type", f"{out['unit_type']!r} is not one of {sorted(_UNIT_TYPES)}")
+    # optional (Experience v3): the configuration version and status that served the unit
+    if value.get("config_version") is not None:
+        if type(value["config_version"]) is not int or value["config_version"] < 0:
+            raise InvalidEventError("Experience", f"{field}.config_version", "must be an integer >= 0")
+        out["config_version"] = value["config_version"]
+    if value.get("experiment_status") is not None:
+        if not isinstance(value["experiment_status"], str):
+            raise InvalidEventError("Experience", f"{field}.experiment_status", "must be a string")
+        out["experiment_status"] = value["experiment_status"]
     return out
 
 

@@ -67,7 +67,9 @@ def test_status_decides_routing(status: str, weights: tuple[float, float], expec
     if a is not None:
         assert a.model_version == ("v3" if expected == "control" else "v4")
         assert a.active is (status == "running")
-        assert a.as_record() == {"experiment_id": "exp1", "variant": expected, "unit_type": "user", "unit_id": "someone"}
+        # the configuration version and the status that served the unit travel with it (Experience v3)
+        assert a.as_record() == {"experiment_id": "exp1", "variant": expected, "unit_type": "user", "unit_id": "someone",
+                                 "config_version": 3, "experiment_status": status}
 
 
 def test_choose_variant_edges() -> None:
