@@ -27,6 +27,7 @@ from typing import Any
 from agentgym.gateway.exceptions import InvalidIdError, KeyNotFoundError
 from agentgym.gateway.follower import CompactedFollower
 from agentgym.gateway.ids import check_id
+from agentgym.producers.records import RecordProducer, read_topic
 
 __all__ = ["SCOPES", "ApiKey", "KeyRing", "new_key", "parse_key", "hash_secret", "create_key", "list_keys", "revoke_key"]
 
@@ -114,8 +115,6 @@ class KeyRing:
 # -- administration (the CLI) -----------------------------------------------------
 def create_key(bootstrap_servers: str, tenant_id: str, scopes: list[str] | tuple[str, ...], name: str | None = None) -> tuple[str, dict[str, Any]]:
     """Creates a key, waits until Kafka holds its record, returns ``(key, record)``."""
-    from agentgym.producers.records import RecordProducer
-
     key, record = new_key(tenant_id, scopes, name)
     with RecordProducer(bootstrap_servers) as producer:
         producer.send(_TOPIC, record)
@@ -124,8 +123,6 @@ def create_key(bootstrap_servers: str, tenant_id: str, scopes: list[str] | tuple
 
 def list_keys(bootstrap_servers: str, tenant_id: str | None = None) -> list[dict[str, Any]]:
     """The latest record of every key (of one tenant), oldest first, without their hashes."""
-    from agentgym.producers.records import read_topic
-
     latest: dict[str, dict[str, Any]] = {}
     for r in read_topic(bootstrap_servers, _TOPIC):
         latest[r["key_id"]] = r
@@ -136,8 +133,6 @@ def list_keys(bootstrap_servers: str, tenant_id: str | None = None) -> list[dict
 
 def revoke_key(bootstrap_servers: str, key_id: str) -> dict[str, Any]:
     """Marks a key revoked (every replica refuses it once it reads the record). Returns the new record."""
-    from agentgym.producers.records import RecordProducer, read_topic
-
     records = read_topic(bootstrap_servers, _TOPIC, match=lambda r: r["key_id"] == key_id)
     if not records:
         raise KeyNotFoundError(f"no API key with id {key_id!r}")

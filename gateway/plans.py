@@ -25,6 +25,7 @@ from typing import Any
 from agentgym.gateway.exceptions import PlanError
 from agentgym.gateway.follower import CompactedFollower
 from agentgym.gateway.ids import check_id
+from agentgym.producers.records import RecordProducer, read_topic
 
 __all__ = ["Plan", "PLANS", "plan_record", "plan_from_record", "TenantPlans", "set_plan", "list_plans"]
 
@@ -109,8 +110,6 @@ class TenantPlans:
 
 def set_plan(bootstrap_servers: str, tenant_id: str, plan: str, **limits: Any) -> dict[str, Any]:
     """Writes a tenant's plan (``limits``: see :func:`plan_record`) and waits for Kafka to hold it."""
-    from agentgym.producers.records import RecordProducer
-
     record = plan_record(tenant_id, plan, **limits)
     with RecordProducer(bootstrap_servers) as producer:
         producer.send(_TOPIC, record)
@@ -119,8 +118,6 @@ def set_plan(bootstrap_servers: str, tenant_id: str, plan: str, **limits: Any) -
 
 def list_plans(bootstrap_servers: str) -> list[dict[str, Any]]:
     """The latest plan record of every tenant that has one."""
-    from agentgym.producers.records import read_topic
-
     latest: dict[str, dict[str, Any]] = {}
     for r in read_topic(bootstrap_servers, _TOPIC):
         latest[r["tenant_id"]] = r

@@ -34,22 +34,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from typing import TYPE_CHECKING
-
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from agentgym.producers.assignment import Assignment
 from agentgym.producers.exceptions import ConfigError, InvalidEventError
+from agentgym.producers.follower import ExperimentFollower
 from agentgym.producers.ratelog import RateLimitedLog, RateLimitFilter
 from agentgym.producers.run import Run
 from agentgym.producers.settings import ProducerSettings
 from agentgym.producers.spool import Spool, read_segment
 from agentgym.schemas.codec import AvroCodec
+from agentgym.schemas.confluent import SchemaRegistryClient
 from agentgym.schemas.exceptions import SchemaValidationError
 from agentgym.schemas.topics import TOPICS
-
-if TYPE_CHECKING:
-    from agentgym.producers.follower import ExperimentFollower
 
 __all__ = ["AgentGym", "SDK_VERSION"]
 
@@ -141,8 +138,6 @@ class AgentGym:
         self.agent_id = settings.agent_id
         registry = None
         if settings.schema_registry_url:
-            from agentgym.schemas.confluent import SchemaRegistryClient
-
             registry = SchemaRegistryClient(settings.schema_registry_url)
         self._codec = AvroCodec(registry=registry)
         self._encode = self._codec.encode
@@ -513,7 +508,7 @@ class AgentGym:
         return Run(self, input=input, model_name=model_name, model_version=model_version, trace_id=trace_id or _new_id(), fields=fields)
 
     # -- experiments -------------------------------------------------------------
-    def follow_experiments(self, wait_s: float | None = 10.0) -> "ExperimentFollower":
+    def follow_experiments(self, wait_s: float | None = 10.0) -> ExperimentFollower:
         """Starts following the live experiment configurations (once); returns the follower.
 
         A background consumer reads the compacted experiments topic from the beginning
@@ -527,8 +522,6 @@ class AgentGym:
         """
         with self._follower_lock:
             if self._follower is None:
-                from agentgym.producers.follower import ExperimentFollower
-
                 self._follower = ExperimentFollower(self.settings.bootstrap_servers, tenant_id=self.tenant_id).start()
             follower = self._follower
         if wait_s:

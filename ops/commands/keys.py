@@ -7,14 +7,16 @@ from datetime import datetime, timezone
 
 import click
 
+from agentgym.gateway.exceptions import GatewayError, KeyNotFoundError
+from agentgym.gateway.keys import create_key, list_keys, revoke_key
+from agentgym.gateway.settings import GatewaySettings
+
 __all__ = ["keys"]
 
 _BOOTSTRAP = click.option("--bootstrap", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
 
 
 def _bootstrap(value: str | None) -> str:
-    from agentgym.gateway.settings import GatewaySettings
-
     return value or GatewaySettings().bootstrap_servers
 
 
@@ -34,9 +36,6 @@ def keys() -> None:
 @click.option("--name", default=None, help="a label for people")
 def create(bootstrap: str | None, tenant: str, scopes: str, name: str | None) -> None:
     """Create a key; it is printed once, as the last line."""
-    from agentgym.gateway.exceptions import GatewayError
-    from agentgym.gateway.keys import create_key
-
     try:
         key, record = create_key(_bootstrap(bootstrap), tenant, [s.strip() for s in scopes.split(",") if s.strip()], name)
     except GatewayError as exc:
@@ -52,8 +51,6 @@ def create(bootstrap: str | None, tenant: str, scopes: str, name: str | None) ->
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_(bootstrap: str | None, tenant: str | None, as_json: bool) -> None:
     """List keys (never their secrets)."""
-    from agentgym.gateway.keys import list_keys
-
     rows = list_keys(_bootstrap(bootstrap), tenant)
     if as_json:
         for r in rows:
@@ -73,9 +70,6 @@ def list_(bootstrap: str | None, tenant: str | None, as_json: bool) -> None:
 @click.argument("key_id")
 def revoke(bootstrap: str | None, key_id: str) -> None:
     """Revoke a key (by its id, the part after agk_)."""
-    from agentgym.gateway.exceptions import KeyNotFoundError
-    from agentgym.gateway.keys import revoke_key
-
     try:
         record = revoke_key(_bootstrap(bootstrap), key_id)
     except KeyNotFoundError as exc:

@@ -6,14 +6,16 @@ import json
 
 import click
 
+from agentgym.gateway.exceptions import GatewayError
+from agentgym.gateway.plans import PLANS, list_plans, set_plan
+from agentgym.gateway.settings import GatewaySettings
+
 __all__ = ["tenants"]
 
 _BOOTSTRAP = click.option("--bootstrap", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
 
 
 def _bootstrap(value: str | None) -> str:
-    from agentgym.gateway.settings import GatewaySettings
-
     return value or GatewaySettings().bootstrap_servers
 
 
@@ -37,9 +39,6 @@ def tenants() -> None:
 def set_(bootstrap: str | None, tenant: str, plan: str, max_agents: int | None, max_runs: int | None,
          rate: float | None, burst: float | None) -> None:
     """Set a tenant's plan (every gateway replica applies it within a second)."""
-    from agentgym.gateway.exceptions import GatewayError
-    from agentgym.gateway.plans import set_plan
-
     try:
         r = set_plan(_bootstrap(bootstrap), tenant, plan, max_agents=max_agents, max_runs_per_month=max_runs,
                      rate_per_s=rate, burst=burst)
@@ -54,8 +53,6 @@ def set_(bootstrap: str | None, tenant: str, plan: str, max_agents: int | None, 
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line")
 def list_(bootstrap: str | None, as_json: bool) -> None:
     """List tenants that have a plan record (others have the gateway's default plan)."""
-    from agentgym.gateway.plans import list_plans
-
     rows = list_plans(_bootstrap(bootstrap))
     if as_json:
         for r in rows:
@@ -73,7 +70,5 @@ def list_(bootstrap: str | None, as_json: bool) -> None:
 @tenants.command()
 def plans() -> None:
     """The built-in plans."""
-    from agentgym.gateway.plans import PLANS
-
     for p in PLANS.values():
         click.echo(f"{p.name:<12} {_limit(p.max_agents):>10} agents {_limit(p.max_runs_per_month):>12} runs/month")
