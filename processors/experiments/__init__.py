@@ -1,8 +1,9 @@
 """A/B experiments: configuration, the metric catalogue, administration and decisions.
 
 Importing this package pulls in neither Faust nor the ClickHouse client; the Faust
-processor lives in :mod:`agentgym.processors.experiments.processor` and is imported only by
-the app when ``AGENTGYM_PROCESSORS`` includes ``experiments``.
+processor lives in :mod:`agentgym.processors.experiments.processor`, whose
+``register(app, settings)`` the app calls when ``AGENTGYM_PROCESSORS`` includes
+``experiments``.
 """
 
 from agentgym.processors.experiments.config import ROUTED, TERMINAL, ExperimentConfig, MetricSpec, VariantSpec
