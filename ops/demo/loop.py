@@ -37,12 +37,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from agentgym.ops.demo.agents import RouterAgent, RunResult, SimulatedUsers
-from agentgym.ops.demo.base import DEFAULT_STEPS, pretrain_base
+import click
+
+from agentgym.ops.demo.agents import ModelPool, RouterAgent, RunResult, SimulatedUsers
+from agentgym.ops.demo.base import DEFAULT_STEPS, base_model_dir, pretrain_base
 from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
 from agentgym.ops.demo.stack import DemoStack
 from agentgym.ops.demo.task import is_correct, sample_task, sample_tasks
 from agentgym.ops.exceptions import StackError
+from agentgym.producers import AgentGym
+from agentgym.trainers.jobs import JobStore
+from agentgym.trainers.registry import ModelRegistry, base_version_for
 
 __all__ = ["DemoConfig", "DemoResult", "run_demo"]
 
@@ -99,8 +104,6 @@ class _Registry:
     """The registry, re-read in the background every ``every_s`` (reading it scans the compacted topic)."""
 
     def __init__(self, bootstrap: str, every_s: float = 2.0) -> None:
-        from agentgym.trainers.registry import ModelRegistry
-
         self.registry = ModelRegistry(bootstrap)
         self.versions: dict[str, Any] = {}
         self._every_s = every_s
@@ -135,40 +138,63 @@ def _bar(done: float, total: float, width: int = 20) -> str:
     return "[" + "#" * round(frac * width) + "." * (width - round(frac * width)) + "]"
 
 
-def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_path: Path | None = None,
-             keep_running: bool = False) -> DemoResult:
-    """Runs the loop (see the module docstring) and returns what it measured.
+class _DemoRun:
+    """One demo run, advanced phase by phase by :func:`run_demo`.
 
-    Raises:
-        StackError: a process died, or a stage did not finish within ``cfg.timeout_s``.
+    The phases share the stack, the registry view, the SDK client, the agents and the
+    account of what happened (``result``, ``events``), so each phase is a method of one
+    object that holds them. :meth:`close` stops what the phases started.
     """
-    from agentgym import AgentGym
-    from agentgym.trainers.registry import base_version_for
 
-    t_start = time.monotonic()
-    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result = DemoResult()
-    events: list[tuple[float, str]] = []
+    def __init__(self, cfg: DemoConfig, home: Path, echo: Callable[[str], None]) -> None:
+        self.cfg = cfg
+        self.home = home
+        self.echo = echo
+        self.t_start = time.monotonic()
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.result = DemoResult()
+        self.events: list[tuple[float, str]] = []
+        self.stack = DemoStack(home, echo)
+        self.registry: _Registry | None = None
+        self.gym: Any = None
+        # set by the phases, in order
+        self.bootstrap = ""
+        self.pretrain_target = Path()
+        self.base_dir = Path()
+        self.base_version = ""
+        self.pool: Any = None
+        self.agent: Any = None
+        self.users: Any = None
+        self.rng = random.Random(cfg.seed)
+        self.user_ids: list[str] = []
+        self.history: list[RunResult] = []
+        self.seen: set[str] = set()  # every request the agents served: held-out requests exclude them
+        # what the traffic loop has seen of the experiment
+        self.phase = "collect"
+        self.experiment_id = ""
+        self.decided_at: float | None = None
+        self.reported: set[str] = set()
+        self.job_seen = ""
 
-    def elapsed() -> float:
-        return time.monotonic() - t_start
+    def elapsed(self) -> float:
+        """Seconds since the run started."""
+        return time.monotonic() - self.t_start
 
-    def say(msg: str, mark: str | None = None) -> None:
-        echo(f"[{elapsed():5.0f}s] {msg}")
+    def say(self, msg: str, mark: str | None = None) -> None:
+        """Prints ``msg`` with the elapsed time; ``mark`` also records it as an event of the report."""
+        self.echo(f"[{self.elapsed():5.0f}s] {msg}")
         if mark:
-            events.append((elapsed(), mark))
+            self.events.append((self.elapsed(), mark))
 
-    stack = DemoStack(home, echo)
-    registry: _Registry | None = None
-    gym: Any = None
-    try:
-        say("1/5 starting the local stack (state in " + str(stack.root) + ")")
+    # -- 1/5 ---------------------------------------------------------------------------
+    def start_stack(self) -> None:
+        """Phase 1: stops what an earlier run left, then starts Kafka, the Faust worker and the trainer service."""
+        cfg, stack = self.cfg, self.stack
+        self.say("1/5 starting the local stack (state in " + str(stack.root) + ")")
         stack.reset()
-        bootstrap = stack.start_kafka()
-        say(f"      Kafka 4.1 (KRaft) on {bootstrap}")
-        from agentgym.ops.demo.base import base_model_dir
-
-        pretrain_target = base_model_dir(home, cfg.base_steps)
+        self.bootstrap = stack.start_kafka()
+        self.say(f"      Kafka 4.1 (KRaft) on {self.bootstrap}")
+        self.pretrain_target = base_model_dir(self.home, cfg.base_steps)
         port = stack.start_worker(
             AGENTGYM_PROCESSORS="sink,labeller,experiments,datasets", AGENTGYM_LABELLER_QUIET_PERIOD_S="2",
             AGENTGYM_DATASET_INTERVAL_S="3", AGENTGYM_DATASET_MIN_NEW_EXAMPLES=str(cfg.dataset_min_new),
@@ -178,9 +204,9 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
             AGENTGYM_DATASET_NEAR_DUPLICATE_THRESHOLD="1.0",
             AGENTGYM_EXPERIMENTS_SNAPSHOT_INTERVAL_S="3",
         )
-        say(f"      Faust worker up: sink, labeller, experiments, datasets; ClickHouse reads on http://127.0.0.1:{port}")
+        self.say(f"      Faust worker up: sink, labeller, experiments, datasets; ClickHouse reads on http://127.0.0.1:{port}")
         stack.start_trainer(
-            AGENTGYM_TRAINER_BASE_MODEL=str(pretrain_target), AGENTGYM_TRAINER_MIN_EXAMPLES="50",
+            AGENTGYM_TRAINER_BASE_MODEL=str(self.pretrain_target), AGENTGYM_TRAINER_MIN_EXAMPLES="50",
             AGENTGYM_TRAINER_COOLDOWN_S="45", AGENTGYM_TRAINER_KINDS="sft",
             AGENTGYM_TRAIN_LEARNING_RATE="3e-3", AGENTGYM_TRAIN_EPOCHS=str(cfg.train_epochs),
             AGENTGYM_TRAIN_MAX_LENGTH="256", AGENTGYM_TRAIN_BATCH_SIZE="8", AGENTGYM_TRAIN_LOGGING_STEPS="5",
@@ -191,14 +217,16 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
             AGENTGYM_GATE_EVALUATOR="", AGENTGYM_GATE_MAX_EVAL_EXAMPLES="200",
             AGENTGYM_EXPERIMENT_TREATMENT_WEIGHT="0.5", AGENTGYM_EXPERIMENT_MIN_SAMPLES_PER_ARM=str(cfg.min_samples_per_arm),
         )
-        say("      trainer service up: gym-datasets-v1 -> Ray Train -> gate -> registry; decisions -> promotion")
-        result.timings["stack_s"] = elapsed()
+        self.say("      trainer service up: gym-datasets-v1 -> Ray Train -> gate -> registry; decisions -> promotion")
+        self.result.timings["stack_s"] = self.elapsed()
 
-        say("2/5 the base model (tiny byte-level Llama, pre-trained on the routing format)")
+    # -- 2/5 ---------------------------------------------------------------------------
+    def prepare_base_model(self) -> None:
+        """Phase 2: the base model, pre-trained here with a progress bar the first time, else from the cache."""
+        cfg = self.cfg
+        self.say("2/5 the base model (tiny byte-level Llama, pre-trained on the routing format)")
         t0 = time.monotonic()
-        if not (pretrain_target / "config.json").is_file():
-            import click
-
+        if not (self.pretrain_target / "config.json").is_file():
             with click.progressbar(length=cfg.base_steps, label="      pre-training", show_eta=True,
                                    file=None) as bar:
                 last = [0]
@@ -207,116 +235,160 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
                     bar.update(step - last[0])
                     last[0] = step
 
-                base_dir = pretrain_base(home, cfg.base_steps, progress)
+                self.base_dir = pretrain_base(self.home, cfg.base_steps, progress)
         else:
-            base_dir = pretrain_base(home, cfg.base_steps)
-        say(f"      {base_dir.name} ready in {time.monotonic() - t0:.0f}s (cached for later runs)")
-        result.timings["base_s"] = time.monotonic() - t0
+            self.base_dir = pretrain_base(self.home, cfg.base_steps)
+        self.say(f"      {self.base_dir.name} ready in {time.monotonic() - t0:.0f}s (cached for later runs)")
+        self.result.timings["base_s"] = time.monotonic() - t0
 
-        base_version = base_version_for(AGENT, str(base_dir))
-        result.base_version = base_version
-        registry = _Registry(bootstrap)
-        from agentgym.ops.demo.agents import ModelPool
+    # -- 3/5 ---------------------------------------------------------------------------
+    def start_agents(self) -> None:
+        """Builds what serves the traffic: the registry view, the model pool, the SDK client
+        following the live experiments, the router agent and the simulated users."""
+        cfg = self.cfg
+        self.base_version = base_version_for(AGENT, str(self.base_dir))
+        self.result.base_version = self.base_version
+        self.registry = registry = _Registry(self.bootstrap)
+        base_version, base_dir = self.base_version, self.base_dir
 
         def describe(version: str) -> tuple[str, str | None]:
             if version == base_version:
                 return str(base_dir), None
-            mv = registry.get(version)  # type: ignore[union-attr]
+            mv = registry.get(version)
             return mv.base_model, mv.adapter_uri
 
-        pool = ModelPool(describe)
-        gym = AgentGym(bootstrap, tenant_id=TENANT, agent_id=AGENT, spool_dir=stack.root / "spool")
-        gym.follow_experiments(wait_s=10)
-        agent = RouterAgent(gym, pool, base_version, registry.champion, seed=cfg.seed)
-        users = SimulatedUsers(gym, seed=cfg.seed + 1)
-        rng = random.Random(cfg.seed)
-        user_ids = [f"user-{i:04d}" for i in range(cfg.users)]
-        history: list[RunResult] = []
-        seen: set[str] = set()
+        self.pool = ModelPool(describe)
+        self.gym = AgentGym(self.bootstrap, tenant_id=TENANT, agent_id=AGENT, spool_dir=self.stack.root / "spool")
+        self.gym.follow_experiments(wait_s=10)
+        self.agent = RouterAgent(self.gym, self.pool, base_version, registry.champion, seed=cfg.seed)
+        self.users = SimulatedUsers(self.gym, seed=cfg.seed + 1)
+        self.user_ids = [f"user-{i:04d}" for i in range(cfg.users)]
 
-        say(f"3/5 {cfg.users} users send requests; agents serve {base_version} (the base) ...", mark="traffic starts")
+    def serve_until_settled(self) -> None:
+        """Phases 3 and 4: traffic, while the pipeline labels, builds a dataset, trains, gates,
+        runs the experiment and decides; returns once the decision has settled.
+
+        Raises:
+            StackError: a process died, or the loop did not close within ``cfg.timeout_s``.
+        """
+        cfg = self.cfg
+        self.say(f"3/5 {cfg.users} users send requests; agents serve {self.base_version} (the base) ...",
+                 mark="traffic starts")
         deadline = time.monotonic() + cfg.timeout_s
-        phase = "collect"
-        experiment_id = ""
-        decided_at: float | None = None
-        reported: set[str] = set()
         last_status = 0.0
-        job_seen = ""
         while True:
             now = time.monotonic()
             if now > deadline:
-                raise StackError(f"the loop did not close within {cfg.timeout_s:.0f}s (stuck in '{phase}'); "
-                                 f"logs in {stack.root / 'logs'}")
-            stack.check()
-            batch = []
-            for _ in range(cfg.batch):
-                task = sample_task(rng)
-                seen.add(task.request)
-                batch.append((rng.choice(user_ids), task))
-            for run in agent.serve(batch):
-                users.react(run)
-                history.append(run)
-            pause = cfg.batch / cfg.rate - (time.monotonic() - now)
-            if pause > 0:
-                time.sleep(pause)
-
-            exp = agent.experiment()
-            if exp is not None and exp["experiment_id"] not in reported:
-                reported.add(exp["experiment_id"])
-                experiment_id = exp["experiment_id"]
-                variants = ", ".join(f"{v['name']}={v['model_version']} ({v['weight']:.0%})" for v in exp["variants"])
-                say(f"4/5 A/B experiment {experiment_id} running: {variants}", mark="experiment starts")
-                phase = "experiment"
-            if exp is not None and exp["status"] in ("concluded", "rolled_back") and decided_at is None:
-                decided_at = time.monotonic()
-                events.append((elapsed(), "decision"))
-                winner = next((v for v in exp["variants"] if float(v["weight"]) > 0), None)
-                if exp["status"] == "concluded" and winner is not None:
-                    result.winner_version = winner["model_version"]
-                    say(f"      experiment {exp['status']}: agents switched live, 100% of traffic on {result.winner_version}")
-                else:
-                    say(f"      experiment {exp['status']}: agents back on the control")
-                phase = "settle"
-            if decided_at is not None and not result.decision:
-                rows = _safe(lambda: stack.query(
-                    "SELECT action, winner, reason FROM v_decisions WHERE experiment_id = {e:String} ORDER BY ts DESC LIMIT 1",
-                    e=experiment_id))
-                if rows:
-                    result.decision = f"{rows[0][0]} {rows[0][1] or ''}: {rows[0][2]}"
-                    say(f"      decision (sequential test, from gym-decisions-v1): {result.decision}")
-            if phase == "settle" and decided_at is not None:
-                champ = registry.champion()
-                promoted = bool(result.winner_version) and champ == result.winner_version
-                if promoted and "promoted" not in reported:
-                    reported.add("promoted")
-                    say(f"      registry: {champ} is the champion (promoted by the experiment's decision)", mark="promoted")
-                if time.monotonic() - decided_at >= cfg.settle_s and (promoted or not result.winner_version) \
-                        and (result.decision or time.monotonic() - decided_at > 60):
-                    result.promoted = promoted
-                    break
+                raise StackError(f"the loop did not close within {cfg.timeout_s:.0f}s (stuck in '{self.phase}'); "
+                                 f"logs in {self.stack.root / 'logs'}")
+            self.stack.check()
+            self._serve_batch(now)
+            self._follow_experiment()
+            self._read_decision()
+            if self._settled():
+                break
             if time.monotonic() - last_status >= 3.0:
                 last_status = time.monotonic()
-                job_seen = _status(stack, say, cfg, phase, history, experiment_id, job_seen)
+                self.job_seen = _status(self.stack, self.say, cfg, self.phase, self.history, self.experiment_id,
+                                        self.job_seen)
+        self.result.runs = len(self.history)
+        self.result.timings["loop_s"] = self.elapsed()
 
-        result.runs = len(history)
-        result.timings["loop_s"] = elapsed()
-        say("5/5 measuring: held-out requests, base against the promoted model ...")
-        gym.flush(30)
-        sent = len(history)
-        result.stored_experiences = stack.wait(
+    def _serve_batch(self, started: float) -> None:
+        """One batch of requests served and reacted to, paced to ``cfg.rate`` runs per second."""
+        cfg = self.cfg
+        batch = []
+        for _ in range(cfg.batch):
+            task = sample_task(self.rng)
+            self.seen.add(task.request)
+            batch.append((self.rng.choice(self.user_ids), task))
+        for run in self.agent.serve(batch):
+            self.users.react(run)
+            self.history.append(run)
+        pause = cfg.batch / cfg.rate - (time.monotonic() - started)
+        if pause > 0:
+            time.sleep(pause)
+
+    # -- 4/5 ---------------------------------------------------------------------------
+    def _follow_experiment(self) -> None:
+        """Reports the live experiment the agents follow: when it starts, and when its configuration says it ended."""
+        exp = self.agent.experiment()
+        if exp is not None and exp["experiment_id"] not in self.reported:
+            self.reported.add(exp["experiment_id"])
+            self.experiment_id = exp["experiment_id"]
+            variants = ", ".join(f"{v['name']}={v['model_version']} ({v['weight']:.0%})" for v in exp["variants"])
+            self.say(f"4/5 A/B experiment {self.experiment_id} running: {variants}", mark="experiment starts")
+            self.phase = "experiment"
+        if exp is not None and exp["status"] in ("concluded", "rolled_back") and self.decided_at is None:
+            self.decided_at = time.monotonic()
+            self.events.append((self.elapsed(), "decision"))
+            winner = next((v for v in exp["variants"] if float(v["weight"]) > 0), None)
+            if exp["status"] == "concluded" and winner is not None:
+                self.result.winner_version = winner["model_version"]
+                self.say(f"      experiment {exp['status']}: agents switched live, 100% of traffic on "
+                         f"{self.result.winner_version}")
+            else:
+                self.say(f"      experiment {exp['status']}: agents back on the control")
+            self.phase = "settle"
+
+    def _read_decision(self) -> None:
+        """Once the experiment ended, reads its decision (action, winner, reason) from ClickHouse."""
+        if self.decided_at is not None and not self.result.decision:
+            rows = _safe(lambda: self.stack.query(
+                "SELECT action, winner, reason FROM v_decisions WHERE experiment_id = {e:String} ORDER BY ts DESC LIMIT 1",
+                e=self.experiment_id))
+            if rows:
+                self.result.decision = f"{rows[0][0]} {rows[0][1] or ''}: {rows[0][2]}"
+                self.say(f"      decision (sequential test, from gym-decisions-v1): {self.result.decision}")
+
+    def _settled(self) -> bool:
+        """Whether the loop may stop: the winner is the registry's champion (or there is none), the
+        decision was read (or a minute passed) and the traffic ran ``cfg.settle_s`` after the switch."""
+        if self.phase != "settle" or self.decided_at is None or self.registry is None:
+            return False
+        champ = self.registry.champion()
+        promoted = bool(self.result.winner_version) and champ == self.result.winner_version
+        if promoted and "promoted" not in self.reported:
+            self.reported.add("promoted")
+            self.say(f"      registry: {champ} is the champion (promoted by the experiment's decision)", mark="promoted")
+        since = time.monotonic() - self.decided_at
+        if since >= self.cfg.settle_s and (promoted or not self.result.winner_version) \
+                and (self.result.decision or since > 60):
+            self.result.promoted = promoted
+            return True
+        return False
+
+    # -- 5/5 ---------------------------------------------------------------------------
+    def wait_until_stored(self) -> None:
+        """Flushes the SDK and waits until ClickHouse holds every experience the agents sent."""
+        self.say("5/5 measuring: held-out requests, base against the promoted model ...")
+        self.gym.flush(30)
+        sent = len(self.history)
+        stack = self.stack
+        self.result.stored_experiences = stack.wait(
             lambda: _at_least(stack.query("SELECT count() FROM v_experiences WHERE tenant_id = {t:String}", t=TENANT)[0][0], sent),
             120, "every experience in ClickHouse")
-        heldout = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=seen)
-        report_data = _collect(stack, registry, history, users, experiment_id, events, elapsed)
-        final = result.winner_version if result.promoted else (registry.champion() or base_version)
+
+    def collect(self) -> dict[str, Any]:
+        """What the report shows besides the held-out measurement (see :func:`_collect`)."""
+        return _collect(self.stack, self.registry, self.history, self.users, self.experiment_id, self.events, self.elapsed)
+
+    def measure_held_out(self) -> list[HeldOut]:
+        """The base and the final version (promoted, else the champion) answer the same held-out
+        requests, none served during the run; sets the rates and the paired improvement with its
+        normal 95% interval on ``result``."""
+        cfg, result, registry = self.cfg, self.result, self.registry
+        assert registry is not None
+        heldout = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=self.seen)
+        final = result.winner_version if result.promoted else (registry.champion() or self.base_version)
         held: list[HeldOut] = []
         outcomes: dict[str, list[bool]] = {}
-        for role, version in (("base", base_version), ("promoted" if result.promoted else "champion", final)):
+        for role, version in (("base", self.base_version), ("promoted" if result.promoted else "champion", final)):
             if version in outcomes:
                 continue
             answers = []
             for i in range(0, len(heldout), 64):
-                answers += [a for a, _, _ in pool.generate(version, [t.request for t in heldout[i:i + 64]])]
+                answers += [a for a, _, _ in self.pool.generate(version, [t.request for t in heldout[i:i + 64]])]
             ok = [is_correct(t, a) for t, a in zip(heldout, answers)]
             outcomes[version] = ok
             lo, hi = wilson(sum(ok), len(ok))
@@ -324,32 +396,59 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
         result.heldout_n = len(heldout)
         result.base_rate = held[0].rate
         result.promoted_rate = held[-1].rate
-        diffs = [int(b) - int(a) for a, b in zip(outcomes[base_version], outcomes[final])]
+        diffs = [int(b) - int(a) for a, b in zip(outcomes[self.base_version], outcomes[final])]
         mean = sum(diffs) / len(diffs)
         sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1))
         half = 1.96 * sd / math.sqrt(len(diffs))
         result.improvement, result.improvement_ci = mean, (mean - half, mean + half)
-        result.timings["total_s"] = elapsed()
+        return held
 
-        report = _report(cfg, started_at, elapsed(), result, held, report_data, events)
-        path = report_path or (stack.root / "report.html")
+    def write_report(self, data: dict[str, Any], held: list[HeldOut], report_path: Path | None) -> DemoResult:
+        """Writes the HTML report and ``result.json``, prints the summary and returns the result."""
+        result = self.result
+        result.timings["total_s"] = self.elapsed()
+        report = _report(self.cfg, self.started_at, self.elapsed(), result, held, data, self.events)
+        path = report_path or (self.stack.root / "report.html")
         result.report_path = write(report, path)
-        _write_result(stack.root / "result.json", result)
-        _summary(echo, result, held, report_data)
+        _write_result(self.stack.root / "result.json", result)
+        _summary(self.echo, result, held, data)
         return result
-    finally:
-        if gym is not None:
+
+    def close(self, keep_running: bool) -> None:
+        """Closes the SDK client and the registry view; stops the stack unless ``keep_running``."""
+        if self.gym is not None:
             try:
-                gym.close()
+                self.gym.close()
             except Exception:
                 pass
-        if registry is not None:
-            registry.close()
+        if self.registry is not None:
+            self.registry.close()
         if keep_running:
-            echo(f"the stack keeps running: Kafka {stack.bootstrap}, ClickHouse http://127.0.0.1:{stack.http_port} "
-                 f"(AGENTGYM_HOME={stack.root}); the next 'agentgym demo' stops it")
+            self.echo(f"the stack keeps running: Kafka {self.stack.bootstrap}, ClickHouse http://127.0.0.1:{self.stack.http_port} "
+                      f"(AGENTGYM_HOME={self.stack.root}); the next 'agentgym demo' stops it")
         else:
-            stack.stop()
+            self.stack.stop()
+
+
+def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_path: Path | None = None,
+             keep_running: bool = False) -> DemoResult:
+    """Runs the loop (see the module docstring) and returns what it measured.
+
+    Raises:
+        StackError: a process died, or a stage did not finish within ``cfg.timeout_s``.
+    """
+    run = _DemoRun(cfg, home, echo)
+    try:
+        run.start_stack()
+        run.prepare_base_model()
+        run.start_agents()
+        run.serve_until_settled()
+        run.wait_until_stored()
+        data = run.collect()
+        held = run.measure_held_out()
+        return run.write_report(data, held, report_path)
+    finally:
+        run.close(keep_running)
 
 
 def _at_least(n: int, target: int) -> int:
@@ -422,16 +521,12 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
 def _latest_job(stack: DemoStack, model_version: str | None = None) -> Any:
     """The job that trained ``model_version``, else the newest job that started (a rejected
     candidate's retry is newer than the first attempt); None before any started."""
-    from agentgym.trainers.jobs import JobStore
-
     started = [j for j in JobStore(str(stack.root / "trainer" / "jobs")).list() if j.started_ms]  # newest first
     return next((j for j in started if model_version and j.model_version == model_version), started[0] if started else None)
 
 
 def _progress(stack: DemoStack, job: Any) -> dict[str, Any] | None:
     """The job's latest training progress (step, loss, the loss curve so far), if written yet."""
-    from agentgym.trainers.jobs import JobStore
-
     return _safe(lambda: JobStore(str(stack.root / "trainer" / "jobs")).progress(job, str(stack.root / "ray-runs")))
 
 

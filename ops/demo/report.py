@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agentgym.processors.stats.exceptions import InvalidParameterError
+from agentgym.ops.exceptions import ReportError
 
 __all__ = ["RatePoint", "CsPoint", "HeldOut", "DemoReport", "render", "write", "wilson"]
 
@@ -80,10 +80,10 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion; ``(0.0, 1.0)`` when ``n == 0``.
 
     Raises:
-        InvalidParameterError: ``n`` is negative or ``successes`` lies outside ``[0, n]`` (a ``ValueError``).
+        ReportError: ``n`` is negative or ``successes`` lies outside ``[0, n]`` (a ``ValueError``).
     """
     if n < 0 or not 0 <= successes <= n:
-        raise InvalidParameterError(f"wilson: need 0 <= successes <= n, got successes={successes}, n={n}")
+        raise ReportError(f"wilson: need 0 <= successes <= n, got successes={successes}, n={n}")
     if n == 0:
         return 0.0, 1.0
     # Wilson (1927), JASA 22:209-212; closed form as Newcombe (1998), Stat. Med. 17:857-872, method 3:

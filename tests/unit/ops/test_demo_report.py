@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, render, wilson, write
-from agentgym.processors.stats.exceptions import InvalidParameterError
+from agentgym.ops.exceptions import ReportError
 
 _PLOTS = 6  # success over time, confidence sequence, feedback, labels, training loss, held-out
 
@@ -153,7 +153,7 @@ def test_wilson_contains_the_estimate_and_narrows_with_n() -> None:
             lo, hi = wilson(k, n)
             assert 0.0 <= lo <= k / n <= hi <= 1.0
     assert wilson(500, 1000)[1] - wilson(500, 1000)[0] < wilson(50, 100)[1] - wilson(50, 100)[0]
-    with pytest.raises(InvalidParameterError, match="successes"):
+    with pytest.raises(ReportError, match="successes"):
         wilson(11, 10)
 
 
