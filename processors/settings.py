@@ -29,6 +29,17 @@ class ProcessorSettings(SharedSettings):
         8123, ge=0, le=65535,
         description="embedded store only: port of the read-only ClickHouse HTTP interface the sink serves to other "
         "processes (`0`: off)")
+    http_max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="read-only HTTP interface: the largest request body accepted, bytes "
+        "(larger: HTTP 413)")
+    http_max_decompressed_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="read-only HTTP interface: the largest request body once gzip/deflate is "
+        "undone, bytes (larger: HTTP 413)")
+    http_max_execution_time_s: float = Field(
+        30.0, gt=0, description="read-only HTTP interface: the longest a query may run, seconds (a client may lower it)")
+    http_max_memory_usage: int = Field(
+        1024 * 1024 * 1024, ge=1024 * 1024, description="read-only HTTP interface: the most memory a query may use, "
+        "bytes (a client may lower it)")
     processors: str = Field(
         "sink,labeller,experiments,datasets",
         description="comma-separated processors this worker runs: `sink`, `labeller`, `datasets` (the dataset builder), "

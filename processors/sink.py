@@ -36,7 +36,7 @@ from agentgym.processors.avro_batch import container, select_list
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
 from agentgym.processors.store.exceptions import InsertAbandonedError
-from agentgym.processors.store.http_server import serve_readonly
+from agentgym.processors.store.http_server import HttpLimits, serve_readonly
 from agentgym.processors.store.rows import to_arrow
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from agentgym.schemas.exceptions import DecodeError
@@ -405,7 +405,9 @@ def register(app: Any, settings: Any) -> None:
             self._store = open_store()
             migrate(self._store)
             if settings.http_port and self._store.exclusive:
-                self._http = serve_readonly(self._store, settings.http_port)
+                self._http = serve_readonly(self._store, settings.http_port, limits=HttpLimits(
+                    settings.http_max_body_bytes, settings.http_max_decompressed_bytes,
+                    settings.http_max_execution_time_s, settings.http_max_memory_usage))
                 log.info("sink: ClickHouse read-only HTTP interface on 127.0.0.1:%d", settings.http_port)
             self._sink = ClickHouseSink(
                 settings.bootstrap_servers, self._store, group=settings.sink_group,

@@ -22,6 +22,23 @@ What it speaks (the parts of ClickHouse's interface those clients use):
   ``-Server-Display-Name``; on errors ``X-ClickHouse-Exception-Code`` with the status
   ClickHouse gives the code (``exceptionCodeToHTTPStatus.cpp``) and its error text.
 
+Limits (a hostile or careless client must not take the worker down; each is a
+constructor argument of :class:`ReadOnlyHTTPServer` and a setting of the processors):
+
+* the request body: at most ``max_body_bytes`` as sent (``AGENTGYM_HTTP_MAX_BODY_BYTES``,
+  default 16 MiB) and ``max_decompressed_bytes`` once gzip/deflate is undone
+  (``AGENTGYM_HTTP_MAX_DECOMPRESSED_BYTES``, default 16 MiB), decompressed in a
+  stream that stops at the limit: beyond either, HTTP 413 (code 229,
+  QUERY_IS_TOO_LARGE); the SQL guard reads the text in constant memory;
+* every query: ``max_execution_time`` (``AGENTGYM_HTTP_MAX_EXECUTION_TIME_S``, default
+  30 s) and ``max_memory_usage`` (``AGENTGYM_HTTP_MAX_MEMORY_USAGE``, default 1 GiB)
+  are applied, and a client may lower them but not raise them (URL parameters are
+  capped; a ``SETTINGS`` clause naming them is refused with code 452,
+  SETTING_CONSTRAINT_VIOLATION); past a limit the engine stops the query with its own
+  error (159 TIMEOUT_EXCEEDED, 241 MEMORY_LIMIT_EXCEEDED);
+* a client that disconnects: its query is cancelled (``KILL QUERY``) within about
+  a quarter of a second.
+
 Writes and DDL are refused before they reach the engine (HTTP 403, ClickHouse error
 164 READONLY, see :mod:`agentgym.processors.store.readonly`), and each request runs on its own
 engine connection with ``readonly=2`` as well. Not supported: sessions (every request
@@ -33,15 +50,16 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
-import gzip
 import json
 import logging
 import os
+import select
 import socket
 import threading
 import time
 import uuid
 import zlib
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -51,9 +69,9 @@ from agentgym.processors.store.base import Store
 from agentgym.processors.store.chdb_store import PORT_FILE_NAME
 from agentgym.processors.store.exceptions import QueryError, ReadOnlyError, StoreError
 from agentgym.processors.store.readonly import check_readonly
-from agentgym.processors.store.sqltext import READ_KEYWORDS, statement_keyword, tokenize
+from agentgym.processors.store.sqltext import READ_KEYWORDS, iter_tokens, statement_keyword
 
-__all__ = ["ReadOnlyHTTPServer", "serve_readonly", "CONTENT_TYPES", "status_for_code"]
+__all__ = ["ReadOnlyHTTPServer", "serve_readonly", "CONTENT_TYPES", "status_for_code", "HttpLimits"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +120,31 @@ _STATUS_BY_CODE.update({c: 404 for c in (60, 46, 47, 50, 56, 81, 115, 152, 63, 7
 _STATUS_BY_CODE.update({229: 413, 48: 501, 209: 503, 76: 503, 381: 411, 159: 408, 439: 503, 779: 415})
 
 
+@dataclass(frozen=True)
+class HttpLimits:
+    """What one request may cost (see the module docstring).
+
+    Attributes:
+        max_body_bytes: the body as sent, bytes (default 16 MiB).
+        max_decompressed_bytes: the body once gzip/deflate is undone, bytes (default 16 MiB).
+        max_execution_time_s: the longest a query may run, seconds (default 30).
+        max_memory_usage: the most memory a query may take, bytes (default 1 GiB).
+    """
+
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_decompressed_bytes: int = 16 * 1024 * 1024
+    max_execution_time_s: float = 30.0
+    max_memory_usage: int = 1024 * 1024 * 1024
+
+    def capped_settings(self) -> dict[str, float | int]:
+        return {"max_execution_time": self.max_execution_time_s, "max_memory_usage": self.max_memory_usage}
+
+
+def _too_large(what: str, limit: int) -> QueryError:
+    return QueryError(f"Code: 229. DB::Exception: The request {what} is larger than this interface accepts "
+                      f"({limit} bytes). (QUERY_IS_TOO_LARGE)", 229, "QUERY_IS_TOO_LARGE")
+
+
 def status_for_code(code: int | None) -> int:
     """The HTTP status ClickHouse answers an error code with (500 for the rest)."""
     return _STATUS_BY_CODE.get(code or 0, 500)
@@ -120,9 +163,10 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, store: Store, host: str = "127.0.0.1", port: int = 0, limits: HttpLimits | None = None) -> None:
         super().__init__((host, port), _Handler)
         self.store = store
+        self.limits = limits or HttpLimits()
         self.host = host
         self.port = int(self.server_address[1])
         self.port_file: Path | None = None
@@ -133,6 +177,14 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
         self._thread: threading.Thread | None = None
         self._stopped = False
         self._stop_lock = threading.Lock()
+
+    def kill_query(self, marker: str) -> None:
+        """Cancels the running query whose text holds ``marker`` (its client went away)."""
+        try:
+            self.store.query_raw(
+                f"KILL QUERY WHERE query LIKE '%{marker}%' AND query NOT LIKE '%KILL QUERY%' ASYNC", "TabSeparated")
+        except Exception:  # the query may have just finished
+            log.debug("read-only HTTP interface: could not cancel %s", marker, exc_info=True)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that broke mid-request (the client went away) is not worth a traceback on stderr."""
@@ -180,7 +232,7 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
                 pass
 
 
-def serve_readonly(store: Store, port: int = 0, host: str = "127.0.0.1") -> ReadOnlyHTTPServer:
+def serve_readonly(store: Store, port: int = 0, host: str = "127.0.0.1", limits: HttpLimits | None = None) -> ReadOnlyHTTPServer:
     """Starts the read-only HTTP interface of ``store`` in a background thread.
 
     For an embedded store the port is recorded in ``<dir>/http.port``, where
@@ -191,6 +243,7 @@ def serve_readonly(store: Store, port: int = 0, host: str = "127.0.0.1") -> Read
         store: the store to read from (normally the :class:`ChdbStore` this process owns).
         port: the TCP port; 0 picks a free one (see ``server.port``).
         host: the address to listen on; keep the loopback default (no authentication).
+        limits: body, decompression, time and memory limits (:class:`HttpLimits` defaults).
 
     Returns:
         The running server: ``.port``, ``.url``, ``.stop()``.
@@ -199,7 +252,7 @@ def serve_readonly(store: Store, port: int = 0, host: str = "127.0.0.1") -> Read
         StoreError: the port is taken or the store does not answer.
     """
     try:
-        server = ReadOnlyHTTPServer(store, host, port)
+        server = ReadOnlyHTTPServer(store, host, port, limits)
     except OSError as exc:
         raise StoreError(f"cannot listen on {host}:{port}: {exc}") from exc
     server.start()
@@ -238,28 +291,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing ---------------------------------------------------------------
     def _read_body(self) -> bytes:
+        limits = self.server.limits
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
+            total = 0
             while True:
-                size_line = self.rfile.readline().split(b";", 1)[0].strip()
+                size_line = self.rfile.readline(100).split(b";", 1)[0].strip()
                 size = int(size_line or b"0", 16)
                 if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
                         pass
                     break
+                total += size
+                if total > limits.max_body_bytes:
+                    self.close_connection = True  # the rest stays unread
+                    raise _too_large("body", limits.max_body_bytes)
                 chunks.append(self.rfile.read(size))
-                self.rfile.readline()
+                self.rfile.readline(100)
             body = b"".join(chunks)
         else:
             length = int(self.headers.get("Content-Length") or 0)
+            if length > limits.max_body_bytes:
+                self.close_connection = True  # not read: the connection cannot be reused
+                raise _too_large("body", limits.max_body_bytes)
             body = self.rfile.read(length) if length > 0 else b""
         encoding = (self.headers.get("Content-Encoding") or "").lower().strip()
         if encoding in ("", "identity"):
             return body
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
+        if encoding in ("gzip", "deflate"):
+            return _inflate(body, 31 if encoding == "gzip" else 15, limits.max_decompressed_bytes)
         raise QueryError(
             f"Code: 779. DB::Exception: Unsupported Content-Encoding {encoding!r}: send gzip, deflate or plain. "
             "(UNSUPPORTED_MEDIA_TYPE)",
@@ -332,7 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
                 params.update(self._form_fields(body))
                 body = b""
             sql = params.get("query", "")
-            if sql and statement_keyword(tokenize(sql)) not in READ_KEYWORDS:
+            if sql and statement_keyword(iter_tokens(sql)) not in READ_KEYWORDS:
                 check_readonly(sql)  # an INSERT ... FORMAT x with its data in the body: refuse before reading it
             if body:
                 text = body.decode("utf-8")
@@ -360,15 +420,63 @@ class _Handler(BaseHTTPRequestHandler):
                 QueryError(f"Code: 1001. DB::Exception: {type(exc).__name__}: {exc}. (STD_EXCEPTION)", 1001), query_id
             )
 
+    def _capped(self, sql: str, settings: dict[str, Any]) -> dict[str, Any]:
+        """``settings`` with the interface's limits applied: a client may lower them, not raise them."""
+        caps = self.server.limits.capped_settings()
+        in_settings = False
+        for tok in iter_tokens(sql):  # a SETTINGS clause would override what is set here
+            if tok.kind == "word" and tok.upper == "SETTINGS":
+                in_settings = True
+            elif in_settings and tok.kind in ("word", "quoted") and tok.value.lower() in caps:
+                raise QueryError(
+                    f"Code: 452. DB::Exception: Setting {tok.value} is limited by this interface to "
+                    f"{caps[tok.value.lower()]}: give a lower value as a URL parameter, not in the query. "
+                    "(SETTING_CONSTRAINT_VIOLATION)", 452, "SETTING_CONSTRAINT_VIOLATION")
+        out = dict(settings)
+        for name, cap in caps.items():
+            given = out.get(name)
+            try:
+                value = float(given) if given is not None else 0.0
+            except ValueError:
+                raise QueryError(f"Code: 27. DB::Exception: Cannot parse setting {name}={given!r}. "
+                                 "(CANNOT_PARSE_INPUT_ASSERTION_FAILED)", 27) from None
+            out[name] = cap if value <= 0 or value > cap else (int(value) if name == "max_memory_usage" else value)
+        return out
+
+    def _watch_client(self, marker: str, done: threading.Event) -> None:
+        """Cancels the query (``KILL QUERY``) when the client closes its connection before the answer."""
+        sock = self.connection
+        while not done.wait(0.25):
+            try:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if not readable or sock.recv(1, socket.MSG_PEEK) != b"":
+                    continue  # still connected (or already sending its next request)
+            except (OSError, ValueError):
+                pass
+            if done.is_set():
+                return
+            log.info("read-only HTTP interface: client %s went away; cancelling its query", self.address_string())
+            self.server.kill_query(marker)
+            return
+
     def _run(self, sql: str, params: dict[str, str], query_id: str) -> None:
         statement = check_readonly(sql)
         fmt = statement.output_format or params.get("default_format") or "TabSeparated"
         bind = {k[len("param_"):]: v for k, v in params.items() if k.startswith("param_")}
         settings = {k: v for k, v in params.items() if k not in _TRANSPORT_PARAMS and not k.startswith("param_")}
+        settings = self._capped(sql, settings)
         started = time.perf_counter()
-        result = self.server.store.query_raw(
-            sql, fmt, settings=settings, database=params.get("database") or None, readonly=True, text_params=bind
-        )
+        marker = f"agentgym-http-{uuid.uuid4().hex}"  # finds the query in system.processes to cancel it
+        done = threading.Event()
+        threading.Thread(target=self._watch_client, args=(marker, done), daemon=True,
+                         name="agentgym-http-watch").start()
+        try:
+            result = self.server.store.query_raw(
+                f"/* {marker} */ {sql}", fmt, settings=settings, database=params.get("database") or None,
+                readonly=True, text_params=bind,
+            )
+        finally:
+            done.set()
         elapsed_ns = int((result.elapsed_s or time.perf_counter() - started) * 1e9)
         headers = self._common_headers(query_id)
         if statement.returns_result:
@@ -389,3 +497,21 @@ class _Handler(BaseHTTPRequestHandler):
             separators=(",", ":"),
         )
         self._send(200, result.data, headers)
+
+
+def _inflate(body: bytes, wbits: int, limit: int) -> bytes:
+    """Undoes gzip (``wbits`` 31, every member) or zlib-wrapped deflate (15), stopping past ``limit`` bytes."""
+    out: list[bytes] = []
+    total = 0
+    data = body
+    while data:
+        d = zlib.decompressobj(wbits)
+        chunk = d.decompress(data, limit - total + 1)
+        total += len(chunk)
+        out.append(chunk)
+        if total > limit or d.unconsumed_tail:
+            raise _too_large("body, decompressed,", limit)
+        if not d.eof:
+            raise zlib.error("truncated compressed body")
+        data = d.unused_data if wbits == 31 else b""
+    return b"".join(out)

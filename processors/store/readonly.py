@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agentgym.processors.store.exceptions import QueryError, ReadOnlyError
-from agentgym.processors.store.sqltext import RESULT_KEYWORDS, READ_KEYWORDS, statement_keyword, tokenize, trailing_format
+from agentgym.processors.store.sqltext import RESULT_KEYWORDS, READ_KEYWORDS, FormatTracker, Token, iter_tokens
 
 __all__ = ["ReadStatement", "check_readonly", "EXTERNAL_FUNCTIONS", "SAFE_TABLE_FUNCTIONS", "readonly_error_text"]
 
@@ -96,28 +96,44 @@ def check_readonly(sql: str) -> ReadStatement:
         ReadOnlyError: for a write, DDL, or a statement reaching outside the database.
         QueryError: code 62 (SYNTAX_ERROR) for an empty query or several statements.
     """
-    tokens = tokenize(sql)
-    if not tokens:
+    # One pass over the tokens in constant memory (a request body of ``((((`` is a
+    # token per character); the errors keep their order of precedence: empty, then
+    # several statements, then the keyword, then the first forbidden construct.
+    count = 0
+    keyword: str | None = None
+    prev: Token | None = None
+    after_semicolon = False
+    multi = False
+    forbidden: str | None = None
+    fmt = FormatTracker()
+    for tok in iter_tokens(sql):
+        count += 1
+        if tok.kind == "punct" and tok.value == ";":
+            after_semicolon = True
+            continue
+        if after_semicolon:
+            multi = True
+            break
+        if keyword is None and not (tok.kind == "punct" and tok.value == "("):
+            keyword = tok.upper if tok.kind == "word" else tok.value
+        if forbidden is None and prev is not None and prev.kind in ("word", "quoted"):
+            if prev.value.lower() in EXTERNAL_FUNCTIONS and tok.kind == "punct" and tok.value == "(":
+                forbidden = f"the function {prev.value}() (it reaches outside the database)"
+            elif prev.kind == "word" and tok.kind == "word" and (prev.upper, tok.upper) in (("INTO", "OUTFILE"), ("FROM", "INFILE")):
+                forbidden = f"{prev.upper} {tok.upper}"
+        fmt.feed(tok)
+        prev = tok
+    if not count:
         raise QueryError("Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)", code=62, name="SYNTAX_ERROR")
-    semis = [i for i, t in enumerate(tokens) if t.kind == "punct" and t.value == ";"]
-    if semis and any(not (t.kind == "punct" and t.value == ";") for t in tokens[semis[0]:]):
+    if multi:
         raise QueryError(
             "Code: 62. DB::Exception: Multi-statements are not allowed: send one statement per request. (SYNTAX_ERROR)",
             code=62,
             name="SYNTAX_ERROR",
         )
-    keyword = statement_keyword(tokens)
+    keyword = keyword or ""
     if keyword not in READ_KEYWORDS:
         raise ReadOnlyError(readonly_error_text(f"{keyword or 'this statement'}"))
-    for i, tok in enumerate(tokens):
-        if tok.kind not in ("word", "quoted"):
-            continue
-        nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        low = tok.value.lower()
-        if low in EXTERNAL_FUNCTIONS and nxt is not None and nxt.kind == "punct" and nxt.value == "(":
-            raise ReadOnlyError(readonly_error_text(f"the function {tok.value}() (it reaches outside the database)"))
-        if tok.kind == "word" and nxt is not None and nxt.kind == "word":
-            pair = (tok.upper, nxt.upper)
-            if pair in (("INTO", "OUTFILE"), ("FROM", "INFILE")):
-                raise ReadOnlyError(readonly_error_text(" ".join(pair)))
-    return ReadStatement(keyword, trailing_format(tokens), keyword in RESULT_KEYWORDS)
+    if forbidden is not None:
+        raise ReadOnlyError(readonly_error_text(forbidden))
+    return ReadStatement(keyword, fmt.result(), keyword in RESULT_KEYWORDS)

@@ -10,6 +10,7 @@ or a write for the read-only HTTP interface, and finding a trailing ``FORMAT``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,8 @@ __all__ = [
     "Token",
     "TokenKind",
     "tokenize",
+    "iter_tokens",
+    "FormatTracker",
     "split_statements",
     "statement_keyword",
     "trailing_format",
@@ -94,9 +97,15 @@ def tokenize(sql: str) -> list[Token]:
     """Splits SQL text into tokens, dropping whitespace and comments.
 
     Comments: ``-- ...`` and ``# ...`` / ``#! ...`` to the end of the line, and
-    ``/* ... */`` (nested, as ClickHouse allows).
+    ``/* ... */`` (nested, as ClickHouse allows). Holds every token at once (about
+    100 bytes each, and text such as ``((((`` is a token per character): for text
+    from outside, use :func:`iter_tokens`, whose memory does not grow with the text.
     """
-    tokens: list[Token] = []
+    return list(iter_tokens(sql))
+
+
+def iter_tokens(sql: str) -> Iterator[Token]:
+    """The tokens of :func:`tokenize`, one at a time (memory independent of the text's length)."""
     n = len(sql)
     i = 0
     while i < n:
@@ -118,27 +127,26 @@ def tokenize(sql: str) -> list[Token]:
             i = j
         elif c == "'":
             j = _quoted_end(sql, i, "'")
-            tokens.append(Token("string", sql[i:j], i, j))
+            yield (Token("string", sql[i:j], i, j))
             i = j
         elif c in "\"`":
             j = _quoted_end(sql, i, c)
-            tokens.append(Token("quoted", _unquote(sql[i:j]), i, j))
+            yield (Token("quoted", _unquote(sql[i:j]), i, j))
             i = j
         elif c == "$" and (m := _HEREDOC_RE.match(sql, i)) is not None:
             close = sql.find(m.group(0), m.end())
             j = n if close < 0 else close + len(m.group(0))
-            tokens.append(Token("string", sql[i:j], i, j))
+            yield (Token("string", sql[i:j], i, j))
             i = j
         elif (m := _WORD_RE.match(sql, i)) is not None:
-            tokens.append(Token("word", m.group(0), i, m.end()))
+            yield (Token("word", m.group(0), i, m.end()))
             i = m.end()
         elif (c.isdigit() or c == "." and i + 1 < n and sql[i + 1].isdigit()) and (m := _NUMBER_RE.match(sql, i)):
-            tokens.append(Token("number", m.group(0), i, m.end()))
+            yield (Token("number", m.group(0), i, m.end()))
             i = m.end()
         else:
-            tokens.append(Token("punct", c, i, i + 1))
+            yield (Token("punct", c, i, i + 1))
             i += 1
-    return tokens
 
 
 def split_statements(sql: str) -> list[str]:
@@ -157,7 +165,7 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in statements if tokenize(s)]
 
 
-def statement_keyword(tokens: list[Token]) -> str:
+def statement_keyword(tokens: Iterable[Token]) -> str:
     """The statement's leading keyword in upper case (``SELECT``, ``INSERT``, ...).
 
     Opening parentheses are skipped, so ``(SELECT 1) UNION ALL (SELECT 2)`` is a
@@ -170,12 +178,53 @@ def statement_keyword(tokens: list[Token]) -> str:
     return ""
 
 
-def trailing_format(tokens: list[Token]) -> str | None:
+def trailing_format(tokens: Iterable[Token]) -> str | None:
     """The output format a statement names itself (``... FORMAT JSONEachRow``), if any.
 
     Recognises ``FORMAT <name>`` at the end of the statement, optionally followed by a
     ``SETTINGS ...`` clause or a ``;``, outside parentheses.
     """
+    tracker = FormatTracker()
+    for tok in tokens:
+        tracker.feed(tok)
+    return tracker.result()
+
+
+class FormatTracker:
+    """:func:`trailing_format` fed one token at a time, in constant memory."""
+
+    __slots__ = ("depth", "candidate", "_after_format", "_pending")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.candidate: str | None = None
+        self._after_format = False  # the previous token was FORMAT at depth 0
+        self._pending: str | None = None  # a format name waiting to see what follows it
+
+    def feed(self, tok: Token) -> None:
+        if tok.kind == "punct" and tok.value == ";":
+            return  # trailing semicolons are not part of the statement (a second statement is refused elsewhere)
+        if self._pending is not None:
+            if tok.kind == "word" and tok.upper == "SETTINGS":
+                self.candidate = self._pending
+            self._pending = None
+        if self._after_format:
+            self._after_format = False
+            if tok.kind in ("word", "quoted"):
+                self._pending = tok.value
+        if tok.kind == "punct" and tok.value == "(":
+            self.depth += 1
+        elif tok.kind == "punct" and tok.value == ")":
+            self.depth -= 1
+        elif self.depth == 0 and tok.kind == "word" and tok.upper == "FORMAT":
+            self._after_format = True
+
+    def result(self) -> str | None:
+        return self._pending if self._pending is not None else self.candidate
+
+
+def _trailing_format_reference(tokens: Iterable[Token]) -> str | None:
+    """The list-based definition :class:`FormatTracker` follows (kept for the tests to compare)."""
     toks = list(tokens)
     while toks and toks[-1].kind == "punct" and toks[-1].value == ";":
         toks.pop()
