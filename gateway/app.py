@@ -80,7 +80,7 @@ class Gateway:
         self.buckets = TokenBuckets()
         self.client = AgentGym(settings=ProducerSettings(
             bootstrap_servers=settings.bootstrap_servers, tenant_id="gateway", agent_id="gateway",
-            spool_dir=settings.spool_dir / f"worker-{worker}"))
+            spool_dir=settings.spool_root / f"worker-{worker}"))
         self.keys = KeyRing(settings.bootstrap_servers).start()
         self.plans = TenantPlans(settings.bootstrap_servers, settings.default_plan).start()
         self.usage = UsageMeter(settings.bootstrap_servers).start()
@@ -316,7 +316,12 @@ def run(settings: GatewaySettings | None = None) -> None:
         _worker_main(settings, 0, False)
         return
     import multiprocessing
+    import signal
 
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)  # a stopped parent stops its workers (they flush their producers)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_main, args=(settings, i, True), name=f"agentgym-gateway-{i}") for i in range(settings.workers)]
     for p in procs:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from agentgym.producers.settings import SharedSettings, default_home
+from agentgym.producers.settings import SharedSettings
 
 __all__ = ["GatewaySettings"]
 
@@ -37,10 +37,10 @@ class GatewaySettings(SharedSettings):
     host: str = Field("127.0.0.1", description="the interface to listen on")
     port: int = Field(8080, ge=0, le=65535, description="the port to listen on (0-65535)")
     workers: int = Field(1, ge=1, le=256, description="worker processes sharing the port (`SO_REUSEPORT`) (1-256)")
-    spool_dir: Path = Field(
-        default_factory=lambda: default_home() / "gateway-spool",
-        description="the producer's durable spool (one sub-directory per worker)",
-        json_schema_extra={"doc_default": "`~/.agentgym/gateway-spool`"},
+    spool_dir: Path | None = Field(
+        None,
+        description="the producer's durable spool while Kafka is away (one `worker-<i>` sub-directory per worker)",
+        json_schema_extra={"doc_default": "`<AGENTGYM_HOME>/gateway-spool`"},
     )
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="largest request body on the wire (413) (>= 1024)")
     max_decompressed_bytes: int = Field(
@@ -58,3 +58,14 @@ class GatewaySettings(SharedSettings):
         "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")
     access_log_sample: float = Field(0.0, ge=0, le=1, description="fraction of requests written to the access log (0-1)")
+
+    @model_validator(mode="after")
+    def _spool_under_home(self) -> "GatewaySettings":
+        if self.spool_dir is None:
+            self.spool_dir = Path(self.under_home("gateway-spool"))
+        return self
+
+    @property
+    def spool_root(self) -> Path:
+        """The spool directory: ``spool_dir``, or ``gateway-spool`` under ``home``."""
+        return self.spool_dir if self.spool_dir is not None else Path(self.under_home("gateway-spool"))
