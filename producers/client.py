@@ -139,6 +139,9 @@ class AgentGym:
         registry = None
         if settings.schema_registry_url:
             registry = SchemaRegistryClient(settings.schema_registry_url)
+            # see README "Schema Registry mode": the worker cannot read these events yet
+            log.warning("AGENTGYM_SCHEMA_REGISTRY_URL is set: events use the Confluent wire format, which Agent Gym's "
+                        "stream processors do not decode yet (they dead-letter them); this mode is untested")
         self._codec = AvroCodec(registry=registry)
         self._encode = self._codec.encode
         self._spool = Spool(settings.spool_dir)

@@ -201,7 +201,7 @@ class ProducerSettings(SharedSettings):
     schema_registry_url: str | None = Field(
         None,
         description="a Confluent-compatible Schema Registry; when set, values use the Confluent wire format instead "
-        "of Avro single-object encoding",
+        "of Avro single-object encoding. Untested, and the stream processors do not decode it yet (see the README)",
         json_schema_extra={"doc_default": "unset (no registry)"},
     )
     compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
