@@ -1,27 +1,26 @@
-"""Ids that come from a request (tenant, agent, key id) and may become names downstream.
+"""Ids that come from a request (tenant, agent, trace, event) and may become names downstream.
 
-One rule, checked at the edge: 1 to 128 characters of ``A-Z a-z 0-9 . _ -``, starting
-with a letter or digit, so no id can be a path (``..``, ``/``), empty or a control
-character. (The faults work adds a shared validator in ``agentgym.schemas.ids``; this
-module defers to it once it exists.)
+The rule is the project's one id rule, :func:`agentgym.schemas.ids.validate_id` (1-200
+characters of ``A-Z a-z 0-9 _ . : @ + = -``, starting with a letter, digit or ``_``: no
+``..``, separator, NUL or control character); this module applies it to request fields
+and answers with the gateway's own error naming the field.
 """
 
 from __future__ import annotations
 
-import re
-
 from agentgym.gateway.exceptions import InvalidIdError
+from agentgym.schemas.exceptions import InvalidIdError as UnsafeIdError
+from agentgym.schemas.ids import MAX_ID_LENGTH, validate_id
 
 __all__ = ["check_id", "ID_PATTERN"]
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
-_ID = re.compile(ID_PATTERN)
+ID_PATTERN = rf"^[A-Za-z0-9_][A-Za-z0-9_.:@+=-]{{0,{MAX_ID_LENGTH - 1}}}$"
+"""The same rule as a JSON Schema pattern (for the OpenAPI document)."""
 
 
 def check_id(field: str, value: object) -> str:
     """``value`` if it is a valid id, else :class:`InvalidIdError` naming ``field``."""
-    if not isinstance(value, str):
-        raise InvalidIdError(field, f"must be a string, got {type(value).__name__}")
-    if _ID.match(value) is None or value.endswith("\n"):
-        raise InvalidIdError(field, f"{value[:40]!r} is not a valid id (1-128 of A-Z a-z 0-9 . _ -, starting with a letter or digit)")
-    return value
+    try:
+        return validate_id(value, "tenant_id")  # one rule for every kind; the field is named below
+    except UnsafeIdError as exc:
+        raise InvalidIdError(field, f"{str(value)[:40]!r} is not a valid id: {exc.reason}") from None

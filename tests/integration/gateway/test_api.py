@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import socket
+import threading
 import time
 import uuid
 import zlib
@@ -251,3 +252,16 @@ def test_health_readiness_metrics_and_openapi(served: Served, bootstrap: str) ->
             "agentgym_gateway_producer_queue", "agentgym_gateway_spooled"} <= set(families)
     rejected = {s.labels["reason"]: s.value for s in families["agentgym_gateway_rejections"].samples if s.name.endswith("_total")}
     assert rejected.get("unauthorized", 0) >= 1
+
+
+def test_many_tenants_and_agents_share_one_producer_and_no_path(served: Served, bootstrap: str, unique: str) -> None:
+    def producers() -> int:
+        return sum(t.name == "agentgym-producer" for t in threading.enumerate())
+
+    before = producers()
+    for i in range(3):
+        key = new_key(bootstrap, served, f"many-{unique}-{i}")
+        batch = {"events": [experience(j, agent_id=f"agent-{i}-{j}") for j in range(15)]}
+        assert call("POST", f"{served.url}/v1/experiences", batch, auth(key))[0] == 202
+    assert producers() == before  # 45 tenant/agent pairs: no client, thread or spool of their own
+    assert sorted(p.name for p in served.settings.spool_root.iterdir()) == ["worker-0"]

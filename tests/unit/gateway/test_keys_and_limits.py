@@ -39,7 +39,7 @@ def test_a_secret_may_contain_underscores() -> None:
 def test_unknown_scopes_and_bad_tenants_are_refused() -> None:
     with pytest.raises(InvalidIdError, match="scopes"):
         new_key("acme", ["ingest", "root"])
-    for bad in ("", "../etc", "a/b", "x" * 129, ".hidden", "a\n"):
+    for bad in ("", "../etc", "a/b", "x" * 201, ".hidden", "a\n", "a\x00b"):
         with pytest.raises(InvalidIdError):
             check_id("tenant_id", bad)
     assert check_id("tenant_id", "t-1.a_b") == "t-1.a_b"
