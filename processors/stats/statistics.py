@@ -155,9 +155,10 @@ class SampleMeanStatistic:
     def __post_init__(self) -> None:
         if not self.n >= 0:
             raise InvalidParameterError(f"SampleMeanStatistic.n must be >= 0, got {self.n}")
-        # Cauchy-Schwarz: sum² <= n·sum_squares for any real values; allow rounding
-        # (relative 1e-9) but not a sum of squares that no data can give
-        if self.n and self.sum * self.sum - self.n * self.sum_squares > 1e-9 * max(self.sum * self.sum, self.n * abs(self.sum_squares)):
+        # Cauchy-Schwarz: sum²/n <= sum_squares for any real values. Allow the rounding of
+        # streamed updates (replace() subtracts squares: cancellation leaves a small
+        # deficit, relative 1e-6 or absolute 1e-9) but not a sum of squares no data can give
+        if self.n and self.sum * self.sum / self.n - self.sum_squares > 1e-6 * max(abs(self.sum_squares), self.sum * self.sum / self.n) + 1e-9:
             raise InvalidParameterError(
                 f"SampleMeanStatistic.sum_squares={self.sum_squares} is impossible for n={self.n}, sum={self.sum} "
                 "(it must be at least sum**2 / n)")
