@@ -26,7 +26,7 @@ from typing import Any
 
 from agentgym.gateway.follower import CompactedFollower
 
-__all__ = ["UsageMeter", "month_of"]
+__all__ = ["UsageMeter", "month_of", "read_usage"]
 
 _TOPIC = "tenant-usage"
 
@@ -95,3 +95,25 @@ class UsageMeter:
     @property
     def ready(self) -> bool:
         return self.follower.ready
+
+
+def read_usage(bootstrap_servers: str, tenant_id: str | None = None, month: str | None = None) -> list[dict[str, Any]]:
+    """Per tenant and month, the runs and agents every replica reported (what the plan limits count).
+
+    Returns:
+        ``{"tenant_id", "month", "runs", "agents", "replicas"}`` rows, sorted by tenant and month.
+    """
+    from agentgym.producers.records import read_topic
+
+    latest: dict[str, dict[str, Any]] = {}
+    for r in read_topic(bootstrap_servers, _TOPIC):
+        if (tenant_id is None or r["tenant_id"] == tenant_id) and (month is None or r["month"] == month):
+            latest[r["usage_key"]] = r
+    totals: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in latest.values():
+        t = totals.setdefault((r["tenant_id"], r["month"]), {"tenant_id": r["tenant_id"], "month": r["month"], "runs": 0,
+                                                              "agents": set(), "replicas": 0})
+        t["runs"] += r["runs"]
+        t["agents"] |= set(r["agents"])
+        t["replicas"] += 1
+    return [dict(t, agents=sorted(t["agents"])) for _, t in sorted(totals.items())]

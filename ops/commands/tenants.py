@@ -1,4 +1,4 @@
-"""``agentgym tenants set|list|plans``: tenant plans on ``gym-tenants-v1``."""
+"""``agentgym tenants set|list|usage|plans``: tenant plans on ``gym-tenants-v1``, usage on ``gym-tenant-usage-v1``."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _limit(v: object) -> str:
 
 @click.group()
 def tenants() -> None:
-    """Tenant plans: agents, runs per month and request rate."""
+    """Tenant plans: agents, runs per month and request rate; what each tenant used."""
 
 
 @tenants.command("set")
@@ -65,6 +65,23 @@ def list_(bootstrap: str | None, as_json: bool) -> None:
     for r in rows:
         click.echo(f"{r['tenant_id']:<24} {r['plan']:<12} {_limit(r['max_agents']):>10} {_limit(r['max_runs_per_month']):>12} "
                    f"{_limit(r['rate_per_s']):>8} {_limit(r['burst']):>8}")
+
+
+@tenants.command()
+@_BOOTSTRAP
+@click.option("--tenant", default=None)
+@click.option("--month", default=None, help="YYYY-MM (UTC); default: every month")
+def usage(bootstrap: str | None, tenant: str | None, month: str | None) -> None:
+    """Runs and agents per tenant and month, as the gateways count them for the plan limits."""
+    from agentgym.gateway.usage import read_usage
+
+    rows = read_usage(_bootstrap(bootstrap), tenant, month)
+    if not rows:
+        click.echo("no usage reported")
+        return
+    click.echo(f"{'tenant':<24} {'month':<8} {'runs':>10} {'agents':>7}  replicas")
+    for r in rows:
+        click.echo(f"{r['tenant_id']:<24} {r['month']:<8} {r['runs']:>10,} {len(r['agents']):>7}  {r['replicas']}")
 
 
 @tenants.command()

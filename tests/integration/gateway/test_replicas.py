@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from agentgym.gateway.plans import set_plan
 from agentgym.gateway.usage import month_of
 from agentgym.ops.commands.keys import keys
+from agentgym.ops.commands.tenants import tenants
 from agentgym.ops.kafka.broker import free_port
 from tests.integration.gateway.conftest import ServedGateway, auth, call, experience, test_settings
 from tests.workers import wait_for
@@ -89,3 +90,8 @@ def test_plan_usage_is_shared_between_replicas(bootstrap: str, tmp_path: Path, u
         status, body, _ = call("POST", f"{b.url}/v1/experiences", {"events": [experience(i, agent_id="x") for i in range(2)]}, auth(key))
         assert (status, body["error"]) == (429, "plan_limit") and "3 used" in body["reason"]
         assert call("POST", f"{b.url}/v1/experiences", experience(agent_id="x"), auth(key))[0] == 202
+    # both replicas flushed their reports when they stopped: the operator's view adds them up
+    out = CliRunner().invoke(tenants, ["usage", "--bootstrap", bootstrap, "--tenant", tenant])
+    assert out.exit_code == 0, out.output
+    [row] = [line.split() for line in out.output.splitlines() if line.startswith(tenant)]
+    assert row[1:] == [month, "4", "1", "2"]
