@@ -23,6 +23,7 @@ processes on one port (``SO_REUSEPORT``).
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import math
@@ -133,15 +134,14 @@ class Gateway:
         month = month_of()
         runs, agents = self.usage.usage(tenant_id, month)
         batch_agents = {p.agent_id for p in prepared}
-        until_next_month = str(_seconds_to_next_month())
         if plan.max_agents is not None and len(agents | batch_agents) > plan.max_agents:
             raise ApiError(429, "plan_limit", "agent_id",
                            f"plan {plan.name!r} allows {plan.max_agents} agent(s) per month; {len(agents)} already sent in {month}",
-                           headers={"Retry-After": until_next_month})
+                           headers={"Retry-After": str(_seconds_to_next_month())})
         if plan.max_runs_per_month is not None and runs + len(prepared) > plan.max_runs_per_month:
             raise ApiError(429, "plan_limit", "events",
                            f"plan {plan.name!r} allows {plan.max_runs_per_month} runs per month; {runs} used in {month}, "
-                           f"this request has {len(prepared)}", headers={"Retry-After": until_next_month})
+                           f"this request has {len(prepared)}", headers={"Retry-After": str(_seconds_to_next_month())})
         self.usage.add(tenant_id, month, len(prepared), batch_agents)
 
     def publish_usage(self) -> None:
@@ -157,8 +157,6 @@ Handler = Callable[[web.Request, Gateway], Awaitable[web.Response]]
 def _seconds_to_next_month() -> int:
     t = time.gmtime()
     year, month = (t.tm_year + 1, 1) if t.tm_mon == 12 else (t.tm_year, t.tm_mon + 1)
-    import calendar
-
     return max(1, int(calendar.timegm((year, month, 1, 0, 0, 0, 0, 0, 0)) - time.time()))
 
 
@@ -202,7 +200,7 @@ def _ingest(kind: Kind) -> Handler:
         send = gw.client.send_encoded
         for p in prepared:  # nothing is produced before every event of the request was encoded
             send(kind.record, kind.topic, p.key, p.value)
-        gw.metrics.events.labels(kind.record).inc(len(prepared))
+        gw.metrics.count_events(kind.record, len(prepared))
         return _json({"accepted": len(prepared), kind.id_name: [p.event_id for p in prepared]}, 202)
 
     return handle

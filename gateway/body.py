@@ -26,8 +26,11 @@ async def read_json(request: web.Request, settings: GatewaySettings) -> Any:
     if length is not None and length > settings.max_body_bytes:
         raise ApiError(413, "too_large", "body", f"{length} bytes; at most {settings.max_body_bytes} bytes per request")
     try:
-        async with asyncio.timeout(settings.body_timeout_s):
+        if request.content.is_eof():  # the whole body is already here (most small requests): no timer needed
             raw = await request.read()
+        else:
+            async with asyncio.timeout(settings.body_timeout_s):
+                raw = await request.read()
     except TimeoutError:
         raise ApiError(408, "body_timeout", "body", f"the body did not arrive within {settings.body_timeout_s:g} s") from None
     except web.HTTPRequestEntityTooLarge:

@@ -31,6 +31,7 @@ class GatewayMetrics:
         self.spooled = Gauge("agentgym_gateway_spooled", "events written to the durable spool since start", registry=r)
         self.replayed = Gauge("agentgym_gateway_spool_replayed", "spooled events replayed to Kafka since start", registry=r)
         self._children: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
+        self._events: dict[str, Callable[[float], None]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         """Counts one answered request (label children cached: ~1 us per request)."""
@@ -40,6 +41,12 @@ class GatewayMetrics:
                                                        self.latency.labels(route).observe)
         child[0]()
         child[1](seconds)
+
+    def count_events(self, kind: str, n: int) -> None:
+        child = self._events.get(kind)
+        if child is None:
+            child = self._events[kind] = self.events.labels(kind).inc
+        child(n)
 
     def render(self, queue_length: int, stats: dict[str, int]) -> bytes:
         self.producer_queue.set(queue_length)
