@@ -22,6 +22,8 @@ import faust
 from agentgym.processors import labeller, sink
 from agentgym.processors.datasets import processor as datasets
 from agentgym.processors.experiments import processor as experiments
+from agentgym.processors import shutdown
+from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.schemas.topics import TOPICS
 
@@ -71,10 +73,16 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         web_host=_web_host(settings.faust_web_bind),
         datadir=datadir,
         broker_commit_interval=1.0,
+        # static membership and short sessions: a worker restarted after a crash takes
+        # its old place at once instead of waiting out the dead member's session
+        consumer_group_instance_id=claim_instance_id(settings.app_id, settings.home, settings.worker_id),
+        broker_session_timeout=SESSION_TIMEOUT_S,
+        broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
     )
     for name, register in REGISTRATIONS.items():
         if name in enabled:
             register(app, settings)
+    shutdown.install(app, settings)  # SIGTERM stops the worker within seconds, broker or not
     return app
 
 

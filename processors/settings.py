@@ -29,6 +29,10 @@ class ProcessorSettings(SharedSettings):
         8123, ge=0, le=65535,
         description="embedded store only: port of the read-only ClickHouse HTTP interface the sink serves to other "
         "processes (`0`: off)")
+    worker_id: str | None = Field(
+        None, description="this worker's stable identity in its consumer groups (static membership: a restarted worker "
+        "takes its old place without a rebalance); unique among live workers",
+        json_schema_extra={"doc_default": "unset (`<host>-<app id>-<n>`, n the lowest slot free on this host)"})
     http_max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="read-only HTTP interface: the largest request body accepted, bytes "
         "(larger: HTTP 413)")

@@ -33,11 +33,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from agentgym.processors.avro_batch import container, select_list
+from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
 from agentgym.processors.store.exceptions import InsertAbandonedError
 from agentgym.processors.store.http_server import HttpLimits, serve_readonly
 from agentgym.processors.store.rows import to_arrow
+from agentgym.producers.ratelog import RateLimitedLog
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.registry import SchemaVersion
@@ -133,6 +135,7 @@ class ClickHouseSink:
         self.codec = AvroCodec()
         self.specs = {s.name: s for s in (specs or [t for t in TOPICS.values() if t.table])}  # "": not materialised
         self.stats = SinkStats()
+        self._ratelog = RateLimitedLog(log)
         self._stop = threading.Event()
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
@@ -183,8 +186,13 @@ class ClickHouseSink:
             err = m.error()
             if err is None:
                 msgs.append(m)
+            elif err.code() in (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE):
+                self._ratelog.log(logging.WARNING, "unreachable",
+                                  "sink: Kafka is unreachable (%s); inserting resumes when it is back, and events "
+                                  "whose offsets were not committed are read again and deduplicated: nothing is lost",
+                                  err.str())
             elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning("sink: consumer error: %s", err.str())
+                self._ratelog.log(logging.WARNING, f"consumer-{err.code()}", "sink: consumer error: %s", err.str())
         if not msgs:
             return 0
         dead: list[dict[str, Any]] = []
@@ -409,9 +417,15 @@ def register(app: Any, settings: Any) -> None:
                     settings.http_max_body_bytes, settings.http_max_decompressed_bytes,
                     settings.http_max_execution_time_s, settings.http_max_memory_usage))
                 log.info("sink: ClickHouse read-only HTTP interface on 127.0.0.1:%d", settings.http_port)
+            instance = claim_instance_id(settings.app_id, settings.home, settings.worker_id)
             self._sink = ClickHouseSink(
                 settings.bootstrap_servers, self._store, group=settings.sink_group,
                 batch_size=settings.sink_batch_size, batch_ms=settings.sink_batch_ms,
+                consumer_config={  # static membership: see agentgym.processors.membership
+                    "group.instance.id": f"{instance}-sink",
+                    "session.timeout.ms": int(SESSION_TIMEOUT_S * 1000),
+                    "heartbeat.interval.ms": int(HEARTBEAT_INTERVAL_S * 1000),
+                },
             )
             loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)
