@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from agentgym.gateway.follower import CompactedFollower
+from agentgym.producers.records import read_topic
 
 __all__ = ["UsageMeter", "month_of", "read_usage"]
 
@@ -103,8 +104,6 @@ def read_usage(bootstrap_servers: str, tenant_id: str | None = None, month: str 
     Returns:
         ``{"tenant_id", "month", "runs", "agents", "replicas"}`` rows, sorted by tenant and month.
     """
-    from agentgym.producers.records import read_topic
-
     latest: dict[str, dict[str, Any]] = {}
     for r in read_topic(bootstrap_servers, _TOPIC):
         if (tenant_id is None or r["tenant_id"] == tenant_id) and (month is None or r["month"] == month):

@@ -9,6 +9,7 @@ import click
 from agentgym.gateway.exceptions import GatewayError
 from agentgym.gateway.plans import PLANS, list_plans, set_plan
 from agentgym.gateway.settings import GatewaySettings
+from agentgym.gateway.usage import read_usage
 
 __all__ = ["tenants"]
 
@@ -73,8 +74,6 @@ def list_(bootstrap: str | None, as_json: bool) -> None:
 @click.option("--month", default=None, help="YYYY-MM (UTC); default: every month")
 def usage(bootstrap: str | None, tenant: str | None, month: str | None) -> None:
     """Runs and agents per tenant and month, as the gateways count them for the plan limits."""
-    from agentgym.gateway.usage import read_usage
-
     rows = read_usage(_bootstrap(bootstrap), tenant, month)
     if not rows:
         click.echo("no usage reported")
