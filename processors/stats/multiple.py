@@ -69,4 +69,4 @@ def adjust_p_values(p_values: Sequence[float], method: Correction = "holm") -> l
         return bonferroni(p_values)
     if method == "holm":
         return holm(p_values)
-    raise ValueError(f"unknown correction {method!r}; use holm, bonferroni or none")
+    raise InvalidParameterError(f"unknown correction {method!r}; use holm, bonferroni or none")
