@@ -7,6 +7,7 @@ the installed ``agentgym/`` package (grimp follows links).
 
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -15,6 +16,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 LINT = Path(sys.executable).with_name("lint-imports")
 PACKAGES = ("schemas", "producers", "processors", "trainers", "gateway", "ops")
+
+# agentgym.* imports allowed inside a function, each with its reason: a module-level import
+# would drag a heavy optional dependency into a light path
+LAZY = {
+    ("agentgym/__init__.py", "agentgym"): "the SDK on first use: `import agentgym.processors` does not pay for the producer",
+    ("trainers/training/launcher.py", "agentgym.trainers.training.callbacks"): "imports torch, ray, transformers",
+    ("trainers/training/train_func.py", "agentgym.trainers.training.callbacks"): "imports torch, ray, transformers",
+    ("producers/settings.py", "agentgym.schemas"): "the SDK's settings (its author's choice; light either way)",
+}
 
 
 def _tree(root: Path) -> Path:
@@ -54,3 +64,27 @@ def test_an_import_against_the_layers_breaks_the_contract(tmp_path: Path) -> Non
     assert done.returncode != 0
     assert "0 kept, 1 broken" in done.stdout
     assert "agentgym.schemas.upward -> agentgym.ops.cli" in done.stdout, done.stdout
+
+
+def _imports_in_functions() -> set[tuple[str, str]]:
+    found = set()
+    for folder in ("agentgym", *PACKAGES):
+        for path in (REPO / folder).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for fn in ast.walk(tree):
+                if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    continue
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "agentgym":
+                        found.add((str(path.relative_to(REPO)), node.module or ""))
+                    elif isinstance(node, ast.Import):
+                        found |= {(str(path.relative_to(REPO)), a.name) for a in node.names if a.name.split(".")[0] == "agentgym"}
+    return found
+
+
+def test_project_imports_sit_at_module_level() -> None:
+    # an import inside a function hides a dependency from readers; only heavy optional ones may hide
+    found = _imports_in_functions()
+    hidden = found - set(LAZY)
+    assert not hidden, f"move these agentgym imports to module level (or add them to LAZY with the reason): {sorted(hidden)}"
+    assert set(LAZY) <= found, f"no longer inside a function, remove from LAZY: {sorted(set(LAZY) - found)}"
