@@ -32,9 +32,17 @@ __all__ = ["UsageMeter", "month_of", "read_usage"]
 _TOPIC = "tenant-usage"
 
 
+_NOW_MONTH: list[Any] = [-1, ""]  # [second, month] of the last call without an argument
+
+
 def month_of(epoch_s: float | None = None) -> str:
-    """``YYYY-MM`` (UTC) of ``epoch_s`` (default: now)."""
-    return time.strftime("%Y-%m", time.gmtime(time.time() if epoch_s is None else epoch_s))
+    """``YYYY-MM`` (UTC) of ``epoch_s`` (default: now; computed at most once a second)."""
+    if epoch_s is not None:
+        return time.strftime("%Y-%m", time.gmtime(epoch_s))
+    second = int(time.time())
+    if second != _NOW_MONTH[0]:
+        _NOW_MONTH[:] = [second, time.strftime("%Y-%m", time.gmtime(second))]
+    return str(_NOW_MONTH[1])
 
 
 class UsageMeter:
