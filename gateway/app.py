@@ -18,6 +18,14 @@ A process holds one SDK client (one producer, one spool), the followers of the k
 plans, usage and experiments topics, and its token buckets; it holds no other state,
 so replicas scale out behind a balancer. ``agentgym gateway run --workers N`` starts N
 processes on one port (``SO_REUSEPORT``).
+
+Adding a route (experiments, datasets, models, jobs, analytics): write
+``async def handler(request, gw) -> web.Response`` that calls
+``gw.authenticate(request, scopes)`` first and raises :class:`ApiError` for every
+refusal (it becomes the JSON error and the rejection metric), register it with
+``_endpoint(route_name, handler)`` in :func:`create_app`, and describe it in
+:mod:`agentgym.gateway.openapi`: the schemathesis test fuzzes every documented route.
+Scope reads by ``key.tenant_id``; another tenant's resource is a 404.
 """
 
 from __future__ import annotations
