@@ -32,7 +32,9 @@ def create_topics(
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    import logging
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka")})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=dict(conf))
            for name, (n, conf) in wanted.items() if name not in existing]
