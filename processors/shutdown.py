@@ -15,8 +15,10 @@ librdkafka (``agentgym.kafka``) repeat at most once per 30 s per kind.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -64,18 +66,52 @@ def _force_exit(bootstrap: str) -> None:
     os._exit(0)
 
 
+class _Deadline:
+    """Starts the forced-exit timer once."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                self._timer = threading.Timer(DEADLINE_S, _force_exit, args=(self.bootstrap,))
+                self._timer.daemon = True
+                self._timer.start()
+
+
+def _chain_signal(loop: asyncio.AbstractEventLoop, sig: int, first: Any) -> None:
+    """Runs ``first()`` before the handler the worker installed for ``sig`` on ``loop``."""
+    # asyncio keeps a loop's signal handlers in ``_signal_handlers`` (CPython's unix
+    # event loop); where that is not there the deadline starts at the service's stop.
+    handle = getattr(loop, "_signal_handlers", {}).get(sig)
+    if handle is None:
+        return
+
+    def chained() -> None:
+        first()
+        handle._callback(*handle._args)
+
+    loop.add_signal_handler(sig, chained)
+
+
 def install(app: Any, settings: Any) -> None:
     """Registers the shutdown deadline and the Kafka log bound on ``app``."""
     from mode import Service
 
+    deadline = _Deadline(settings.bootstrap_servers)
+
     @app.service
     class ShutdownDeadline(Service):
-        """Starts the forced-exit timer as the worker begins to stop."""
+        """Starts the forced-exit timer when the worker is told to stop."""
 
         async def on_start(self) -> None:
             bound_kafka_logs()  # the worker's logging is configured by now
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                _chain_signal(loop, sig, deadline.start)
 
         async def on_stop(self) -> None:
-            timer = threading.Timer(DEADLINE_S, _force_exit, args=(settings.bootstrap_servers,))
-            timer.daemon = True
-            timer.start()
+            deadline.start()
