@@ -36,6 +36,7 @@ RECORD_NAMES = (
     "DeadLetter",
     "DriftAlert",
     "ScenarioLineage",
+    "AuditEvent",
 )
 
 

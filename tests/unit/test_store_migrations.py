@@ -35,13 +35,15 @@ from tests import store_samples as samples
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "analytics.md"
 
-RAW_TABLES = {"experiences", "feedback", "outcomes", "dead_letters", "drift_alerts"}
+RAW_TABLES = {"experiences", "feedback", "outcomes", "dead_letters", "drift_alerts", "audit_log"}
 REGISTRY_TABLES = {"experiments", "stats_snapshots", "decisions", "datasets", "model_versions", "synthetic_scenarios"}
 VIEWS = {
     "v_experiences", "v_feedback", "v_outcomes_latest", "v_dead_letters", "v_experiments", "v_stats_snapshots",
     "v_decisions", "v_datasets", "v_model_versions", "v_runs", "v_rollup_hourly", "v_drift_alerts",
-    "v_synthetic_scenarios",
+    "v_synthetic_scenarios", "v_audit_log",
 }
+# one tenant's rows of each view (the API binds `tenant`), 0009
+TENANT_VIEWS = {"pv_" + v[2:] for v in VIEWS}
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +77,13 @@ def test_migrations_create_every_table_view_and_rollup(store: ChdbStore) -> None
     tables = _tables(store)
     for name in RAW_TABLES | REGISTRY_TABLES:
         assert tables.get(name) == "ReplacingMergeTree", name
-    for name in VIEWS:
+    for name in VIEWS | TENANT_VIEWS:
         assert tables.get(name) == "View", name
     assert tables["rollup_hourly"] == "AggregatingMergeTree"
     assert tables["mv_rollup_hourly"] == "MaterializedView"
     assert tables["schema_migrations"] == "ReplacingMergeTree"
     versions = [v for (v,) in store.query("SELECT version FROM schema_migrations FINAL ORDER BY version").rows]
-    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
 
 
 def test_migrating_again_is_a_no_op(store: ChdbStore) -> None:
@@ -98,7 +100,7 @@ def test_a_new_database_gets_every_migration_and_an_edited_one_is_refused(store:
     shutil.copytree(SQL_DIR, sql_dir)
     database = f"agentgym_{unique}"
     try:
-        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8]
+        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
         assert RAW_TABLES <= set(_tables(store, database))
         # the views of that database read that database's tables
         assert store.query(f"SELECT count() FROM {database}.v_runs").scalar() == 0

@@ -88,4 +88,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "generator": "failure", "tags": ["cluster:c1", "tool:lookup_order"], "source_trace_id": "acme-r042",
         "expected_tool": "lookup_order", "created_ms": 1_700_000_009_000,
     },
+    "AuditEvent": {
+        "event_id": "0f3c2a", "tenant_id": "acme", "key_id": "a1b2c3d4e5f6", "timestamp_ms": 1_700_000_010_000,
+        "action": "analytics.query", "target": "runs_over_time", "outcome": "ok", "status": 200,
+        "detail": '{"limit": 100}', "request_id": None,
+    },
 }
