@@ -5,6 +5,8 @@
   and asymptotic confidence sequences for absolute and relative differences.
 * :mod:`~agentgym.processors.stats.fixed_horizon` — the classical z / Welch t tests.
 * :mod:`~agentgym.processors.stats.cuped` — variance reduction with a pre-period covariate.
+* :mod:`~agentgym.processors.stats.ppi` — prediction-powered (audit-corrected) estimates of a
+  labelled metric, for the same tests.
 * :mod:`~agentgym.processors.stats.srm` — sample-ratio mismatch: χ² and the sequential
   Dirichlet-multinomial Bayes factor.
 * :mod:`~agentgym.processors.stats.guardrails` — one-sided non-inferiority tests.
@@ -20,6 +22,15 @@ from agentgym.processors.stats.exceptions import InvalidParameterError, StatsErr
 from agentgym.processors.stats.fixed_horizon import fixed_horizon_test, two_proportion_z_test, welch_t_test
 from agentgym.processors.stats.guardrails import guardrail_test
 from agentgym.processors.stats.multiple import adjust_p_values, bonferroni, holm
+from agentgym.processors.stats.ppi import (
+    PpiEstimate,
+    PredictionPoweredStatistic,
+    gold_summary,
+    label_summary,
+    ppi_estimate,
+    ppi_summary,
+    rectified_mean_and_variance,
+)
 from agentgym.processors.stats.results import (
     UNBOUNDED,
     DifferenceEstimate,
@@ -51,6 +62,8 @@ __all__ = [
     "sequential_test", "one_sided_p_value", "SequentialState",
     "welch_t_test", "two_proportion_z_test", "fixed_horizon_test",
     "cuped_theta", "cuped_adjust",
+    "PredictionPoweredStatistic", "PpiEstimate", "ppi_estimate", "ppi_summary", "label_summary", "gold_summary",
+    "rectified_mean_and_variance",
     "srm_chi_square", "srm_log_bayes_factor", "srm_test", "SrmState",
     "guardrail_test", "bonferroni", "holm", "adjust_p_values",
     "ArmComparison", "MetricAnalysis", "GuardrailSpec", "analyse_metric",
