@@ -110,6 +110,10 @@ class ExperimentConfig:
         unit_type: ``user``, ``session`` or ``trace``: what is randomised and counted.
         status: see the module docstring.
         config_version: 1 for the first record, + 1 per change.
+        audit_rate: fraction of units in the audit sample, in [0, 1) (0: off); their gold
+            labels correct ``success_rate`` (:mod:`agentgym.processors.stats.ppi`).
+        cuped_metrics: metrics adjusted with CUPED by the unit's pre-experiment value.
+        cuped_lookback_days: CUPED's pre-experiment window, in days (default 28).
     """
 
     experiment_id: str
@@ -128,6 +132,9 @@ class ExperimentConfig:
     updated_ms: int = field(default_factory=_now_ms)
     updated_by: str = ""
     event_id: str = ""
+    audit_rate: float = 0.0
+    cuped_metrics: tuple[str, ...] = ()
+    cuped_lookback_days: int = 28
 
     def __post_init__(self) -> None:
         if not self.salt:
@@ -183,6 +190,13 @@ class ExperimentConfig:
             raise ExperimentConfigError("alpha", f"must be in (0, 0.5], got {self.alpha}")
         if self.min_samples_per_arm < 1:
             raise ExperimentConfigError("min_samples_per_arm", f"must be >= 1, got {self.min_samples_per_arm}")
+        if not 0.0 <= self.audit_rate < 1.0:
+            raise ExperimentConfigError("audit_rate", f"must be in [0, 1), got {self.audit_rate}")
+        for name in self.cuped_metrics:
+            if name not in {m.name for m in self.metrics}:
+                raise ExperimentConfigError("cuped_metrics", f"{name!r} is not one of the experiment's metrics")
+        if self.cuped_lookback_days < 1:
+            raise ExperimentConfigError("cuped_lookback_days", f"must be >= 1, got {self.cuped_lookback_days}")
         return self
 
     # -- views ------------------------------------------------------------------
@@ -217,6 +231,8 @@ class ExperimentConfig:
             "guardrails": [g.to_record() for g in self.guardrails],
             "alpha": float(self.alpha), "min_samples_per_arm": int(self.min_samples_per_arm), "status": self.status,
             "config_version": int(self.config_version), "updated_ms": int(self.updated_ms), "updated_by": self.updated_by,
+            "audit_rate": float(self.audit_rate), "cuped_metrics": list(self.cuped_metrics),
+            "cuped_lookback_days": int(self.cuped_lookback_days),
         }
 
     @classmethod
@@ -231,6 +247,8 @@ class ExperimentConfig:
             salt=r.get("salt") or "", unit_type=r.get("unit_type") or "user", name=r.get("name") or "",
             status=r.get("status") or "draft", config_version=int(r.get("config_version", 1)),
             updated_ms=int(r["updated_ms"]), updated_by=r.get("updated_by") or "", event_id=r.get("event_id") or "",
+            audit_rate=float(r.get("audit_rate") or 0.0), cuped_metrics=tuple(r.get("cuped_metrics") or ()),
+            cuped_lookback_days=int(r.get("cuped_lookback_days") or 28),
         )
 
     # -- changes (each returns the next version) -------------------------------------

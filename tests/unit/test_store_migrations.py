@@ -83,7 +83,7 @@ def test_migrations_create_every_table_view_and_rollup(store: ChdbStore) -> None
     assert tables["mv_rollup_hourly"] == "MaterializedView"
     assert tables["schema_migrations"] == "ReplacingMergeTree"
     versions = [v for (v,) in store.query("SELECT version FROM schema_migrations FINAL ORDER BY version").rows]
-    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
 
 
 def test_migrating_again_is_a_no_op(store: ChdbStore) -> None:
@@ -100,7 +100,7 @@ def test_a_new_database_gets_every_migration_and_an_edited_one_is_refused(store:
     shutil.copytree(SQL_DIR, sql_dir)
     database = f"agentgym_{unique}"
     try:
-        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
         assert RAW_TABLES <= set(_tables(store, database))
         # the views of that database read that database's tables
         assert store.query(f"SELECT count() FROM {database}.v_runs").scalar() == 0

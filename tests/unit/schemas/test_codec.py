@@ -52,6 +52,10 @@ def test_round_trip(name: str) -> None:
     expected = copy.deepcopy(record)
     if name == "Outcome":  # v2 fields not in the example take their defaults
         expected.update(config_version=0, experiment_status="")
+    if name == "ExperimentConfig":  # v2 fields not in the example take their defaults
+        expected.update(audit_rate=0.0, cuped_metrics=[], cuped_lookback_days=28)
+    if name == "StatsSnapshot":  # v3 fields not in the example take their defaults
+        expected.update(estimator="labelled", labelled_comparisons=[], audit_units=0, variance_reduction=None)
     if name == "Experience":  # nested records come back with their defaults filled in
         expected["assignment"] = {"config_version": 0, "experiment_status": "", **expected["assignment"]}
         for m in expected["input"]:
