@@ -4,6 +4,7 @@
     POST /v1/feedback                             feedback: likewise                      scope ingest
     GET  /v1/experiments/{id}/assignment?unit_id  the SDK's assignment hash               scope ingest or read
     GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
+    /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
 
 Every other request needs ``Authorization: Bearer <key>`` (:mod:`agentgym.gateway.keys`):
 401 without a valid key, 403 without the scope or when a body field or the
@@ -43,6 +44,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from agentgym.gateway import datasets as datasets_routes
+from agentgym.gateway import experiments as experiments_routes
+from agentgym.gateway import jobs as jobs_routes
+from agentgym.gateway import models as models_routes
 from agentgym.gateway.body import events_of, read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
@@ -275,6 +280,8 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
     ):
         app.router.add_post(path, _endpoint(route, handler))
     app.router.add_get("/v1/experiments/{experiment_id}/assignment", _endpoint("assignment", _assignment))
+    for group in (experiments_routes, datasets_routes, models_routes, jobs_routes):  # each builds its state after the Gateway's
+        group.add_routes(app, _endpoint, GATEWAY)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))
     app.router.add_get("/readyz", _endpoint("readyz", _readyz))
     app.router.add_get("/metrics", _endpoint("metrics", _metrics))

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentgym.gateway import datasets as datasets_routes
+from agentgym.gateway import experiments as experiments_routes
+from agentgym.gateway import jobs as jobs_routes
+from agentgym.gateway import models as models_routes
 from agentgym.gateway.ids import ID_PATTERN
 from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind
 from agentgym.schemas.registry import default_schema_set
@@ -106,6 +110,9 @@ def _plain(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = 
         "200": {"description": "ok", "content": {content_type: {"schema": schema}}}, **(extra or {})}}}
 
 
+_GROUPS = (experiments_routes, datasets_routes, models_routes, jobs_routes)  # the resource route groups
+
+
 def openapi_document() -> dict[str, Any]:
     """The whole OpenAPI 3.1 document."""
     assignment = {"type": "object", "properties": {
@@ -120,7 +127,8 @@ def openapi_document() -> dict[str, Any]:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an Agent Gym API key (agentgym keys create)"}},
             "schemas": {"Error": _ERROR, "ExperienceEvent": _event_schema(EXPERIENCE), "FeedbackEvent": _event_schema(FEEDBACK),
-                        "Assignment": assignment},
+                        "Assignment": assignment,
+                        **{k: v for g in _GROUPS for k, v in g.openapi_schemas().items()}},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -143,6 +151,7 @@ def openapi_document() -> dict[str, Any]:
                     "404": _err("no such experiment for this tenant"),
                     **_AUTH_ERRORS,
                 }}},
+            **{k: v for g in _GROUPS for k, v in g.openapi_paths().items()},
             "/healthz": _plain("liveness", {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}),
             "/readyz": _plain("readiness: keys, plans, usage and experiments followed to their ends",
                               {"type": "object", "properties": {"status": {"type": "string"}, "waiting": {"type": "array", "items": {"type": "string"}}},

@@ -58,6 +58,8 @@ class GatewaySettings(SharedSettings):
         "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")
     access_log_sample: float = Field(0.0, ge=0, le=1, description="fraction of requests written to the access log (0-1)")
+    max_streams: int = Field(
+        100, ge=1, le=10000, description="open live experiment streams (Server-Sent Events) per process (503) (1-10000)")
 
     @model_validator(mode="after")
     def _spool_under_home(self) -> "GatewaySettings":

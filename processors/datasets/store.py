@@ -244,6 +244,11 @@ class DatasetStore:
         """The rows of one split."""
         return [row for table in self._tables(manifest, split) for row in table.to_pylist()]
 
+    def batches(self, manifest: Manifest, split: str) -> Iterator[builtins.list[dict[str, Any]]]:
+        """The rows of one split, one shard at a time (what a streamed export reads)."""
+        for table in self._tables(manifest, split):
+            yield table.to_pylist()
+
     def _tables(self, manifest: Manifest, split: str) -> Iterator[Any]:
         import pyarrow.parquet as pq
 
