@@ -2,6 +2,7 @@
 
     POST /v1/experiences                          runs: one object or {"events": [...]}   scope ingest
     POST /v1/feedback                             feedback: likewise                      scope ingest
+    POST /v1/traces                               OTLP/HTTP trace export (GenAI spans)   scope ingest
     GET  /v1/experiments/{id}/assignment?unit_id  the SDK's assignment hash               scope ingest or read
     GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
     /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
@@ -48,6 +49,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import otlp
 from agentgym.gateway.body import events_of, read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
@@ -280,6 +282,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
     ):
         app.router.add_post(path, _endpoint(route, handler))
     app.router.add_get("/v1/experiments/{experiment_id}/assignment", _endpoint("assignment", _assignment))
+    otlp.add_routes(app, _endpoint)  # POST /v1/traces: OTLP/HTTP
     for group in (experiments_routes, datasets_routes, models_routes, jobs_routes):  # each builds its state after the Gateway's
         group.add_routes(app, _endpoint, GATEWAY)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))

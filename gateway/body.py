@@ -17,11 +17,25 @@ from aiohttp import web
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.settings import GatewaySettings
 
-__all__ = ["read_json", "json_depth_exceeds", "events_of"]
+__all__ = ["read_json", "read_body", "json_depth_exceeds", "events_of"]
 
 
 async def read_json(request: web.Request, settings: GatewaySettings) -> Any:
     """The request's JSON body, parsed, or an :class:`ApiError`."""
+    raw = await read_body(request, settings)
+    if not raw:
+        raise ApiError(400, "invalid_json", "body", "is empty: send a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", "body", f"not valid JSON: {exc}") from None
+    if json_depth_exceeds(raw, body, settings.max_json_depth):
+        raise ApiError(400, "too_deep", "body", f"JSON nests deeper than {settings.max_json_depth} levels")
+    return body
+
+
+async def read_body(request: web.Request, settings: GatewaySettings) -> bytes:
+    """The request's body within the size and time limits, decompressed (gzip, deflate), or an :class:`ApiError`."""
     length = request.content_length
     if length is not None and length > settings.max_body_bytes:
         raise ApiError(413, "too_large", "body", f"{length} bytes; at most {settings.max_body_bytes} bytes per request")
@@ -39,15 +53,7 @@ async def read_json(request: web.Request, settings: GatewaySettings) -> Any:
     encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raw = _decompress(raw, encoding, settings.max_decompressed_bytes)
-    if not raw:
-        raise ApiError(400, "invalid_json", "body", "is empty: send a JSON object")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, "invalid_json", "body", f"not valid JSON: {exc}") from None
-    if json_depth_exceeds(raw, body, settings.max_json_depth):
-        raise ApiError(400, "too_deep", "body", f"JSON nests deeper than {settings.max_json_depth} levels")
-    return body
+    return raw
 
 
 def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:

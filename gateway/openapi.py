@@ -13,6 +13,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import otlp
 from agentgym.gateway.ids import ID_PATTERN
 from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind
 from agentgym.schemas.registry import default_schema_set
@@ -134,6 +135,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/v1/experiences": _ingest(EXPERIENCE, "record agent runs (scope ingest)"),
             "/v1/feedback": _ingest(FEEDBACK, "record feedback on runs (scope ingest)"),
+            **otlp.openapi_paths(),
             "/v1/experiments/{experiment_id}/assignment": {"get": {
                 "summary": "the variant serving a unit, by the SDK's hash (scope ingest or read)",
                 "operationId": "get_assignment",

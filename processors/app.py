@@ -22,6 +22,7 @@ import faust
 from agentgym.processors import labeller, sink
 from agentgym.processors.datasets import processor as datasets
 from agentgym.processors.experiments import processor as experiments
+from agentgym.processors.otel import processor as otel
 from agentgym.processors import shutdown
 from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
@@ -35,6 +36,7 @@ REGISTRATIONS: dict[str, Callable[[faust.App, ProcessorSettings], Any]] = {
     "labeller": labeller.register,
     "datasets": datasets.register,
     "experiments": experiments.register,
+    "otel": otel.register,
 }
 assert tuple(REGISTRATIONS) == KNOWN_PROCESSORS
 

@@ -12,7 +12,7 @@ from agentgym.producers.settings import SharedSettings, parse_choices
 
 __all__ = ["ProcessorSettings"]
 
-KNOWN_PROCESSORS = ("sink", "labeller", "datasets", "experiments")
+KNOWN_PROCESSORS = ("sink", "labeller", "datasets", "experiments", "otel")
 FAUST_STORE_SCHEMES = ("memory", "rocksdb")
 
 
@@ -45,9 +45,9 @@ class ProcessorSettings(SharedSettings):
         1024 * 1024 * 1024, ge=1024 * 1024, description="read-only HTTP interface: the most memory a query may use, "
         "bytes (a client may lower it)")
     processors: str = Field(
-        "sink,labeller,experiments,datasets",
+        "sink,labeller,experiments,datasets,otel",
         description="comma-separated processors this worker runs: `sink`, `labeller`, `datasets` (the dataset builder), "
-        "`experiments`")
+        "`experiments`, `otel` (assembles OTLP GenAI spans into experiences)")
     faust_store: str = Field(
         "memory://", description="Faust table store (`memory://` or `rocksdb://`); tables are changelog-backed and "
         "restored from Kafka on restart either way")

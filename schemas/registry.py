@@ -37,6 +37,7 @@ RECORD_NAMES = (
     "DriftAlert",
     "ScenarioLineage",
     "AuditEvent",
+    "OtelSpans",
 )
 
 

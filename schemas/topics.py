@@ -64,6 +64,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("deadletter", "DeadLetter", "key", 3, "dead_letters", retention_ms=30 * 24 * 3600 * 1000),
         TopicSpec("drift", "DriftAlert", "model_version", 1, "drift_alerts"),
         TopicSpec("scenario-lineage", "ScenarioLineage", "dataset_id", 1, "synthetic_scenarios"),
+        # OTLP GenAI spans mapped by the gateway, assembled into experiences by the otel processor;
+        # co-partitioned with the trace topics, not materialised (the experiences are)
+        TopicSpec("otel-spans", "OtelSpans", "trace_id", _TRACE_PARTITIONS, ""),
         # admin actions and analytics queries through the API; ClickHouse's audit_log keeps them for good
         TopicSpec("audit", "AuditEvent", "tenant_id", 1, "audit_log", retention_ms=30 * 24 * 3600 * 1000),
         # the gateway's own state, followed by every replica; not materialised (table ""):

@@ -177,8 +177,8 @@ class LabellingEngine:
         run = summarise_experience(record)
         if state is None:
             state = TraceState(record["trace_id"], record["tenant_id"], record["agent_id"], partition, now_ms, now_ms)
-        elif state.run is not None and state.run.event_id == run.event_id:
-            return state  # a redelivered experience: nothing new
+        elif state.run is not None and state.run == run:
+            return state  # a redelivered experience: nothing new (a revision, same event id, replaces the run)
         state.add_run(run, now_ms)
         return state
 

@@ -93,4 +93,17 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "action": "analytics.query", "target": "runs_over_time", "outcome": "ok", "status": 200,
         "detail": '{"limit": 100}', "request_id": None,
     },
+    "OtelSpans": {
+        "event_id": "4bf92f3577b34da6a3ce929d0e0e4736:1", "tenant_id": "acme", "agent_id": "support",
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "timestamp_ms": 1_700_000_011_000, "service_name": "support-bot",
+        "spans": [{
+            "span_id": "00f067aa0ba902b7", "parent_span_id": "", "name": "chat gpt-4o", "kind": "llm", "operation": "chat",
+            "start_ns": 1_700_000_010_000_000_000, "end_ns": 1_700_000_010_500_000_000, "error": None, "model": "gpt-4o",
+            "response_model": "gpt-4o-2024-08-06", "system": "openai", "input_tokens": 12, "output_tokens": 7,
+            "input_messages": [{"role": "user", "content": "hi", "name": None, "tool_call_id": None}],
+            "output_messages": [{"role": "assistant", "content": "hello", "name": None, "tool_call_id": None}],
+            "input": None, "output": None, "tool_call_id": None, "agent_name": None, "session_id": "s1", "user_id": None,
+            "model_version": None,
+        }],
+    },
 }

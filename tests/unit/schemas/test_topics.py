@@ -19,7 +19,7 @@ def test_design_topics() -> None:
     assert names == {
         "gym-experiences-v1", "gym-feedback-v1", "gym-outcomes-v1", "gym-experiments-v1", "gym-experiment-stats-v1",
         "gym-decisions-v1", "gym-datasets-v1", "gym-models-v1", "gym-deadletter-v1", "gym-drift-v1",
-        "gym-scenario-lineage-v1", "gym-audit-v1", "gym-api-keys-v1", "gym-tenants-v1", "gym-tenant-usage-v1",
+        "gym-scenario-lineage-v1", "gym-audit-v1", "gym-otel-spans-v1", "gym-api-keys-v1", "gym-tenants-v1", "gym-tenant-usage-v1",
     }
     assert {s.base for s in TOPICS.values() if s.compacted} == {"experiments", "models", "api-keys", "tenants", "tenant-usage"}
     assert TOPICS["experiments"].config()["cleanup.policy"] == "compact"
@@ -27,9 +27,9 @@ def test_design_topics() -> None:
 
 
 def test_trace_topics_are_co_partitioned() -> None:
-    parts = {TOPICS[b].partitions for b in ("experiences", "feedback", "outcomes")}
+    parts = {TOPICS[b].partitions for b in ("experiences", "feedback", "outcomes", "otel-spans")}
     assert len(parts) == 1
-    assert all(TOPICS[b].key_field == "trace_id" for b in ("experiences", "feedback", "outcomes"))
+    assert all(TOPICS[b].key_field == "trace_id" for b in ("experiences", "feedback", "outcomes", "otel-spans"))
 
 
 def test_each_topic_carries_a_known_record_with_its_key_field() -> None:
