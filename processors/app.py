@@ -24,7 +24,7 @@ from agentgym.processors.datasets import processor as datasets
 from agentgym.processors.experiments import processor as experiments
 from agentgym.processors.otel import processor as otel
 from agentgym.processors import shutdown
-from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
+from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.schemas.topics import TOPICS
 
@@ -76,8 +76,12 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         datadir=datadir,
         broker_commit_interval=1.0,
         # static membership and short sessions: a worker restarted after a crash takes
-        # its old place at once instead of waiting out the dead member's session
-        consumer_group_instance_id=claim_instance_id(settings.app_id, settings.home, settings.worker_id),
+        # its old place at once instead of waiting out the dead member's session. Faust's
+        # assignor requires the rejoining member's web URL to be the one it left with, so
+        # the URL is part of the id (a worker restarted on another port joins as new).
+        consumer_group_instance_id=faust_instance_id(
+            claim_instance_id(settings.app_id, settings.home, settings.worker_id),
+            _web_host(settings.faust_web_bind), settings.faust_web_port),
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
     )

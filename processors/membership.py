@@ -26,7 +26,7 @@ import re
 import socket
 from pathlib import Path
 
-__all__ = ["claim_instance_id", "SESSION_TIMEOUT_S", "HEARTBEAT_INTERVAL_S"]
+__all__ = ["claim_instance_id", "faust_instance_id", "SESSION_TIMEOUT_S", "HEARTBEAT_INTERVAL_S"]
 
 SESSION_TIMEOUT_S = 10.0
 """Consumer session timeout of the workers' consumers (the broker's minimum is 6 s)."""
@@ -67,3 +67,13 @@ def claim_instance_id(app_id: str, home: Path, worker_id: str | None = None, max
         _claimed[app_id] = (fd, instance)
         return instance
     raise RuntimeError(f"more than {max_slots} workers of {app_id} on this host")
+
+
+def faust_instance_id(instance: str, web_host: str, web_port: int) -> str:
+    """The instance id of the Faust consumer: ``instance`` plus the worker's web URL.
+
+    Faust's partition assignor checks that a member's assignment carries the URL the
+    member has now (``assert metadata.url == str(self._url)``); a static member that
+    rejoins with another URL would crash the worker, so a new URL is a new member.
+    """
+    return f"{instance}-{_slug(web_host)}-{web_port}"
