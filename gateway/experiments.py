@@ -282,7 +282,12 @@ def add_routes(app: web.Application, endpoint: Endpoint, gateway: "web.AppKey[Ga
         yield
         await asyncio.to_thread(ex.close)
 
+    async def end_streams(app: web.Application) -> None:  # before the server waits for its handlers to finish
+        if EXPERIMENTS in app:
+            app[EXPERIMENTS].streams.end_all()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(end_streams)
     app.router.add_post("/v1/experiments", endpoint("experiments_create", _create))
     app.router.add_get("/v1/experiments", endpoint("experiments_list", _list))
     app.router.add_get("/v1/experiments/{experiment_id}", endpoint("experiments_get", _get))

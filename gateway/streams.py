@@ -114,15 +114,19 @@ class LiveStreams:
         """Whether the consumer reached the topics' ends within ``timeout_s``."""
         return await asyncio.to_thread(self._ready.wait, timeout_s)
 
-    def close(self, timeout_s: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+    def end_all(self) -> None:
+        """Ends every open stream (the server is shutting down: clients reconnect elsewhere)."""
         with self._lock:
             subs = [s for group in self._subs.values() for s in group]
         for s in subs:
             with contextlib.suppress(RuntimeError):  # its loop is closed already
                 s.loop.call_soon_threadsafe(s.offer, None)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self.end_all()
 
     # -- the consumer thread -----------------------------------------------------------
     def _assign(self) -> Consumer | None:

@@ -184,6 +184,15 @@ def test_the_live_stream_carries_the_experiments_snapshots_and_decisions(world: 
         stream.close()
     live = world.app[EXPERIMENTS].streams  # closed clients are unsubscribed
     wait_for(lambda: live.open_streams == 0, 30, "the closed streams to be cleaned up")
+    # a shutting-down server ends its streams (on_shutdown), so it need not wait for the clients
+    last = SSE(f"{url}/v1/experiments/{exp_id}/stream", world.a)
+    try:
+        assert last.next_event()[0] == "ready"
+        live.end_all()
+        assert last.resp.readline() == b""  # the response ended
+    finally:
+        last.close()
+    wait_for(lambda: live.open_streams == 0, 30, "the ended stream to be cleaned up")
 
 
 # -- datasets ------------------------------------------------------------------------------
