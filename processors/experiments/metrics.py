@@ -20,6 +20,15 @@ Statistics count *units* (users, sessions or traces), not events:
 Feedback carries no assignment: the processor joins it to the assignment of the
 experience of the same trace (see :mod:`agentgym.processors.experiments.processor`). Only
 feedback of the sources :data:`RATING_SOURCES` (human ratings) counts by default.
+
+**Audit labels.** An experiment with ``audit_rate > 0`` has a random audit sample of units
+(:func:`agentgym.processors.experiments.engine.in_audit_sample`); a reviewer's gold label
+of such a unit's trace is a Feedback with ``source = human`` and the marker
+``metadata["audit"] = "true"`` (:func:`is_audit_label`); its value (:func:`gold_label`)
+is ``thumbs_up`` (success: true), else ``value`` >= 0.5, else ``rating / rating_scale`` >= 0.5.
+It corrects ``success_rate`` (:mod:`agentgym.processors.stats.ppi`). Feedback without
+the marker, and marked feedback on a unit outside the sample, is never used as an audit
+label: feedback that users chose to give is not a random sample.
 """
 
 from __future__ import annotations
@@ -28,11 +37,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["MetricDefinition", "METRICS", "EXPOSURE", "RATING_SOURCES", "Source", "observations", "normalised_rating"]
+__all__ = ["MetricDefinition", "METRICS", "EXPOSURE", "RATING_SOURCES", "Source", "observations", "normalised_rating",
+           "AUDIT_MARKER", "AUDITED_METRIC", "is_audit_label", "gold_label"]
 
 Source = Literal["outcome", "experience", "feedback"]
 EXPOSURE = "__units__"  # the pseudo-metric that counts each unit once, for the SRM check
 RATING_SOURCES: frozenset[str] = frozenset({"human"})  # feedback sources the rating metric counts by default
+AUDIT_MARKER = "audit"  # Feedback.metadata key whose value "true" marks a reviewer's audit label
+AUDITED_METRIC = "success_rate"  # the metric the audit sample corrects
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,3 +104,24 @@ def observations(source: Source, record: dict[str, Any], metric_names: set[str])
         if value is not None:
             out[name] = value
     return out
+
+
+def is_audit_label(record: dict[str, Any]) -> bool:
+    """Whether a Feedback record is a reviewer's audit label: ``source = human`` and ``metadata["audit"] = "true"``."""
+    marker = str((record.get("metadata") or {}).get(AUDIT_MARKER, "")).strip().lower()
+    return record.get("source", "human") == "human" and marker in ("true", "1", "yes")
+
+
+def gold_label(record: dict[str, Any]) -> float | None:
+    """The gold success label (1.0 / 0.0) of an audit Feedback, or None when it holds none.
+
+    ``thumbs_up`` if set, else ``value`` >= 0.5, else ``rating / rating_scale`` >= 0.5.
+    """
+    if not is_audit_label(record):
+        return None
+    if record.get("thumbs_up") is not None:
+        return 1.0 if record["thumbs_up"] else 0.0
+    if record.get("value") is not None:
+        return 1.0 if float(record["value"]) >= 0.5 else 0.0
+    rating = normalised_rating(record)
+    return None if rating is None else (1.0 if rating >= 0.5 else 0.0)

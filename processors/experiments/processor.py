@@ -26,6 +26,11 @@ Topology (the trace topics are keyed by trace id; units and experiments are not)
         └──▶ gym-experiments-v1       the next configuration (all traffic to the winner
                                       or to the control): agents follow it live
 
+Audit labels (Feedback with ``metadata["audit"] = "true"``) take the same join: the
+experiences agent also remembers the assignment of each trace whose unit is in an
+experiment's audit sample, and the feedback agent sends the gold label as an
+observation of that unit (:func:`~agentgym.processors.experiments.engine.audit_observation`).
+
 The ``rating`` metric comes from feedback, which carries no assignment: the experiences
 agent remembers, in ``experiments-rating-traces`` (keyed by tenant and trace id), the
 assignment of each trace of a running experiment that has a ``rating`` metric; the
@@ -72,6 +77,7 @@ from agentgym.processors.experiments.engine import (
     analyse,
     applied_config,
     apply_observation,
+    audit_observation,
     decision_record,
     feedback_observation,
     merge_partials,
@@ -79,7 +85,7 @@ from agentgym.processors.experiments.engine import (
     snapshot_records,
     unit_observations,
 )
-from agentgym.processors.experiments.metrics import Source
+from agentgym.processors.experiments.metrics import Source, is_audit_label
 from agentgym.processors.experiments.settings import ExperimentSettings
 from agentgym.processors.settings import ProcessorSettings
 from agentgym.producers.admin import create_topics
@@ -347,13 +353,17 @@ class ExperimentsProcessor:
         obs = feedback_observation(record, assignment, config, self._rating_sources)
         if obs is not None:
             await self.units_topic.send(key=obs.key.encode(), value=obs.to_json())
+        gold = audit_observation(record, assignment, config)  # a reviewer's label of a unit of the audit sample
+        if gold is not None:
+            await self.units_topic.send(key=gold.key.encode(), value=gold.to_json())
 
     async def _observe_feedback(self, event: EventT) -> None:
         try:
             record = self.codec.decode(event.message.value, expected="Feedback").record
         except DecodeError:
             return
-        if record.get("rating") is None or record.get("source", "human") not in self._rating_sources:
+        rated = record.get("rating") is not None and record.get("source", "human") in self._rating_sources
+        if not rated and not is_audit_label(record):
             return
         key = json.dumps([record.get("tenant_id"), record.get("trace_id")])
         assignment = self.rating_traces.get(key)
