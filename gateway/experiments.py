@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from agentgym.gateway.body import read_json
-from agentgym.gateway.exceptions import ApiError
+from agentgym.gateway.exceptions import ApiError, InvalidIdError
+from agentgym.gateway.ids import check_id
 from agentgym.gateway.resource import (
     ADMIN,
     AUTH_ERRORS,
@@ -127,6 +128,13 @@ def _field(body: dict[str, Any], name: str, kinds: tuple[type, ...], default: An
     return value
 
 
+def _id(field: str, value: str) -> str:
+    try:
+        return check_id(field, value)
+    except InvalidIdError as exc:
+        raise ApiError(400, "invalid_request", exc.field, exc.reason) from None
+
+
 def _metric(value: Any, where: str, guardrail: bool) -> MetricSpec:
     if isinstance(value, str):
         value = {"name": value}
@@ -161,7 +169,7 @@ def _variants(value: Any) -> tuple[VariantSpec, ...]:
         if extra:
             raise ApiError(400, "invalid_request", f"{where}.{extra[0]}", "unknown field")
         name = _field(v, "name", (str,), required=True)
-        model = _field(v, "model_version", (str,), required=True)
+        model = _id(f"{where}.model_version", _field(v, "model_version", (str,), required=True))
         weight = _field(v, "weight", (int, float), 1.0)
         out.append(VariantSpec(name[:128], model[:200], float(weight), bool(_field(v, "is_control", (bool,), False))))
     if not any(v.is_control for v in out) and not any("is_control" in v for v in value):
@@ -192,7 +200,7 @@ def config_from_body(body: Any, tenant_id: str, by: str) -> ExperimentConfig:
     try:
         config = ExperimentConfig(
             experiment_id=scoped_id(tenant_id, name), tenant_id=tenant_id,
-            agent_id=_field(body, "agent_id", (str,), required=True)[:200],
+            agent_id=_id("agent_id", _field(body, "agent_id", (str,), required=True)),
             variants=_variants(body.get("variants")),
             primary_metric=_metric(_field(body, "primary_metric", (str, dict), "success_rate"), "primary_metric", False),
             guardrails=tuple(_metric(g, f"guardrails[{i}]", True) for i, g in enumerate(guardrails)),

@@ -16,6 +16,7 @@ shows it. A key sees its tenant's jobs only; another tenant's job is 404.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
@@ -40,6 +41,7 @@ from agentgym.gateway.resource import (
     path_id,
     query_int,
 )
+from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.jobs import JobRecord, JobStatus, JobStore
 from agentgym.trainers.settings import TrainerServiceSettings, TrainSettings
 from agentgym.trainers.training.job import new_job_id
@@ -60,10 +62,14 @@ class TrainingJobs:
         self.settings = TrainerServiceSettings(**shared)
         self.checkpoints = TrainSettings(**shared).train_checkpoint_store
         self.store = JobStore(self.settings.trainer_jobs_dir)
+        self._admitting = threading.Lock()  # two requests for one dataset in this process: one job
 
     def request(self, request: web.Request, dataset_id: str, tenant_id: str) -> JobRecord:
         """Admits a job for the tenant's dataset as the service would, or refuses naming why (blocking)."""
-        m = own_dataset(request, dataset_id, tenant_id)
+        with self._admitting:
+            return self._request(own_dataset(request, dataset_id, tenant_id))
+
+    def _request(self, m: Manifest) -> JobRecord:
         s = self.settings
         if m.kind not in s.kinds:
             raise ApiError(409, "not_trainable", "dataset_id", f"kind {m.kind} is not trained on (AGENTGYM_TRAINER_KINDS={s.trainer_kinds})")

@@ -125,6 +125,9 @@ def test_experiment_requests_are_checked_field_by_field(world: World, unique: st
         ({**experiment_body(f"f-{unique}"), "guardrails": [{"name": "latency_ms"}]}, 400, "guardrails[0].limit"),
         ({**experiment_body(f"f-{unique}"), "alpha": 2}, 400, "alpha"),
         ({**experiment_body(f"f-{unique}"), "colour": "red"}, 400, "colour"),
+        ({**experiment_body(f"f-{unique}"), "agent_id": "../etc"}, 400, "agent_id"),
+        ({**experiment_body(f"f-{unique}"), "variants": [{"name": "a", "model_version": "v1"}, {"name": "b", "model_version": "v/2"}]},
+         400, "variants[1].model_version"),
         ({**experiment_body(f"f-{unique}"), "tenant_id": world.tenant_b}, 403, "tenant_id"),
     ]
     for body, status, field in cases:
