@@ -256,13 +256,17 @@ def main(argv: list[str] | None = None) -> None:
     # CUPED: normal metric, σ = 1, n_fix = 1000 per arm at the MDE
     n_fix = 1000.0
     mde = math.sqrt(2.0) * (norm.ppf(1 - a / 2) + norm.ppf(0.8)) / math.sqrt(n_fix)
-    print(f"\n4. CUPED, MDE {mde:.4f} (n_fix {n_fix:.0f} per arm, 80 % power, two-sided alpha {a}), effect 1.5 x MDE, looks of 100 up to 3 n_fix")
-    for corr in (0.0, 0.6):
-        res = simulate_cuped(effect=1.5 * mde, correlation=corr, replicates=r, looks=30, per_look=100, alpha=a, seed=args.seed)
-        null = simulate_cuped(effect=0.0, correlation=corr, replicates=r, looks=30, per_look=100, alpha=a, seed=args.seed + 1)
-        for name in ("plain", "cuped"):
-            print(f"   corr {corr:.1f} {name:5s} E[N]/n_fix {res[name].n_stop.mean() / n_fix:.3f}, power {res[name].rate(+1):.4f}, "
-                  f"A/A false positives {null[name].rate():.4f}, coverage {res[name].covered.mean():.4f}")
+    print(f"\n4. CUPED, MDE {mde:.4f} (n_fix {n_fix:.0f} per arm, 80 % power, two-sided alpha {a}), effect 1.5 x MDE, "
+          "up to 3 n_fix; E[N] counts a run that never stops as 3 n_fix")
+    for per in (100, 25):
+        looks_c = int(3 * n_fix) // per
+        for corr in (0.0, 0.6):
+            res = simulate_cuped(effect=1.5 * mde, correlation=corr, replicates=r, looks=looks_c, per_look=per, alpha=a, seed=args.seed)
+            null = simulate_cuped(effect=0.0, correlation=corr, replicates=r, looks=looks_c, per_look=per, alpha=a, seed=args.seed + 1)
+            for name in ("plain", "cuped"):
+                print(f"   looks every {per:3d}/arm, corr {corr:.1f} {name:5s} E[N]/n_fix {res[name].n_stop.mean() / n_fix:.3f}, "
+                      f"power {res[name].rate(+1):.4f}, A/A false positives {null[name].rate():.4f}, "
+                      f"coverage {res[name].covered.mean():.4f}")
     print(f"\n({time.perf_counter() - start:.1f} s)")
 
 
