@@ -110,8 +110,17 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
     assert doc["openapi"] == "3.1.0"
     schema = schemathesis.openapi.from_dict(doc)
     ops = {(op.method.upper(), op.path) for op in (r.ok() for r in schema.get_all_operations())}
-    assert ops == {("POST", "/v1/experiences"), ("POST", "/v1/feedback"), ("GET", "/v1/experiments/{experiment_id}/assignment"),
-                   ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json")}
+    assert {("POST", "/v1/experiences"), ("POST", "/v1/feedback"), ("GET", "/v1/experiments/{experiment_id}/assignment"),
+            ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json")} <= ops
+    resources = {(m, p) for m, p in ops if p.startswith(("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs"))}
+    e = "/v1/experiments/{experiment_id}"
+    assert resources == {
+        ("POST", "/v1/experiments"), ("GET", "/v1/experiments"), ("GET", e), ("GET", e + "/assignment"), ("GET", e + "/stream"),
+        *{("POST", f"{e}/{verb}") for verb in ("start", "pause", "resume", "stop", "rollback")},
+        ("GET", "/v1/datasets"), ("GET", "/v1/datasets/{dataset_id}"), ("GET", "/v1/datasets/{dataset_id}/export"),
+        ("GET", "/v1/models"), ("GET", "/v1/models/{model_version}"), ("POST", "/v1/models/{model_version}/promote"),
+        ("POST", "/v1/models/{model_version}/retire"),
+        ("POST", "/v1/training-jobs"), ("GET", "/v1/training-jobs"), ("GET", "/v1/training-jobs/{job_id}")}
     exp = doc["components"]["schemas"]["ExperienceEvent"]
     assert {"input", "output", "model_name", "model_version", "latency_ms"} <= set(exp["required"])
     assert exp["properties"]["status"]["enum"] == ["ok", "error", "timeout", "cancelled"]
