@@ -45,10 +45,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from agentgym.gateway import analytics
 from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway.audit import AUDITOR, KEY_SLOT, Auditor
 from agentgym.gateway import otlp
 from agentgym.gateway.body import events_of, read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
@@ -129,6 +131,7 @@ class Gateway:
         if key is None:
             raise ApiError(401, "unauthorized", "Authorization", "unknown or revoked API key",
                            headers={"WWW-Authenticate": 'Bearer realm="agentgym", error="invalid_token"'})
+        request[KEY_SLOT] = key  # who, for the audit log (also when refused below)
         if not key.scopes & scopes:
             raise ApiError(403, "forbidden_scope", "Authorization", f"the key lacks the scope {' or '.join(sorted(scopes))}")
         named = request.headers.get("X-AgentGym-Tenant")
@@ -268,6 +271,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         gw = app[GATEWAY] = await asyncio.to_thread(Gateway, settings, worker)
+        app[AUDITOR] = Auditor(gw.client, gw.codec)
         reporter = asyncio.create_task(_report_usage(gw))
         yield
         reporter.cancel()
@@ -285,6 +289,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
     otlp.add_routes(app, _endpoint)  # POST /v1/traces: OTLP/HTTP
     for group in (experiments_routes, datasets_routes, models_routes, jobs_routes):  # each builds its state after the Gateway's
         group.add_routes(app, _endpoint, GATEWAY)
+    analytics.add_routes(app, _endpoint, settings)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))
     app.router.add_get("/readyz", _endpoint("readyz", _readyz))
     app.router.add_get("/metrics", _endpoint("metrics", _metrics))

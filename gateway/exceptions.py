@@ -8,7 +8,7 @@ by the gateway's library functions (key and plan administration).
 
 from __future__ import annotations
 
-__all__ = ["GatewayError", "ApiError", "KeyNotFoundError", "InvalidIdError", "PlanError"]
+__all__ = ["GatewayError", "ApiError", "KeyNotFoundError", "InvalidIdError", "PlanError", "AuditError"]
 
 
 class GatewayError(Exception):
@@ -59,3 +59,7 @@ class InvalidIdError(GatewayError, ValueError):
 
 class PlanError(GatewayError, ValueError):
     """A tenant plan's name or limits are invalid."""
+
+
+class AuditError(GatewayError, ValueError):
+    """An audit record's outcome or action is invalid."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentgym.gateway import analytics
 from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
@@ -154,6 +155,7 @@ def openapi_document() -> dict[str, Any]:
                     **_AUTH_ERRORS,
                 }}},
             **{k: v for g in _GROUPS for k, v in g.openapi_paths().items()},
+            **analytics.openapi_paths(),
             "/healthz": _plain("liveness", {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}),
             "/readyz": _plain("readiness: keys, plans, usage and experiments followed to their ends",
                               {"type": "object", "properties": {"status": {"type": "string"}, "waiting": {"type": "array", "items": {"type": "string"}}},

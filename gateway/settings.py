@@ -58,6 +58,14 @@ class GatewaySettings(SharedSettings):
         "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")
     access_log_sample: float = Field(0.0, ge=0, le=1, description="fraction of requests written to the access log (0-1)")
+    analytics_max_execution_time_s: float = Field(
+        10.0, gt=0, le=600, description="an analytics query is stopped after this many seconds (422) (0-600)")
+    analytics_max_memory_usage: int = Field(
+        512 * 1024 * 1024, ge=1024 * 1024, description="most memory one analytics query may take, bytes (422) (>= 1 MiB)")
+    analytics_max_result_rows: int = Field(
+        10_000, ge=1, le=1_000_000, description="most rows one analytics query may answer, also the largest `limit` (1-1000000)")
+    analytics_max_range_days: int = Field(
+        400, ge=1, description="widest from..to window of an analytics query, days (400) (>= 1)")
     max_streams: int = Field(
         100, ge=1, le=10000, description="open live experiment streams (Server-Sent Events) per process (503) (1-10000)")
 

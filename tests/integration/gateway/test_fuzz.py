@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -13,11 +15,27 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from tests.integration.gateway.conftest import Served, new_key
+from agentgym.processors.store import migrate, open_store
+from agentgym.processors.store.http_server import serve_readonly
+from tests.integration.gateway.conftest import Served, ServedGateway, new_key, test_settings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 MAX_EXAMPLES = 30  # per operation: bounded for CI (~10 s in all)
+
+
+@pytest.fixture(scope="module")
+def served(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """The gateway with an analytics store: an embedded one served read-only, as the worker serves it."""
+    store = open_store(f"chdb://{tmp_path_factory.mktemp('fuzz-store') / 'ch'}")
+    migrate(store)
+    http = serve_readonly(store)
+    try:
+        with ServedGateway(test_settings(bootstrap, tmp_path_factory.mktemp("gateway-spool"), clickhouse_url=http.url)) as s:
+            yield s
+    finally:
+        http.stop()
+        store.close()
 
 
 @pytest.mark.timeout(150)
