@@ -41,7 +41,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Status as SpanStatus
 from agentgym.gateway.body import read_body
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
-from agentgym.gateway.ingest import Prepared
+from agentgym.gateway.ingest import FEEDBACK, Prepared
 from agentgym.processors.otel.mapping import is_genai, map_span
 from agentgym.schemas.exceptions import SchemaValidationError
 from agentgym.schemas.topics import TOPICS
@@ -49,10 +49,14 @@ from agentgym.schemas.topics import TOPICS
 if TYPE_CHECKING:
     from agentgym.gateway.app import Gateway
 
-__all__ = ["add_routes", "openapi_paths", "decode_request", "map_request", "MappedRequest", "MAX_ATTRIBUTE_BYTES"]
+__all__ = ["add_routes", "openapi_paths", "decode_request", "map_request", "MappedRequest", "MAX_ATTRIBUTE_BYTES", "FEEDBACK_EVENT"]
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
+FEEDBACK_EVENT = "agentgym.feedback"
+"""A span event of this name becomes Feedback: attributes ``agentgym.feedback.<field>`` (``rating``,
+``rating_scale``, ``thumbs_up``, ``comment``, ``correction``, ``signal``, ``value``, ``source``,
+``user_id``, and ``trace_id`` for another run than the span's own)."""
 MAX_ATTRIBUTE_BYTES = 128 * 1024
 """An attribute value (string or bytes, or an array's item) longer than this rejects its span."""
 _TOPIC = TOPICS["otel-spans"].name
@@ -107,6 +111,7 @@ class MappedRequest:
     rejected: int = 0
     reasons: list[str] = field(default_factory=list)
     roots: set[str] = field(default_factory=set)  # traces whose root span (no parent) arrived: runs, for the plan
+    feedback: list[dict[str, Any]] = field(default_factory=list)  # encode_feedback arguments of agentgym.feedback span events
 
     def reject(self, reason: str) -> None:
         self.rejected += 1
@@ -210,6 +215,9 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
                     continue
                 try:
                     attrs = _attrs(span.attributes)
+                    for i, e in enumerate(span.events):
+                        if e.name == FEEDBACK_EVENT:
+                            out.feedback.append(_feedback_args(tid.hex(), sid.hex(), i, agent, e.time_unix_nano, _attrs(e.attributes)))
                     if not is_genai(attrs):
                         continue  # accepted, not a GenAI span: dropped (docs/otel.md)
                     events = [(e.name, _attrs(e.attributes)) for e in span.events]
@@ -229,6 +237,22 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
                 if not parent:
                     out.roots.add(trace_id)
     return out
+
+
+_FEEDBACK_FIELDS = ("rating", "rating_scale", "thumbs_up", "comment", "correction", "signal", "value", "source", "user_id")
+
+
+def _feedback_args(trace_id: str, span_id: str, index: int, agent: str, time_ns: int, attrs: dict[str, Any]) -> dict[str, Any]:
+    """``encode_feedback``'s arguments from an ``agentgym.feedback`` span event (its event id is fixed by
+    span and position, so a retried export is deduplicated)."""
+    args: dict[str, Any] = {f: attrs[f"{FEEDBACK_EVENT}.{f}"] for f in _FEEDBACK_FIELDS if f"{FEEDBACK_EVENT}.{f}" in attrs}
+    target = attrs.get(f"{FEEDBACK_EVENT}.trace_id")
+    args["trace_id"] = target.lower() if isinstance(target, str) and target else trace_id
+    args["agent_id"] = agent
+    args["event_id"] = hashlib.blake2b(f"{trace_id}:{span_id}:{index}".encode(), digest_size=16).hexdigest()
+    if time_ns:
+        args["timestamp_ms"] = time_ns // 1_000_000
+    return args
 
 
 def _str(v: Any) -> str | None:
@@ -306,15 +330,36 @@ async def _export(request: web.Request, gw: "Gateway", as_json: bool) -> web.Res
     runs = [Prepared(t, b"", t, mapped.traces[t]["agent_id"]) for t in mapped.roots if t in mapped.traces]
     if runs:
         gw.check_plan(key.tenant_id, runs)
+    feedback, warnings = _encode_feedback(gw, key.tenant_id, mapped.feedback)
     send = gw.client.send_encoded
     for trace_id, value in records:
         send("OtelSpans", _TOPIC, trace_id, value)
+    for trace_id, value in feedback:
+        send(FEEDBACK.record, FEEDBACK.topic, trace_id, value)
     gw.metrics.count_events("OtelSpans", len(records))
+    if feedback:
+        gw.metrics.count_events(FEEDBACK.record, len(feedback))
     resp = ExportTraceServiceResponse()
-    if mapped.rejected:
+    if mapped.rejected or warnings:  # an error message without rejected spans is a warning (OTLP "partial success")
         resp.partial_success.rejected_spans = mapped.rejected
-        resp.partial_success.error_message = "; ".join(mapped.reasons) + (" ..." if mapped.rejected > len(mapped.reasons) else "")
+        reasons = mapped.reasons + warnings[:3]
+        resp.partial_success.error_message = "; ".join(reasons) + (" ..." if mapped.rejected + len(warnings) > len(reasons) else "")
     return _answer(resp, 200, as_json)
+
+
+def _encode_feedback(gw: "Gateway", tenant_id: str, events: list[dict[str, Any]]) -> tuple[list[tuple[str, bytes]], list[str]]:
+    out, warnings = [], []
+    for args in events:
+        trace_id = args.pop("trace_id")
+        try:
+            check_id("agentgym.feedback.trace_id", trace_id)
+            _, value = gw.client.encode_feedback(trace_id, tenant_id=tenant_id, **args)
+        except (InvalidIdError, SchemaValidationError, TypeError, ValueError) as exc:  # InvalidEventError names the field
+            field_name = getattr(exc, "field", "") or "event"
+            warnings.append(f"{FEEDBACK_EVENT} event of trace {trace_id[:40]}: {field_name}: {getattr(exc, 'reason', exc)}")
+            continue
+        out.append((trace_id, value))
+    return out, warnings
 
 
 def add_routes(app: web.Application, endpoint: Callable[[str, Any], Callable[[web.Request], Awaitable[web.StreamResponse]]]) -> None:

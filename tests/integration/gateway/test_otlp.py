@@ -101,7 +101,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 @pytest.fixture(scope="module")
 def sink(bootstrap: str, store: Store) -> Iterator[ClickHouseSink]:
     s = ClickHouseSink(bootstrap, store, group=f"otel-sink-{uuid.uuid4().hex[:8]}", batch_size=5000, batch_ms=200,
-                       specs=[TOPICS["experiences"]])
+                       specs=[TOPICS["experiences"], TOPICS["feedback"]])
     yield s
     s.close()
 
@@ -146,6 +146,7 @@ def _agent_run(tp: TracerProvider, base_url: str, flush_midway: bool) -> str:
             tool.set_attribute("gen_ai.tool.call.result", result)
         messages += [first.choices[0].message.model_dump(exclude_none=True), {"role": "tool", "tool_call_id": call.id, "content": result}]
         final = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
+        run.add_event("agentgym.feedback", {"agentgym.feedback.thumbs_up": True, "agentgym.feedback.comment": "quick"})
         run.set_attribute("gen_ai.output.messages", json.dumps(
             [{"role": "assistant", "parts": [{"type": "text", "content": final.choices[0].message.content}]}]))
         trace_id = format(run.get_span_context().trace_id, "032x")
@@ -217,6 +218,10 @@ def test_openinference_instrumentation(served: Served, bootstrap: str, fake_open
     e = _experience(sink, store, otel_worker, tenant, trace_id, steps=3)
     _check_run(e)
     assert e["model_name"] == "gpt-4o-mini-2024-07-18"  # OpenInference records the served model (llm.model_name)
+    # the agentgym.feedback span event became Feedback on the run (the same trace id as the Experience)
+    q = "SELECT trace_id, agent_id, kind, comment FROM v_feedback WHERE tenant_id = {t:String}"
+    rows = wait_for(lambda: sink.process_batch() is not None and store.query(q, {"t": tenant}).rows, 60, "the span event's feedback")
+    assert rows == [(trace_id, "support-bot", "thumbs", "quick")]
 
 
 def test_json_partial_success_and_errors_over_http(served: Served, bootstrap: str, unique: str) -> None:
@@ -225,11 +230,13 @@ def test_json_partial_success_and_errors_over_http(served: Served, bootstrap: st
     good = {"traceId": uuid.uuid4().hex, "spanId": "eee19b7ec3c1b174", "name": "chat m", "startTimeUnixNano": str(now),
             "endTimeUnixNano": str(now + 1000), "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]}
     bad = {**good, "spanId": "eee19b7ec3c1b175", "traceId": ""}
+    good["events"] = [{"name": "agentgym.feedback", "attributes": [{"key": "agentgym.feedback.rating", "value": {"doubleValue": 99}}]}]
     body = {"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]}
     status, answer, headers = call("POST", f"{served.url}/v1/traces", gzip.compress(orjson.dumps(body)),
                                    auth(key, **{"Content-Type": "application/json", "Content-Encoding": "gzip"}))
     assert status == 200 and headers["Content-Type"].startswith("application/json")
     assert int(answer["partialSuccess"]["rejectedSpans"]) == 1 and "trace_id" in answer["partialSuccess"]["errorMessage"]
+    assert "agentgym.feedback event" in answer["partialSuccess"]["errorMessage"] and "rating" in answer["partialSuccess"]["errorMessage"]
     # malformed protobuf: 400 with a google.rpc.Status in protobuf
     status, raw, headers = call("POST", f"{served.url}/v1/traces", b"\xff\xff\xff\x0f garbage",
                                 auth(key, **{"Content-Type": "application/x-protobuf"}))

@@ -94,3 +94,16 @@ def test_undecodable_bodies_are_400_or_415(raw: bytes, content_type: str, status
     with pytest.raises(ApiError) as exc:
         decode_request(raw, content_type)
     assert exc.value.status == status
+
+
+def test_feedback_span_events() -> None:
+    events = [{"name": "agentgym.feedback", "timeUnixNano": "1760000000000000000", "attributes": [
+        {"key": "agentgym.feedback.rating", "value": {"doubleValue": 4.5}},
+        {"key": "agentgym.feedback.comment", "value": {"stringValue": "good"}}]},
+        {"name": "other", "attributes": []}]
+    mapped = map_request(decode_request(_json_body(events=events), JSON), "acme", "bot")
+    (fb,) = mapped.feedback
+    assert fb["trace_id"] == "5b8efff798038103d269b633813fc60c" and fb["agent_id"] == "bot"
+    assert (fb["rating"], fb["comment"], fb["timestamp_ms"]) == (4.5, "good", 1_760_000_000_000)
+    again = map_request(decode_request(_json_body(events=events), JSON), "acme", "bot").feedback[0]
+    assert again["event_id"] == fb["event_id"]  # a retried export is the same feedback event
