@@ -50,6 +50,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import synth as synth_routes
 from agentgym.gateway.audit import AUDITOR, KEY_SLOT, Auditor
 from agentgym.gateway import otlp
 from agentgym.gateway.body import events_of, read_json
@@ -243,7 +244,9 @@ async def _assignment(request: web.Request, gw: Gateway) -> web.Response:
 
 
 async def _healthz(request: web.Request, gw: Gateway) -> web.Response:
-    return _json({"status": "ok"})
+    # events this replica could neither deliver nor keep (a failing spool disk) or can never deliver (too large)
+    return _json({"status": "ok", "events_dropped": gw.client.stats.get("dropped", 0),
+                  "events_quarantined": gw.client.stats.get("quarantined", 0)})
 
 
 async def _readyz(request: web.Request, gw: Gateway) -> web.Response:
@@ -287,7 +290,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
         app.router.add_post(path, _endpoint(route, handler))
     app.router.add_get("/v1/experiments/{experiment_id}/assignment", _endpoint("assignment", _assignment))
     otlp.add_routes(app, _endpoint)  # POST /v1/traces: OTLP/HTTP
-    for group in (experiments_routes, datasets_routes, models_routes, jobs_routes):  # each builds its state after the Gateway's
+    for group in (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes):  # each builds its state after the Gateway's
         group.add_routes(app, _endpoint, GATEWAY)
     analytics.add_routes(app, _endpoint, settings)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))

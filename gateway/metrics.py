@@ -30,6 +30,10 @@ class GatewayMetrics:
         self.producer_queue = Gauge("agentgym_gateway_producer_queue", "events waiting for Kafka's acknowledgement", registry=r)
         self.spooled = Gauge("agentgym_gateway_spooled", "events written to the durable spool since start", registry=r)
         self.replayed = Gauge("agentgym_gateway_spool_replayed", "spooled events replayed to Kafka since start", registry=r)
+        self.dropped = Gauge("agentgym_gateway_events_dropped",
+                             "events neither delivered nor kept: the spool's disk failed (full, read-only)", registry=r)
+        self.quarantined = Gauge("agentgym_gateway_events_quarantined",
+                                 "events Kafka can never take (too large), kept under <spool>/quarantine", registry=r)
         self._children: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
         self._events: dict[str, Callable[[float], None]] = {}
 
@@ -52,4 +56,6 @@ class GatewayMetrics:
         self.producer_queue.set(queue_length)
         self.spooled.set(stats.get("spooled", 0))
         self.replayed.set(stats.get("replayed", 0))
+        self.dropped.set(stats.get("dropped", 0))
+        self.quarantined.set(stats.get("quarantined", 0))
         return generate_latest(self.registry)

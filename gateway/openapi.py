@@ -14,6 +14,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import synth as synth_routes
 from agentgym.gateway import otlp
 from agentgym.gateway.ids import ID_PATTERN
 from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind
@@ -112,7 +113,7 @@ def _plain(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = 
         "200": {"description": "ok", "content": {content_type: {"schema": schema}}}, **(extra or {})}}}
 
 
-_GROUPS = (experiments_routes, datasets_routes, models_routes, jobs_routes)  # the resource route groups
+_GROUPS = (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes)  # the resource route groups
 
 
 def openapi_document() -> dict[str, Any]:
@@ -156,7 +157,11 @@ def openapi_document() -> dict[str, Any]:
                 }}},
             **{k: v for g in _GROUPS for k, v in g.openapi_paths().items()},
             **analytics.openapi_paths(),
-            "/healthz": _plain("liveness", {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]}),
+            "/healthz": _plain("liveness; counts of events this replica dropped (spool disk failed) or quarantined (too large)",
+                               {"type": "object", "properties": {"status": {"type": "string"},
+                                                                 "events_dropped": {"type": "integer", "minimum": 0},
+                                                                 "events_quarantined": {"type": "integer", "minimum": 0}},
+                                "required": ["status"]}),
             "/readyz": _plain("readiness: keys, plans, usage and experiments followed to their ends",
                               {"type": "object", "properties": {"status": {"type": "string"}, "waiting": {"type": "array", "items": {"type": "string"}}},
                                "required": ["status"]},
