@@ -31,7 +31,10 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from agentgym.processors.sink import ClickHouseSink
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
+from agentgym.processors.otel.mapping import map_span
+from agentgym.processors.otel.processor import experience_of, merge
 from agentgym.producers.admin import ensure_topics
+from agentgym.producers.records import RecordProducer
 from agentgym.schemas.topics import TOPICS
 from tests.integration.gateway.conftest import Served, auth, call, new_key
 from tests.workers import Worker, wait_for, worker_env
@@ -101,7 +104,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 @pytest.fixture(scope="module")
 def sink(bootstrap: str, store: Store) -> Iterator[ClickHouseSink]:
     s = ClickHouseSink(bootstrap, store, group=f"otel-sink-{uuid.uuid4().hex[:8]}", batch_size=5000, batch_ms=200,
-                       specs=[TOPICS["experiences"], TOPICS["feedback"]])
+                       specs=[TOPICS["experiences"], TOPICS["feedback"], TOPICS["deadletter"]])
     yield s
     s.close()
 
@@ -246,3 +249,42 @@ def test_json_partial_success_and_errors_over_http(served: Served, bootstrap: st
     status, answer, _ = call("POST", f"{served.url}/v1/traces", b"{}", auth(key, **{"Content-Type": "application/json"}))
     assert status == 200 and answer == {}  # an empty export: full success
     assert ExportTraceServiceResponse().SerializeToString() == b""
+
+
+def test_a_revision_replaces_the_run_in_clickhouse(bootstrap: str, sink: ClickHouseSink, store: Store, unique: str) -> None:
+    """Two emissions of one run produced back to back (the sink likely inserts them in one batch): the later one is the row."""
+    tenant, trace_id, t0 = f"rev-{unique}", uuid.uuid4().hex, time.time_ns()
+    spans = [map_span(f"{i:016x}", "", "chat m", t0 + i * 10**6, t0 + (i + 1) * 10**6, False, "",
+                      {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m", "gen_ai.usage.input_tokens": 1}) for i in range(1, 4)]
+    batch = {"tenant_id": tenant, "agent_id": "a", "trace_id": trace_id, "service_name": None}
+    st, _ = merge(None, {**batch, "spans": spans[:1]}, 0, 0)
+    first = experience_of(st)
+    st["emitted_ts_ms"], st["revision"] = first["timestamp_ms"], 1
+    st, _ = merge(st, {**batch, "spans": spans[1:]}, 0, 1)
+    with RecordProducer(bootstrap) as producer:
+        producer.send_many("experiences", [first, experience_of(st)])
+    q = "SELECT length(steps), prompt_tokens FROM v_experiences WHERE tenant_id = {t:String}"
+
+    def landed() -> Any:
+        sink.process_batch()
+        rows = store.query(q, {"t": tenant}).rows
+        return rows if rows and rows[0][0] == 3 else None
+
+    assert wait_for(landed, 60, "the revision in ClickHouse", every=0.1) == [(3, 3)]
+
+
+def test_undecodable_span_batches_are_dead_lettered_by_the_processor(bootstrap: str, otel_worker: Worker, sink: ClickHouseSink,
+                                                                     store: Store, unique: str) -> None:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap})
+    p.produce(TOPICS["otel-spans"].name, b"not avro", f"bad-{unique}".encode())
+    assert p.flush(30) == 0
+    q = "SELECT processor, error_type FROM v_dead_letters WHERE source_topic = {s:String} AND key = {k:String}"
+
+    def landed() -> Any:
+        sink.process_batch()
+        return store.query(q, {"s": TOPICS["otel-spans"].name, "k": f"bad-{unique}"}).rows
+
+    rows = wait_for(landed, 60, "the dead letter", otel_worker, every=0.1)
+    assert rows[0][0] == "otel" and otel_worker.alive()
