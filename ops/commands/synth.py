@@ -13,7 +13,9 @@ dataset on ``gym-datasets-v1`` (the ClickHouse sink records them in
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -25,11 +27,12 @@ from agentgym.processors.store import StoreError, StoreSettings, open_reader
 from agentgym.producers.exceptions import BrokerError
 from agentgym.producers.records import RecordProducer
 from agentgym.trainers.exceptions import TrainersError
+from agentgym.trainers.synth.jobs import SynthJobStore, recover, run_queued
 from agentgym.trainers.synth.report import QualityReport
 from agentgym.trainers.synth.service import DEFAULT_GENERATORS, SynthRequest, SynthService
 from agentgym.trainers.synth.settings import SynthSettings
 
-__all__ = ["synth", "generate", "report"]
+__all__ = ["synth", "generate", "report", "serve"]
 
 
 @click.group()
@@ -118,6 +121,38 @@ def generate(agent_id: str, n: int, tenant_id: str | None, seed: int, specs: tup
             click.echo(f"lineage: {outcome.lineage_published} records on gym-scenario-lineage-v1", err=as_json)
     if not outcome.scenarios or outcome.announce_error is not None:
         sys.exit(1)
+
+
+@synth.command()
+@click.option("--poll-s", type=float, default=2.0, show_default=True, help="seconds between looks at the job queue")
+@click.option("--once", is_flag=True, help="run the queued jobs once and exit")
+def serve(poll_s: float, once: bool) -> None:
+    """Run the synthetic generation jobs queued through the HTTP API (AGENTGYM_SYNTH_JOBS_DIR) until stopped."""
+    settings, dataset_settings = SynthSettings(), DatasetSettings()
+    try:
+        store = open_reader(settings=StoreSettings())
+    except StoreError as exc:
+        raise click.ClickException(f"cannot read the ClickHouse store: {exc}") from None
+    producer = RecordProducer(settings.bootstrap_servers)
+    service = SynthService(store, DatasetStore(dataset_settings.dataset_store), settings, dataset_settings,
+                           announce=lambda m: producer.send("datasets", m.announcement()),
+                           publish_lineage=lambda records: producer.send_many("scenario-lineage", records))
+    jobs = SynthJobStore(settings.jobs_dir)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"synth: running the jobs queued in {settings.jobs_dir}")
+    try:
+        recover(jobs)
+        while not stop.is_set():
+            for job in run_queued(jobs, service):
+                click.echo(f"{job.job_id} {job.status} {job.dataset_id or '-'} {job.reason[:120]}")
+            if once:
+                break
+            stop.wait(poll_s)
+    finally:
+        store.close()
+        producer.close()
 
 
 @synth.command()

@@ -51,6 +51,14 @@ class SynthSettings(SharedSettings):
         default=0.5, gt=0, le=1, description="Jaccard of masked requests at or above which two failed runs (same failing tool or status) share a failure cluster (0 < t <= 1)"
     )
     synth_paraphraser_max_new_tokens: int = Field(default=64, ge=1, description="tokens a registry model may generate per paraphrase (>= 1)")
+    synth_jobs_dir: str = Field(
+        default="", description="where synthetic generation jobs requested through the API are queued and recorded (run by "
+        "`agentgym synth serve`): a directory or any fsspec URL", json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/synth/jobs`)"})
+
+    @property
+    def jobs_dir(self) -> str:
+        """``synth_jobs_dir``, or ``synth/jobs`` under the home."""
+        return self.synth_jobs_dir or self.under_home("synth/jobs")
 
     @field_validator("synth_mix")
     @classmethod

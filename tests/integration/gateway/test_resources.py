@@ -21,12 +21,16 @@ from agentgym.producers.records import RecordProducer
 from agentgym.trainers.fsutil import write_json
 from agentgym.trainers.registry import ModelRegistry, ModelVersion
 from agentgym.trainers.service import TrainerService
+from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.trainers.settings import TrainerServiceSettings, TrainSettings
+from agentgym.trainers.synth.jobs import SynthJobStore, run_queued
+from agentgym.trainers.synth.service import SynthService
+from agentgym.trainers.synth.settings import SynthSettings
 from tests.integration.gateway.conftest import Served, ServedGateway, auth, call, new_key, test_settings
 from tests.store_samples import decision, stats_snapshot
 from tests.workers import wait_for
 
-ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs")
+ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs")
 
 
 @dataclass
@@ -43,6 +47,7 @@ class World:
     b_dataset: Manifest
     b_model: str
     b_job: str
+    b_synth_job: str
 
 
 def _rows(n: int, tag: str) -> list[dict[str, Any]]:
@@ -79,13 +84,16 @@ def world(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         manifest = write_dataset(home, f"ds-{tenant_b}", tenant_b)
         status, job, _ = call("POST", f"{served.url}/v1/training-jobs", {"dataset_id": manifest.dataset_id}, auth(b))
         assert status == 202, job
+        status, synth_job, _ = call("POST", f"{served.url}/v1/synthetic-jobs", {"agent_id": "bot", "n": 3}, auth(b))
+        assert status == 202, synth_job
         registry = ModelRegistry(bootstrap)
         try:
             registry.register(ModelVersion(tenant_id=tenant_b, model_version=f"mv-{tenant_b}", agent_id="bot", base_model="tiny:llama",
                                            status="candidate", adapter_uri="file:///secret/adapter"))
         finally:
             registry.close()
-        yield World(served, gateway.app, home, a, a_read, b, tenant_a, tenant_b, exp["experiment_id"], manifest, f"mv-{tenant_b}", job["job_id"])
+        yield World(served, gateway.app, home, a, a_read, b, tenant_a, tenant_b, exp["experiment_id"], manifest, f"mv-{tenant_b}", job["job_id"],
+                    synth_job["job_id"])
 
 
 # -- experiments -------------------------------------------------------------------------
@@ -269,6 +277,34 @@ def test_a_training_job_is_requested_for_the_trainer_service(world: World, boots
     assert {j["job_id"]: j["status"] for j in listed} == {job["job_id"]: "deferred", admitted.job_id: "skipped"}
 
 
+# -- synthetic jobs ----------------------------------------------------------------------------
+def test_a_synthetic_job_is_queued_and_run_by_the_synth_runner(world: World, bootstrap: str, unique: str) -> None:
+    url, key = world.served.url, world.a
+    agent = f"bot-{unique}"
+    for body, field in (({"agent_id": agent, "n": 3, "generators": ["evil.module:attr"]}, "generators"),
+                        ({"agent_id": agent, "n": 3, "specs": ["/etc/passwd"]}, "specs"),
+                        ({"agent_id": agent, "n": 0}, "n"), ({"agent_id": "../x", "n": 3}, "agent_id"),
+                        ({"agent_id": agent, "n": 3, "generators": [], "specs": []}, "generators")):
+        status, answer, _ = call("POST", f"{url}/v1/synthetic-jobs", body, auth(key))
+        assert (status, answer["field"]) == (400, field), body
+    status, job, _ = call("POST", f"{url}/v1/synthetic-jobs", {"agent_id": agent, "n": 6, "seed": 3, "generators": [],
+                                                               "specs": ["tool_routing"]}, auth(key))
+    assert status == 202 and job["status"] == "queued" and job["tenant_id"] == world.tenant_a
+    assert call("POST", f"{url}/v1/synthetic-jobs", {"agent_id": agent, "n": 3}, auth(world.a_read))[0] == 403
+    # what `agentgym synth serve` does with the queue (no ClickHouse: a spec-only job mines nothing)
+    settings = SynthSettings(home=world.home, bootstrap_servers=bootstrap)
+    dataset_settings = DatasetSettings(home=world.home)
+    service = SynthService(None, DatasetStore(dataset_settings.dataset_store), settings, dataset_settings)
+    ran = run_queued(SynthJobStore(settings.jobs_dir), service)
+    assert [(j.job_id, j.status) for j in ran if j.tenant_id == world.tenant_a] == [(job["job_id"], "succeeded")]
+    shown = call("GET", f"{url}/v1/synthetic-jobs/{job['job_id']}", headers=auth(world.a_read))[1]
+    assert shown["status"] == "succeeded" and shown["scenarios"] == 6 and shown["dataset_id"]
+    datasets = call("GET", f"{url}/v1/datasets?kind=synthetic&agent_id={agent}", headers=auth(key))[1]["datasets"]
+    assert [(d["dataset_id"], d["num_examples"]) for d in datasets] == [(shown["dataset_id"], 6)]
+    listed = call("GET", f"{url}/v1/synthetic-jobs?agent_id={agent}", headers=auth(key))[1]["jobs"]
+    assert [j["job_id"] for j in listed] == [job["job_id"]]
+
+
 # -- isolation ---------------------------------------------------------------------------------
 def _matrix(w: World) -> list[tuple[str, str, Any]]:
     e, d, mv, j = w.b_experiment, w.b_dataset.dataset_id, w.b_model, w.b_job
@@ -285,6 +321,8 @@ def _matrix(w: World) -> list[tuple[str, str, Any]]:
         ("POST", f"/v1/models/{mv}/retire", None),
         ("POST", "/v1/training-jobs", {"dataset_id": d}),
         ("GET", f"/v1/training-jobs/{j}", None),
+        ("POST", "/v1/synthetic-jobs", {"agent_id": "bot", "n": 3, "tenant_id": w.tenant_b}),
+        ("GET", f"/v1/synthetic-jobs/{w.b_synth_job}", None),
     ]
 
 
@@ -292,11 +330,15 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
     url, w = world.served.url, world
     matrix = _matrix(w)
     covered = {(m, p.split("?")[0].replace(w.b_experiment, "{experiment_id}").replace(w.b_dataset.dataset_id, "{dataset_id}")
-                .replace(w.b_model, "{model_version}").replace(w.b_job, "{job_id}")) for m, p, _ in matrix}
+                .replace(w.b_model, "{model_version}").replace(w.b_job, "{job_id}").replace(w.b_synth_job, "{job_id}")) for m, p, _ in matrix}
     documented = {(m.upper(), p) for p, ops in openapi_document()["paths"].items() if p.startswith(ROUTE_PREFIXES) for m in ops}
     lists = {("GET", p) for p in ROUTE_PREFIXES}  # lists take no id: checked below
     assert documented - lists <= covered, f"routes missing from the isolation matrix: {sorted(documented - lists - covered)}"
-    secrets = (w.b_experiment, w.b_dataset.dataset_id, w.b_dataset.checksum, w.b_model, w.b_job, w.tenant_b, "secret")
+    b_views = [f"/v1/experiments/{w.b_experiment}", f"/v1/models/{w.b_model}", f"/v1/datasets/{w.b_dataset.dataset_id}",
+               f"/v1/training-jobs/{w.b_job}", f"/v1/synthetic-jobs/{w.b_synth_job}", "/v1/training-jobs"]
+    before = [call("GET", url + v, headers=auth(w.b)) for v in b_views]
+    assert all(status == 200 for status, _, _ in before)
+    secrets = (w.b_experiment, w.b_dataset.dataset_id, w.b_dataset.checksum, w.b_model, w.b_job, w.b_synth_job, w.tenant_b, "secret")
     for method, path, body in matrix:
         for key in (w.a, w.a_read):
             status, answer, _ = call(method, url + path, body, auth(key))
@@ -304,11 +346,9 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
             sent = path + json.dumps(body)  # an answer may name what the request sent, nothing else of B's
             assert not [s for s in secrets if s in json.dumps(answer) and s not in sent], (method, path, answer)
     for prefix, field in (("/v1/experiments", "experiments"), ("/v1/datasets", "datasets"), ("/v1/models", "models"),
-                          ("/v1/training-jobs", "jobs")):
+                          ("/v1/training-jobs", "jobs"), ("/v1/synthetic-jobs", "jobs")):
         status, answer, _ = call("GET", url + prefix, headers=auth(w.a))
         assert status == 200 and not any(s in json.dumps(answer) for s in secrets), prefix
     # and nothing of B's changed
-    assert call("GET", f"{url}/v1/experiments/{w.b_experiment}", headers=auth(w.b))[1]["config_version"] == 1
-    assert call("GET", f"{url}/v1/models/{w.b_model}", headers=auth(w.b))[1]["status"] == "candidate"
-    jobs = call("GET", f"{url}/v1/training-jobs", headers=auth(w.b))[1]["jobs"]
-    assert [j["job_id"] for j in jobs] == [w.b_job]
+    assert [call("GET", url + v, headers=auth(w.b))[1] for v in b_views] == [b for _, b, _ in before]
+    assert [j["job_id"] for j in before[-1][1]["jobs"]] == [w.b_job]

@@ -112,7 +112,8 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
     ops = {(op.method.upper(), op.path) for op in (r.ok() for r in schema.get_all_operations())}
     assert {("POST", "/v1/experiences"), ("POST", "/v1/feedback"), ("GET", "/v1/experiments/{experiment_id}/assignment"),
             ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json")} <= ops
-    resources = {(m, p) for m, p in ops if p.startswith(("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs"))}
+    resources = {(m, p) for m, p in ops
+                 if p.startswith(("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs"))}
     e = "/v1/experiments/{experiment_id}"
     assert resources == {
         ("POST", "/v1/experiments"), ("GET", "/v1/experiments"), ("GET", e), ("GET", e + "/assignment"), ("GET", e + "/stream"),
@@ -120,7 +121,8 @@ def test_openapi_document_is_valid_openapi_3_1() -> None:
         ("GET", "/v1/datasets"), ("GET", "/v1/datasets/{dataset_id}"), ("GET", "/v1/datasets/{dataset_id}/export"),
         ("GET", "/v1/models"), ("GET", "/v1/models/{model_version}"), ("POST", "/v1/models/{model_version}/promote"),
         ("POST", "/v1/models/{model_version}/retire"),
-        ("POST", "/v1/training-jobs"), ("GET", "/v1/training-jobs"), ("GET", "/v1/training-jobs/{job_id}")}
+        ("POST", "/v1/training-jobs"), ("GET", "/v1/training-jobs"), ("GET", "/v1/training-jobs/{job_id}"),
+        ("POST", "/v1/synthetic-jobs"), ("GET", "/v1/synthetic-jobs"), ("GET", "/v1/synthetic-jobs/{job_id}")}
     exp = doc["components"]["schemas"]["ExperienceEvent"]
     assert {"input", "output", "model_name", "model_version", "latency_ms"} <= set(exp["required"])
     assert exp["properties"]["status"]["enum"] == ["ok", "error", "timeout", "cancelled"]
