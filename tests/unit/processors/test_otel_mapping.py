@@ -140,3 +140,22 @@ def test_batches_merge_and_a_revision_keeps_its_identity() -> None:
     assert changed and second["event_id"] == first["event_id"]
     assert len(first["steps"]) == 2 and len(second["steps"]) == 3
     assert second["metadata"]["otel.revision"] == "2" and second["output"] == "tomorrow"
+
+
+def test_the_labeller_takes_a_revision_with_the_same_event_id() -> None:
+    from agentgym.processors.labelling.engine import LabellingEngine
+    from agentgym.processors.labelling.settings import LabellerSettings
+    from agentgym.processors.labelling.state import summarise_experience
+
+    spans = _agent_run()
+    trace = "12" * 16
+    first = assemble("acme", "support", trace, spans[1:2])
+    second = assemble("acme", "support", trace, spans)
+    assert first["event_id"] == second["event_id"]
+    engine = LabellingEngine(settings=LabellerSettings())
+    st = engine.ingest_experience(None, first, 0, 1, key=trace.encode())
+    st = engine.ingest_experience(st, second, 0, 2, key=trace.encode())
+    assert st.run == summarise_experience(second) and st.run != summarise_experience(first)
+    assert st.last_event_ms == 2
+    st = engine.ingest_experience(st, second, 0, 3, key=trace.encode())  # a redelivery changes nothing
+    assert st.last_event_ms == 2
