@@ -24,6 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from agentgym.gateway.exceptions import ApiError, AuditError
@@ -113,12 +114,25 @@ def audited(action: str, target: str | Callable[[web.Request], str], handler: Ha
 
     Args:
         action: the action's name (``experiment.pause``).
-        target: the ``match_info`` name holding the target (``experiment_id``), or a function of the request.
+        target: the ``match_info`` name holding the target (``experiment_id``), or a function of the request;
+            for a resource the request creates (no such path parameter), the field of that name in the
+            JSON response is the target of a successful call.
         handler: ``async def handler(request, gw)``.
     """
 
-    def target_of(request: web.Request) -> str:
-        return target(request) if callable(target) else request.match_info.get(target, "")
+    def target_of(request: web.Request, resp: web.StreamResponse | None = None) -> str:
+        if callable(target):
+            return target(request)
+        if target in request.match_info:
+            return request.match_info[target]
+        body = getattr(resp, "body", None)
+        if isinstance(body, bytes):
+            try:
+                found = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return ""
+            return str(found.get(target, "")) if isinstance(found, dict) else ""
+        return ""
 
     async def handle(request: web.Request, gw: Any) -> web.StreamResponse:
         try:
@@ -129,7 +143,7 @@ def audited(action: str, target: str | Callable[[web.Request], str], handler: Ha
         except Exception as exc:
             audit(request, action, target_of(request), 500, detail=f"{type(exc).__name__}: {exc}")
             raise
-        audit(request, action, target_of(request), resp.status)
+        audit(request, action, target_of(request, resp), resp.status)
         return resp
 
     return handle

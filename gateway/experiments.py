@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agentgym.gateway.audit import audited
 from agentgym.gateway.body import read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
@@ -296,11 +297,11 @@ def add_routes(app: web.Application, endpoint: Endpoint, gateway: "web.AppKey[Ga
 
     app.cleanup_ctx.append(lifecycle)
     app.on_shutdown.append(end_streams)
-    app.router.add_post("/v1/experiments", endpoint("experiments_create", _create))
+    app.router.add_post("/v1/experiments", endpoint("experiments_create", audited("experiment.create", "experiment_id", _create)))
     app.router.add_get("/v1/experiments", endpoint("experiments_list", _list))
     app.router.add_get("/v1/experiments/{experiment_id}", endpoint("experiments_get", _get))
     for verb in _ACTIONS:
-        app.router.add_post(f"/v1/experiments/{{experiment_id}}/{verb}", endpoint(f"experiments_{verb}", _action(verb)))
+        app.router.add_post(f"/v1/experiments/{{experiment_id}}/{verb}", endpoint(f"experiments_{verb}", audited(f"experiment.{verb}", "experiment_id", _action(verb))))
     app.router.add_get("/v1/experiments/{experiment_id}/stream", endpoint("experiments_stream", _stream))
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from aiohttp import web
 
+from agentgym.gateway.audit import audited
 from agentgym.gateway.body import read_json
 from agentgym.gateway.datasets import own_dataset
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
@@ -155,7 +156,7 @@ def add_routes(app: web.Application, endpoint: Endpoint, gateway: "web.AppKey[Ga
         yield
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/training-jobs", endpoint("training_jobs_start", _start))
+    app.router.add_post("/v1/training-jobs", endpoint("training_jobs_start", audited("training_job.start", "job_id", _start)))
     app.router.add_get("/v1/training-jobs", endpoint("training_jobs_list", _list))
     app.router.add_get("/v1/training-jobs/{job_id}", endpoint("training_jobs_show", _show))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from agentgym.gateway.audit import audited
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.follower import CompactedFollower
 from agentgym.gateway.ids import ID_PATTERN
@@ -137,8 +138,8 @@ def add_routes(app: web.Application, endpoint: Endpoint, gateway: "web.AppKey[Ga
     app.cleanup_ctx.append(lifecycle)
     app.router.add_get("/v1/models", endpoint("models_list", _list))
     app.router.add_get("/v1/models/{model_version}", endpoint("models_show", _show))
-    app.router.add_post("/v1/models/{model_version}/promote", endpoint("models_promote", _action("promote")))
-    app.router.add_post("/v1/models/{model_version}/retire", endpoint("models_retire", _action("retire")))
+    app.router.add_post("/v1/models/{model_version}/promote", endpoint("models_promote", audited("model.promote", "model_version", _action("promote"))))
+    app.router.add_post("/v1/models/{model_version}/retire", endpoint("models_retire", audited("model.retire", "model_version", _action("retire"))))
 
 
 def openapi_schemas() -> dict[str, Any]:

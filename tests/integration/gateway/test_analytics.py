@@ -224,3 +224,24 @@ def test_the_catalogue_is_in_the_openapi_document(env: Env) -> None:
     names = next(p for p in op["parameters"] if p["name"] == "name")["schema"]["enum"]
     assert set(names) == set(analytics.CATALOGUE) and "422" in op["responses"]
     assert "/v1/analytics/queries" in doc["paths"]
+
+
+@pytest.mark.timeout(90)
+def test_admin_actions_are_audited_with_their_outcome(env: Env, bootstrap: str, unique: str) -> None:
+    exp_id = f"aud-{unique}"[:60]
+    body = {"experiment_id": exp_id, "agent_id": "bot", "draft": True, "primary_metric": "success_rate",
+            "variants": [{"name": "control", "model_version": "v1", "weight": 0.5}, {"name": "candidate", "model_version": "v2", "weight": 0.5}]}
+    status, created, _ = call("POST", f"{env.served.url}/v1/experiments", body, auth(env.a_admin))
+    assert status == 201, created
+    assert call("POST", f"{env.served.url}/v1/experiments/{exp_id}/pause", {}, auth(env.a_read))[0] == 403  # no admin scope
+    assert call("POST", f"{env.served.url}/v1/models/m-{unique}/promote", {}, auth(env.a_admin))[0] == 404
+    a_admin_id, a_read_id = env.a_admin.split("_")[1], env.a_read.split("_")[1]
+    # a created resource's target is the id the response gives it
+    want = {(a_admin_id, "experiment.create", created["experiment_id"], "ok", 201), (a_read_id, "experiment.pause", exp_id, "refused", 403),
+            (a_admin_id, "model.promote", f"m-{unique}", "refused", 404)}
+
+    def seen() -> set[tuple[Any, ...]]:
+        records = read_topic(bootstrap, "audit", match=lambda r: r["tenant_id"] == env.tenant_a)
+        return {(r["key_id"], r["action"], r["target"], r["outcome"], r["status"]) for r in records} & want
+
+    wait_for(lambda: seen() == want, 30, "the admin actions in gym-audit-v1")
