@@ -288,3 +288,28 @@ def test_undecodable_span_batches_are_dead_lettered_by_the_processor(bootstrap: 
 
     rows = wait_for(landed, 60, "the dead letter", otel_worker, every=0.1)
     assert rows[0][0] == "otel" and otel_worker.alive()
+
+
+@pytest.mark.timeout(180)
+def test_the_otel_example_runs(served: Served, bootstrap: str, fake_openai: FakeOpenAI, otel_worker: Worker,
+                               sink: ClickHouseSink, store: Store, unique: str) -> None:
+    """examples/otel/agent.py, configured as its README says, shows up as an Experience with its feedback."""
+    import os
+    import subprocess
+    import sys
+
+    tenant = f"ex-{unique}"
+    key = new_key(bootstrap, served, tenant)
+    root = Path(__file__).resolve().parents[3]
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AGENTGYM_", "OTEL_"))},
+           "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{served.url}/v1/traces",
+           "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"Authorization=Bearer%20{key}", "OTEL_SERVICE_NAME": "support-bot",
+           "OPENAI_BASE_URL": fake_openai.url, "OPENAI_API_KEY": "not-a-key"}
+    out = subprocess.run([sys.executable, str(root / "examples" / "otel" / "agent.py"), "Where is my order A17?"],
+                         env=env, capture_output=True, text=True, timeout=120, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    trace_id = out.stdout.strip().splitlines()[-1].removeprefix("trace_id=")
+    _check_run(_experience(sink, store, otel_worker, tenant, trace_id, steps=3))
+    q = "SELECT trace_id, kind FROM v_feedback WHERE tenant_id = {t:String}"
+    rows = wait_for(lambda: sink.process_batch() is not None and store.query(q, {"t": tenant}).rows, 60, "the example's feedback")
+    assert rows == [(trace_id, "thumbs")]
