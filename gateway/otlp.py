@@ -23,6 +23,7 @@ usual 401/403/413/429 (with ``Retry-After``).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -140,8 +141,6 @@ def decode_request(raw: bytes, content_type: str) -> ExportTraceServiceRequest:
 
 def _b64(hexid: Any) -> str:
     """OTLP JSON spells ids in hex, protobuf's JSON mapping in base64; an invalid id becomes empty (the span is rejected)."""
-    import base64
-
     try:
         return base64.b64encode(bytes.fromhex(hexid)).decode() if isinstance(hexid, str) else ""
     except ValueError:

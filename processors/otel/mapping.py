@@ -55,10 +55,13 @@ def is_genai(attributes: Mapping[str, Any]) -> bool:
     return False
 
 
+_INT_MAX = 2**31 - 1  # the Experience's token counts are Avro ints
+
+
 def _int(v: Any) -> int:
     try:
-        return max(0, int(v))
-    except (TypeError, ValueError):
+        return min(_INT_MAX, max(0, int(v)))
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite double
         return 0
 
 
@@ -107,8 +110,8 @@ def _parts_message(m: Mapping[str, Any]) -> dict[str, Any]:
             texts.append(_text(p.get("response")) or "")
         else:
             texts.append(_text(p.get("content", p)) or "")
-    content: Any = "".join(texts) if texts or not calls else calls
-    return _message(m.get("role"), content, m.get("name"), call_id)
+    body: Any = "".join(texts) if texts or not calls else calls
+    return _message(m.get("role"), body, m.get("name"), call_id)
 
 
 def _messages_attr(v: Any, default_role: str | None = None) -> list[dict[str, Any]]:
@@ -366,8 +369,8 @@ def assemble(tenant_id: str, agent_id: str, trace_id: str, spans: Iterable[Mappe
         "model_version": model_version or "unknown",
         "assignment": None,
         "latency_ms": max(0.0, (end - start) / 1e6),
-        "prompt_tokens": sum(s["input_tokens"] for s in llms),
-        "completion_tokens": sum(s["output_tokens"] for s in llms),
+        "prompt_tokens": min(_INT_MAX, sum(s["input_tokens"] for s in llms)),
+        "completion_tokens": min(_INT_MAX, sum(s["output_tokens"] for s in llms)),
         "cost_usd": 0.0,
         "status": "error" if top_errors else "ok",
         "error": top_errors[0] if top_errors else None,

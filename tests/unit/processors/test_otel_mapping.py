@@ -159,3 +159,12 @@ def test_the_labeller_takes_a_revision_with_the_same_event_id() -> None:
     assert st.last_event_ms == 2
     st = engine.ingest_experience(st, second, 0, 3, key=trace.encode())  # a redelivery changes nothing
     assert st.last_event_ms == 2
+
+
+def test_token_counts_stay_within_the_experience_schema() -> None:
+    huge = span("h1", "", "chat", {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 2**40,
+                                   "gen_ai.usage.output_tokens": float("inf")})
+    assert (huge["input_tokens"], huge["output_tokens"]) == (2**31 - 1, 0)
+    rec = assemble("acme", "a", "34" * 16, [huge, {**huge, "span_id": "h2"}])
+    assert rec["prompt_tokens"] == 2**31 - 1
+    AvroCodec().encode("Experience", rec)
