@@ -72,11 +72,20 @@ class Models:
         return record
 
     def change(self, write: Callable[[], ModelVersion]) -> ModelVersion:
-        """Runs ``write`` (blocking), then waits until the follower holds the result."""
+        """Runs ``write`` (blocking), then waits until the follower holds the result, and, for a promotion,
+        the retirement of the agent's previous champion (written after it)."""
+        before = self.follower.records()
         mv = write()
+
+        def held() -> bool:
+            if int((self.follower.get(mv.model_version) or {}).get("updated_ms", -1)) < mv.updated_ms:
+                return False
+            return mv.status != "champion" or not any(
+                (self.follower.get(v) or {}).get("status") == "champion" for v, r in before.items()
+                if v != mv.model_version and r["status"] == "champion" and (r["tenant_id"], r["agent_id"]) == (mv.tenant_id, mv.agent_id))
+
         with self._changed:
-            self._changed.wait_for(lambda: int((self.follower.get(mv.model_version) or {}).get("updated_ms", -1)) >= mv.updated_ms,
-                                   timeout=self.timeout_s)
+            self._changed.wait_for(held, timeout=self.timeout_s)
         return mv
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, get_args
 
 from aiohttp import web
 
+from agentgym.gateway.audit import audited
 from agentgym.gateway.body import read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import ID_PATTERN, check_id
@@ -137,7 +138,7 @@ def add_routes(app: web.Application, endpoint: Endpoint, gateway: "web.AppKey[Ga
         yield
 
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_post("/v1/synthetic-jobs", endpoint("synthetic_jobs_start", _start))
+    app.router.add_post("/v1/synthetic-jobs", endpoint("synthetic_jobs_start", audited("synthetic_job.start", "job_id", _start)))
     app.router.add_get("/v1/synthetic-jobs", endpoint("synthetic_jobs_list", _list))
     app.router.add_get("/v1/synthetic-jobs/{job_id}", endpoint("synthetic_jobs_show", _show))
 

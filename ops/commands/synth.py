@@ -8,6 +8,8 @@ record per scenario and source trace on ``gym-scenario-lineage-v1`` and announce
 dataset on ``gym-datasets-v1`` (the ClickHouse sink records them in
 ``synthetic_scenarios`` and ``datasets``).
 ``agentgym synth report DATASET_ID`` prints the stored report of a synthetic dataset.
+``agentgym synth serve`` runs the generation jobs queued through the HTTP API
+(``POST /v1/synthetic-jobs``, records in ``AGENTGYM_SYNTH_JOBS_DIR``) the same way.
 """
 
 from __future__ import annotations
