@@ -4,6 +4,8 @@
     POST /v1/feedback                             feedback: likewise                      scope ingest
     POST /v1/traces                               OTLP/HTTP trace export (GenAI spans)   scope ingest
     GET  /v1/experiments/{id}/assignment?unit_id  the SDK's assignment hash               scope ingest or read
+    GET  /v1/analytics/queries[/{name}]           named analytics queries, the key's tenant only  scope read
+                                                  (:mod:`agentgym.gateway.analytics`; audited, :mod:`agentgym.gateway.audit`)
     GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
     /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
 

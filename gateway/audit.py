@@ -14,7 +14,8 @@ which records the outcome of every call, refusals included::
 
 The caller's key is the one :meth:`Gateway.authenticate` found (it leaves it on the
 request under :data:`KEY_SLOT`, before the scope check, so a key refused for its scope is
-still named); a request refused before any key was known is recorded with an empty key id.
+still named). A request without a valid key (401) is not recorded: it has no tenant, and
+an anonymous caller must not be able to fill the log.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ def audited(action: str, target: str | Callable[[web.Request], str], handler: Ha
         try:
             resp = await handler(request, gw)
         except ApiError as exc:
-            audit(request, action, target_of(request), exc.status, detail=f"{exc.field}: {exc.reason}")
+            if exc.status != 401:  # no key, no tenant: an anonymous caller cannot fill the log
+                audit(request, action, target_of(request), exc.status, detail=f"{exc.field}: {exc.reason}")
             raise
         except Exception as exc:
             audit(request, action, target_of(request), 500, detail=f"{type(exc).__name__}: {exc}")
