@@ -75,6 +75,8 @@ __all__ = [
     "rating_assignment",
     "feedback_observation",
     "in_audit_sample",
+    "history_key",
+    "through_history",
     "audit_observation",
     "GOLD",
     "AUDIT",
@@ -119,6 +121,7 @@ class UnitObservation:
     values: dict[str, float] = field(default_factory=dict)
     event_id: str = ""
     covariates: dict[str, float] = field(default_factory=dict)
+    timestamp_ms: int = 0
 
     @property
     def key(self) -> str:
@@ -128,13 +131,14 @@ class UnitObservation:
     def to_json(self) -> bytes:
         return json.dumps({"t": self.tenant_id, "e": self.experiment_id, "u": self.unit_id, "v": self.variant,
                            "s": self.source, "tr": self.trace_id, "x": self.values, "id": self.event_id,
-                           **({"c": self.covariates} if self.covariates else {})}).encode()
+                           **({"c": self.covariates} if self.covariates else {}),
+                           **({"ts": self.timestamp_ms} if self.timestamp_ms else {})}).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> "UnitObservation":
         d = json.loads(data)
         return cls(d["t"], d["e"], d["u"], d["v"], d["s"], d["tr"], {k: float(v) for k, v in d["x"].items()}, d.get("id", ""),
-                   {k: float(v) for k, v in (d.get("c") or {}).items()})
+                   {k: float(v) for k, v in (d.get("c") or {}).items()}, int(d.get("ts", 0)))
 
 
 def unit_observations(source: Source, record: Mapping[str, Any], config: ExperimentConfig | None) -> UnitObservation | None:
@@ -170,7 +174,8 @@ def unit_observations(source: Source, record: Mapping[str, Any], config: Experim
     if variant not in {v.name for v in config.variants}:
         return None
     values = observations(source, dict(record), {m.name for m in config.metrics})
-    return UnitObservation(config.tenant_id, experiment_id, unit_id, variant, source, str(record.get("trace_id", "")), values)
+    return UnitObservation(config.tenant_id, experiment_id, unit_id, variant, source, str(record.get("trace_id", "")), values,
+                           timestamp_ms=int(record.get("timestamp_ms") or 0))
 
 
 def rating_assignment(experience: Mapping[str, Any], config: ExperimentConfig | None) -> dict[str, str] | None:
@@ -229,6 +234,64 @@ def feedback_observation(
         return None
     return UnitObservation(config.tenant_id, config.experiment_id, assignment["u"], assignment["v"], "feedback",
                            str(feedback.get("trace_id", "")), values, str(feedback.get("event_id", "")))
+
+
+_DAY_MS = 86_400_000
+_HISTORY_DAYS = 120  # days of a unit's history kept (the longest look-back window CUPED can use)
+_HISTORY_EXPERIMENTS = 64  # experiments whose first exposure is remembered per unit
+
+
+def history_key(obs: UnitObservation) -> str:
+    """The key of a unit's history across experiments: JSON ``[tenant, unit]``."""
+    return json.dumps([obs.tenant_id, obs.unit_id])
+
+
+def through_history(
+    history: dict[str, Any] | None, obs: UnitObservation, config: ExperimentConfig | None,
+) -> tuple[dict[str, Any], UnitObservation]:
+    """Attaches the unit's pre-experiment covariates to ``obs`` and records ``obs`` in the unit's history.
+
+    History (JSON, per tenant and unit, across experiments): ``{"d": {metric: {day: [count,
+    sum]}}, "f": {experiment: first exposure ms}}``, daily buckets of every value the unit
+    was observed with (:data:`_HISTORY_DAYS` days kept). For each metric in the
+    experiment's ``cuped_metrics`` the covariate is the mean of the unit's values over the
+    ``cuped_lookback_days`` whole days before the day of its first observation in this
+    experiment — measured before the treatment, so CUPED stays unbiased — and absent
+    (covariate 0 in the engine) when the unit has none. The history covers the unit's runs
+    that were observed at all, i.e. runs of earlier experiments. A redelivered event may be
+    recorded twice: that only adds noise to a later covariate, never bias.
+    """
+    hist = history or {"d": {}, "f": {}}
+    ts = obs.timestamp_ms
+    first = hist.setdefault("f", {})
+    if obs.experiment_id not in first:
+        first[obs.experiment_id] = ts
+        for stale in list(first)[:-_HISTORY_EXPERIMENTS]:
+            del first[stale]
+    covariates: dict[str, float] = {}
+    if config is not None and config.cuped_metrics:
+        day0 = int(first[obs.experiment_id]) // _DAY_MS
+        days = {str(d) for d in range(day0 - config.cuped_lookback_days, day0)}
+        for name in config.cuped_metrics:
+            buckets = [b for d, b in (hist["d"].get(name) or {}).items() if d in days]
+            count = sum(int(b[0]) for b in buckets)
+            if count:
+                covariates[name] = sum(float(b[1]) for b in buckets) / count
+    if ts > 0:
+        day = ts // _DAY_MS
+        for name, value in obs.values.items():
+            if name not in METRICS:
+                continue
+            per_day = hist["d"].setdefault(name, {})
+            bucket = per_day.setdefault(str(day), [0, 0.0])
+            bucket[0] += 1
+            bucket[1] += float(value)
+            for old in [d for d in per_day if int(d) < day - _HISTORY_DAYS]:
+                del per_day[old]
+    if covariates:
+        obs = UnitObservation(obs.tenant_id, obs.experiment_id, obs.unit_id, obs.variant, obs.source, obs.trace_id,
+                              obs.values, obs.event_id, {**obs.covariates, **covariates}, obs.timestamp_ms)
+    return hist, obs
 
 
 def in_audit_sample(config: ExperimentConfig, unit_id: str) -> bool:

@@ -41,6 +41,12 @@ before its experience is held in memory for ``AGENTGYM_EXPERIMENTS_FEEDBACK_HOLD
 (at most ``_HOLD_MAX`` records) and sent when the experience arrives; held feedback is
 not counted if the experience does not come in time or the worker restarts meanwhile.
 
+CUPED's covariates: outcome and experience observations pass through a stage keyed by
+tenant and unit (``<app id>-experiments-history``, table ``experiments-unit-history``)
+that keeps each unit's daily values across experiments and attaches, for the metrics an
+experiment adjusts, the unit's mean over the look-back window before its first exposure
+(:func:`~agentgym.processors.experiments.engine.through_history`).
+
 Why two stages: statistics count units, and a unit's traces land on many partitions
 of the trace topics, so observations are re-keyed by unit first (each unit counted
 once, on one partition); each partition's statistics are then partial, and since
@@ -80,9 +86,11 @@ from agentgym.processors.experiments.engine import (
     audit_observation,
     decision_record,
     feedback_observation,
+    history_key,
     merge_partials,
     rating_assignment,
     snapshot_records,
+    through_history,
     unit_observations,
 )
 from agentgym.processors.experiments.metrics import Source, is_audit_label
@@ -154,6 +162,11 @@ class ExperimentsProcessor:
             f"{app.conf.id}-experiments-units", key_type=bytes, value_type=bytes, partitions=_UNIT_PARTITIONS,
             internal=True, retention=timedelta(days=1), deleting=True,
         )
+        # json [tenant, unit] -> observations of outcomes and experiences, through the unit's history
+        self.history_topic = app.topic(
+            f"{app.conf.id}-experiments-history", key_type=bytes, value_type=bytes, partitions=_UNIT_PARTITIONS,
+            internal=True, retention=timedelta(days=1), deleting=True,
+        )
         self.partials_topic = app.topic(
             f"{app.conf.id}-experiments-partials", key_type=bytes, value_type=bytes, partitions=_AGG_PARTITIONS,
             internal=True, retention=timedelta(days=1), deleting=True,
@@ -177,6 +190,11 @@ class ExperimentsProcessor:
         self.rating_traces = app.Table(
             "experiments-rating-traces", default=None, partitions=_TRACE_PARTITIONS, key_type=str, value_type=None,
             help="the assignment of each trace of a running experiment with a rating metric, for joining its feedback",
+        )
+        # json [tenant, unit] -> the unit's daily values across experiments (engine.through_history): CUPED's covariates
+        self.histories = app.Table(
+            "experiments-unit-history", default=None, partitions=_UNIT_PARTITIONS, key_type=str, value_type=None,
+            help="each unit's daily metric values across experiments, for CUPED's pre-experiment covariates",
         )
         self._follower: ExperimentFollower | None = None
         self._parsed: dict[str, ExperimentConfig] = {}  # config event id -> model (configs are immutable per version)
@@ -218,6 +236,16 @@ class ExperimentsProcessor:
                     await self._observe_feedback(event)
                 except Exception:
                     log.exception("experiments: feedback %s[%s]@%s failed", event.message.topic, event.message.partition, event.message.offset)
+
+        @app.agent(self.history_topic, name="experiments-history")
+        async def through_unit_history(stream: faust.StreamT) -> None:
+            """Records each observation in its unit's history, attaches CUPED covariates, forwards it to the units stage."""
+            await self._wait_for_configs()
+            async for event in stream.events():
+                try:
+                    await self._through_history(event)
+                except Exception:
+                    log.exception("experiments: history of %r failed", (event.message.value or b"")[:200])
 
         @app.agent(self.units_topic, name="experiments-units")
         async def count_units(stream: faust.StreamT) -> None:
@@ -262,8 +290,9 @@ class ExperimentsProcessor:
         """
         day_ms = str(24 * 3600 * 1000)
         wanted = {self.units_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),
-                  self.partials_topic.get_topic_name(): (_AGG_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms})}
-        for table in (self.unit_states, self.partials, self.aggregates, self.rating_traces):
+                  self.partials_topic.get_topic_name(): (_AGG_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms}),
+                  self.history_topic.get_topic_name(): (_UNIT_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": day_ms})}
+        for table in (self.unit_states, self.partials, self.aggregates, self.rating_traces, self.histories):
             wanted[table.changelog_topic.get_topic_name()] = (table.partitions or _UNIT_PARTITIONS, {"cleanup.policy": "compact"})
         try:
             create_topics(self.bootstrap_servers, wanted, timeout_s)
@@ -315,8 +344,8 @@ class ExperimentsProcessor:
             return
         config = self._config(experiment_id)
         obs = unit_observations(source, record, config)
-        if obs is not None:
-            await self.units_topic.send(key=obs.key.encode(), value=obs.to_json())
+        if obs is not None:  # through the unit's history (keyed by tenant and unit) to the units stage
+            await self.history_topic.send(key=history_key(obs).encode(), value=obs.to_json())
         if source == "experience":
             assignment = rating_assignment(record, config)
             if assignment is not None:
@@ -372,6 +401,13 @@ class ExperimentsProcessor:
                 self._hold(key, record)
             return
         await self._send_feedback(record, assignment, self._config(assignment["e"]))
+
+    async def _through_history(self, event: EventT) -> None:
+        obs = UnitObservation.from_json(event.message.value)
+        key = history_key(obs)
+        history, obs = through_history(self.histories.get(key), obs, self._config(obs.experiment_id))
+        self.histories[key] = history
+        await self.units_topic.send(key=obs.key.encode(), value=obs.to_json())
 
     # -- stage 2: units -> partial statistics --------------------------------------------------
 

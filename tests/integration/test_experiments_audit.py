@@ -22,6 +22,7 @@ from agentgym.processors.experiments import ExperimentConfig, MetricSpec, Varian
 from agentgym.processors.experiments.engine import in_audit_sample
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
+from tests.kafka_utils import consume_all
 from tests.integration.test_experiments import _decision, gym, worker  # noqa: F401  (fixtures)
 from tests.workers import Worker, wait_for
 
@@ -77,3 +78,66 @@ def test_gold_labels_of_the_audit_sample_overrule_a_biased_labeller(bootstrap: s
     assert labelled > 0.2 and -0.45 < corrected < -0.15
     arms = evidence["prediction_powered"]
     assert all(arms[v]["m"] >= 30 for v in ("control", "treatment"))
+
+
+def _outcome(gym: AgentGym, exp: str, a: Assignment, unit: str, trace: str, label: str, ts: int) -> dict[str, object]:
+    return {"event_id": f"o-{trace}", "tenant_id": gym.tenant_id, "agent_id": gym.agent_id, "trace_id": trace,
+            "timestamp_ms": ts, "label": label, "confidence": 0.9, "labeller": "judge",
+            "model_version": a.model_version, "experiment_id": exp, "variant": a.variant, "unit_id": unit}
+
+
+@pytest.mark.timeout(180)
+def test_cuped_takes_each_units_success_rate_before_the_experiment_from_its_history(
+    bootstrap: str, worker: Worker, gym: AgentGym, unique: str,  # noqa: F811
+) -> None:
+    """Units keep their propensity across experiments: yesterday's experiment gives today's covariate."""
+    day_ms = 86_400_000
+    now = int(time.time() * 1000)
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    base = ExperimentConfig(
+        experiment_id=f"exp-before-{unique}", tenant_id=gym.tenant_id, agent_id="bot",
+        variants=(VariantSpec("control", "model-v1", 1.0, True), VariantSpec("treatment", "model-v2", 1.0)),
+        primary_metric=MetricSpec.of("success_rate"), status="running", min_samples_per_arm=100,
+    ).validate()
+    after = replace(base, experiment_id=f"exp-after-{unique}", cuped_metrics=("success_rate",), event_id="").validate()
+    for cfg in (base, after):
+        producer.produce(TOPICS["experiments"].name, CODEC.encode("ExperimentConfig", cfg.to_record()), cfg.experiment_id.encode())
+    assert producer.flush(30) == 0
+    follower = gym.follow_experiments(wait_s=20)
+    assert wait_for(lambda: all(follower.get(c.experiment_id) for c in (base, after)), 20, "the SDK to see the experiments")
+
+    rng = random.Random(3)
+    propensity = {f"user-{i}": 0.1 if i % 2 else 0.9 for i in range(400)}  # strongly unit-dependent success
+    for cfg, ts, runs in ((base, now - 2 * day_ms, 3), (after, now, 1)):
+        for unit, p in propensity.items():
+            a = gym.assign(cfg.experiment_id, unit)
+            assert isinstance(a, Assignment) and a.active
+            for r in range(runs):
+                trace = f"{cfg.experiment_id}-{unit}-{r}"
+                label = "success" if rng.random() < p else "failure"
+                producer.produce(TOPICS["outcomes"].name,
+                                 CODEC.encode("Outcome", _outcome(gym, cfg.experiment_id, a, unit, trace, label, ts + r)),
+                                 trace.encode())
+                producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def snapshot() -> dict[str, object] | None:
+        found = consume_all(bootstrap, TOPICS["experiment-stats"].name, 10_000, timeout_s=3.0,
+                            match=lambda m: m.key() == after.experiment_id.encode())
+        recs = [CODEC.decode(m.value()).record for m in found]
+        done = [r for r in recs if r["metric"] == "success_rate" and sum(a["n"] for a in r["arms"]) >= 400]
+        return done[-1] if done else None
+
+    got: list[dict[str, object]] = []
+
+    def counted() -> bool:
+        rec = snapshot()
+        if rec is not None:
+            got.append(rec)
+        return bool(got)
+
+    wait_for(counted, 90, "a snapshot of every unit", worker, every=1.0)
+    rec = got[-1]
+    assert rec["estimator"] == "cuped"
+    # the covariate (each unit's success rate two days earlier) explains most of the variance
+    assert isinstance(rec["variance_reduction"], float) and rec["variance_reduction"] > 0.3

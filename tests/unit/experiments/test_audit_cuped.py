@@ -21,6 +21,7 @@ from agentgym.processors.experiments.engine import (
     merge_partials,
     rating_assignment,
     snapshot_records,
+    through_history,
     unit_observations,
 )
 from agentgym.processors.experiments.metrics import gold_label, is_audit_label
@@ -255,3 +256,30 @@ def test_cuped_adjusts_the_metric_and_reports_the_variance_reduction() -> None:
     plain_se = analysis.labelled["latency_ms"].comparisons[0].sequential.absolute.standard_error
     cuped_se = analysis.primary.comparisons[0].sequential.absolute.standard_error
     assert cuped_se / plain_se == pytest.approx((1 - reduction) ** 0.5, rel=1e-6)
+
+
+def test_history_gives_the_mean_of_the_look_back_window_before_the_first_exposure() -> None:
+    day = 86_400_000
+    t0 = 1_000 * day + 5_000  # the unit's first exposure to the CUPED experiment
+    earlier = config(experiment_id="exp-earlier", audit_rate=0.0)
+    cfg = config(experiment_id="exp-cuped", audit_rate=0.0, cuped_metrics=("success_rate",), cuped_lookback_days=7)
+
+    def obs(c: ExperimentConfig, label: str, ts: int, trace: str) -> UnitObservation:
+        o = unit_observations("outcome", {**outcome(c, "u1", "control", label, trace), "timestamp_ms": ts}, c)
+        assert o is not None and o.timestamp_ms == ts
+        return o
+
+    history = None
+    for label, ts in [("success", t0 - 10 * day),  # outside the 7-day window
+                      ("success", t0 - 3 * day), ("failure", t0 - 2 * day), ("success", t0 - 1 * day)]:
+        history, passed = through_history(history, obs(earlier, label, ts, f"old-{ts}"), earlier)
+        assert passed.covariates == {}  # the earlier experiment adjusts nothing
+    history, first = through_history(history, obs(cfg, "failure", t0, "new-1"), cfg)
+    assert first.covariates == {"success_rate": pytest.approx(2 / 3)}
+    # later observations keep the window of the first exposure: today's values never enter it
+    history, later = through_history(history, obs(cfg, "success", t0 + 2 * day, "new-2"), cfg)
+    assert later.covariates == {"success_rate": pytest.approx(2 / 3)}
+    # a unit without history gets no covariate (the engine counts it with 0)
+    _, fresh = through_history(None, obs(cfg, "success", t0, "new-3"), cfg)
+    assert fresh.covariates == {}
+    assert UnitObservation.from_json(first.to_json()) == first
