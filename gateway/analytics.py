@@ -355,7 +355,10 @@ class AnalyticsReader:
         store = self._open()
         try:
             raw = store.query_raw(sql, "JSON", params=params, settings=limits.settings(), readonly=True)
-        except QueryError:
+        except QueryError as exc:
+            if exc.code is None:  # not the engine's answer: the connection failed (a worker restarted on another port)
+                self.close()
+                raise StoreError(str(exc)) from exc
             raise
         except StoreError:
             self.close()

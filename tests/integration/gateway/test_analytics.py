@@ -43,6 +43,7 @@ class Env:
     b_admin: str
     tenant_a: str
     tenant_b: str
+    reader: analytics.AnalyticsReader
 
 
 @pytest.fixture(scope="module")
@@ -52,11 +53,13 @@ def env(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[En
     http = serve_readonly(store)
     settings = test_settings(bootstrap, tmp_path_factory.mktemp("gateway-spool"), clickhouse_url=http.url)
     try:
-        with ServedGateway(settings) as served:
+        gateway = ServedGateway(settings)
+        with gateway as served:
             suffix = served.settings.port
             a, b = f"ana-a-{suffix}", f"ana-b-{suffix}"
             yield Env(served, store, new_key(bootstrap, served, a, "read,admin"), new_key(bootstrap, served, a, "read"),
-                      new_key(bootstrap, served, b, "read"), new_key(bootstrap, served, b, "admin"), a, b)
+                      new_key(bootstrap, served, b, "read"), new_key(bootstrap, served, b, "admin"), a, b,
+                      gateway.app[analytics.ANALYTICS])
     finally:
         http.stop()
         store.close()
@@ -245,3 +248,14 @@ def test_admin_actions_are_audited_with_their_outcome(env: Env, bootstrap: str, 
         return {(r["key_id"], r["action"], r["target"], r["outcome"], r["status"]) for r in records} & want
 
     wait_for(lambda: seen() == want, 30, "the admin actions in gym-audit-v1")
+
+
+def test_no_reachable_store_is_503_and_the_reader_reconnects(env: Env, monkeypatch: pytest.MonkeyPatch,
+                                                            tmp_path: Any) -> None:
+    reader = env.reader
+    reader.close()
+    monkeypatch.setattr(reader, "url", f"chdb://{tmp_path / 'no-worker'}")
+    status, body = run(env, env.a_read, "models")
+    assert (status, body["error"]) == (503, "analytics_unavailable") and "no worker" in body["reason"]
+    monkeypatch.undo()
+    assert run(env, env.a_read, "models")[0] == 200
