@@ -177,3 +177,26 @@ def test_cuped_in_the_sequential_test_keeps_type_i_error_and_stops_sooner() -> N
     assert fixed_horizon_n(mde) == pytest.approx(n_fix, rel=1e-6)
     res = simulate_cuped(effect=1.5 * mde, correlation=0.6, replicates=500, looks=60, per_look=50, seed=25)
     assert res["cuped"].n_stop.mean() < 0.85 * res["plain"].n_stop.mean()
+
+
+def test_cuped_theta_and_adjusted_difference_equal_scipys_regression() -> None:
+    # golden values from an independent implementation: θ is the pooled OLS slope of y on x
+    # (scipy.stats.linregress), and the CUPED difference equals the treatment coefficient of
+    # y ~ 1 + T + x when both arms share θ (NumPy least squares)
+    from scipy.stats import linregress
+
+    from agentgym.processors.stats import RegressionAdjustedStatistic, cuped_adjust, cuped_theta
+
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(2, 500))
+    y = 0.7 * x + rng.normal(size=(2, 500)) + np.array([[0.0], [0.2]])
+    arms = [RegressionAdjustedStatistic.from_pairs(y[j].tolist(), x[j].tolist()) for j in (0, 1)]
+    theta = cuped_theta(arms)
+    assert theta == pytest.approx(linregress(x.ravel(), y.ravel()).slope, rel=1e-9)
+    adjusted = cuped_adjust(arms)
+    t = np.repeat([0.0, 1.0], 500)
+    design = np.column_stack([np.ones(1000), t, x.ravel()])
+    coef = np.linalg.lstsq(design, y.ravel(), rcond=None)[0]
+    # least squares fits the slope within arms; CUPED pools it over both: equal up to the arms' covariate imbalance
+    assert adjusted[1].mean - adjusted[0].mean == pytest.approx(coef[1], abs=0.01)
+    assert adjusted[0].variance == pytest.approx(np.var(y[0] - theta * x[0], ddof=1), rel=1e-9)
