@@ -227,6 +227,49 @@ def test_openinference_instrumentation(served: Served, bootstrap: str, fake_open
     assert rows == [(trace_id, "support-bot", "thumbs", "quick")]
 
 
+@pytest.mark.timeout(240)
+def test_langchain_agent_with_openinference(served: Served, bootstrap: str, fake_openai: FakeOpenAI, otel_worker: Worker,
+                                            sink: ClickHouseSink, store: Store, monkeypatch: pytest.MonkeyPatch, unique: str) -> None:
+    """An agent framework: a LangChain runnable (ChatOpenAI with a bound tool) traced by openinference-instrumentation-langchain."""
+    from langchain_core.messages import BaseMessage, HumanMessage
+    from langchain_core.runnables import RunnableLambda
+    from langchain_core.tools import tool
+    from langchain_openai import ChatOpenAI
+    from openinference.instrumentation.langchain import LangChainInstrumentor
+
+    @tool
+    def lookup_order(order_id: str) -> str:
+        """An order's shipping status."""
+        return "ships tomorrow"
+
+    tenant = f"lc-{unique}"
+    key = new_key(bootstrap, served, tenant)
+    tp = _provider(monkeypatch, served, key)
+    instrumentor = LangChainInstrumentor()
+    instrumentor.instrument(tracer_provider=tp)
+    llm = ChatOpenAI(model="gpt-4o-mini", base_url=fake_openai.url, api_key="not-a-key", max_retries=0).bind_tools([lookup_order])
+
+    def agent(question: str) -> str:
+        messages: list[BaseMessage] = [HumanMessage(question)]
+        reply = llm.invoke(messages)
+        messages.append(reply)
+        messages += [lookup_order.invoke(call) for call in reply.tool_calls]  # type: ignore[attr-defined]
+        return str(llm.invoke(messages).content)
+
+    try:
+        with tp.get_tracer("t").start_as_current_span("request") as outer:  # to learn the trace id; not a GenAI span
+            answer = RunnableLambda(agent).with_config(run_name="support_agent").invoke("Where is my order A17?")
+            trace_id = format(outer.get_span_context().trace_id, "032x")
+        assert answer == "Your order A17 ships tomorrow."
+        assert tp.force_flush(10_000)
+    finally:
+        instrumentor.uninstrument()
+        tp.shutdown()
+    e = _experience(sink, store, otel_worker, tenant, trace_id, steps=3)
+    _check_run(e)
+    assert e["model_name"] == "gpt-4o-mini-2024-07-18"
+
+
 def test_json_partial_success_and_errors_over_http(served: Served, bootstrap: str, unique: str) -> None:
     key = new_key(bootstrap, served, f"oj-{unique}")
     now = time.time_ns()
