@@ -31,7 +31,8 @@ Continuous monitoring. θ̂ is asymptotically linear: with A_i the audit indicat
     ψ_i = f_i − E f + (A_i/π)·(Δ_i − E Δ),   Var(ψ) = var(f) + var(Δ)/π + 2·cov(f, Δ)
 
 (the augmented-IPW form of PPI under Bernoulli sampling: Zrnic & Candès 2024, "Active
-statistical inference", ICML, eq. (2) with ξ_i/π; the ratio m/(Nπ) → 1 replaces 1/π by
+statistical inference", ICML, its estimator with labelling indicators ξ_i and
+probabilities π_i, here π_i = π; the ratio m/(Nπ) → 1 replaces 1/π by
 N/m, which gives (1)). The units' ψ_i are i.i.d., so the asymptotic confidence sequences
 of Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas (2023, "Time-uniform central limit
 theory and asymptotic confidence sequences", *Annals of Statistics*; arXiv:2103.06476,
