@@ -27,6 +27,15 @@ from tests.kafka_utils import consume_all
 pytestmark = pytest.mark.timeout(300)
 
 
+def _make_immutable(path: Path) -> None:
+    """chattr +i (root, and a filesystem that supports it, e.g. ext4; not every overlayfs does)."""
+    if os.geteuid() != 0:
+        pytest.skip("chattr +i needs root (the full-filesystem test covers non-root runs)")
+    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"this filesystem has no immutable flag: {r.stderr.strip()}")
+
+
 def _spooled_records(spool: Path) -> list[tuple[str, bytes | None, bytes]]:
     return [r for seg in sorted(spool.glob("*/segment-*.log")) for r in read_segment(seg)]
 
@@ -58,11 +67,14 @@ def test_spool_on_a_full_filesystem_never_raises_and_counts_every_event(tmp_path
     assert len(r.stderr.splitlines()) < 40, f"the error log is bounded, got:\n{r.stderr[-3000:]}"
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="chattr +i needs root")
 def test_spool_directory_made_immutable_while_running(tmp_path: Path, dead_bootstrap: str) -> None:
     spool = tmp_path / "imm"
     gym = AgentGym(dead_bootstrap, tenant_id="chaos", agent_id="imm", spool_dir=spool, delivery_timeout_s=30)
-    subprocess.run(["chattr", "+i", str(gym.spool_dir)], check=True)
+    try:
+        _make_immutable(gym.spool_dir)
+    except BaseException:
+        gym.close(timeout_s=0.5)
+        raise
     try:
         for i in range(500):
             gym.record_experience(input="q", output="o", model_name="m", model_version="v", latency_ms=1.0)
@@ -78,15 +90,14 @@ def test_unusable_spool_directory_is_a_config_error_naming_path_and_reason(tmp_p
     not_a_dir.write_text("x")
     with pytest.raises(ConfigError, match=r"spool directory .*file.* is unusable: Not a directory"):
         AgentGym(dead_bootstrap, spool_dir=not_a_dir / "spool")
-    if os.geteuid() == 0:
-        imm = tmp_path / "immutable"
-        imm.mkdir()
-        subprocess.run(["chattr", "+i", str(imm)], check=True)
-        try:
-            with pytest.raises(ConfigError, match=r"immutable.* is unusable: Operation not permitted"):
-                AgentGym(dead_bootstrap, spool_dir=imm)
-        finally:
-            subprocess.run(["chattr", "-i", str(imm)], check=False)
+    imm = tmp_path / "immutable"
+    imm.mkdir()
+    _make_immutable(imm)
+    try:
+        with pytest.raises(ConfigError, match=r"immutable.* is unusable: Operation not permitted"):
+            AgentGym(dead_bootstrap, spool_dir=imm)
+    finally:
+        subprocess.run(["chattr", "-i", str(imm)], check=False)
 
 
 def test_oversized_event_is_refused_at_the_call(tmp_path: Path, dead_bootstrap: str) -> None:
