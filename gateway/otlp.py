@@ -7,7 +7,7 @@ What an OpenTelemetry SDK's OTLP/HTTP exporter sends, unchanged: set
 and span ids), optionally gzip; decoded with ``opentelemetry-proto``.
 
 Each span is checked (trace and span ids present, timestamps plausible, no attribute
-value over :data:`MAX_ATTRIBUTE_BYTES`); a bad span is rejected alone and counted in the
+value over ``AGENTGYM_GATEWAY_OTLP_MAX_ATTRIBUTE_BYTES``); a bad span is rejected alone and counted in the
 response's ``partial_success`` (``rejected_spans``, ``error_message`` naming the first
 reasons), as the OTLP specification says. Spans of no GenAI dialect are accepted and
 dropped (see ``docs/otel.md``). The GenAI spans are mapped
@@ -59,7 +59,8 @@ FEEDBACK_EVENT = "agentgym.feedback"
 ``rating_scale``, ``thumbs_up``, ``comment``, ``correction``, ``signal``, ``value``, ``source``,
 ``user_id``, and ``trace_id`` for another run than the span's own)."""
 MAX_ATTRIBUTE_BYTES = 128 * 1024
-"""An attribute value (string or bytes, or an array's item) longer than this rejects its span."""
+"""The default of ``AGENTGYM_GATEWAY_OTLP_MAX_ATTRIBUTE_BYTES``: an attribute value (string or bytes, or an
+array's item) longer than this rejects its span."""
 _TOPIC = TOPICS["otel-spans"].name
 _EARLIEST_NS = 946_684_800 * 10**9  # 2000-01-01
 _FUTURE_NS = 24 * 3600 * 10**9  # a day ahead of the gateway's clock: clocks drift, not by days
@@ -74,11 +75,11 @@ class _Oversized(Exception):
         self.key, self.size = key, size
 
 
-def _value(v: AnyValue, key: str) -> Any:
+def _value(v: AnyValue, key: str, limit: int) -> Any:
     which = v.WhichOneof("value")
     if which == "string_value":
         s = v.string_value
-        if len(s) > MAX_ATTRIBUTE_BYTES:
+        if len(s) > limit:
             raise _Oversized(key, len(s))
         return s
     if which == "int_value":
@@ -88,18 +89,18 @@ def _value(v: AnyValue, key: str) -> Any:
     if which == "double_value":
         return v.double_value
     if which == "array_value":
-        return [_value(x, key) for x in v.array_value.values]
+        return [_value(x, key, limit) for x in v.array_value.values]
     if which == "kvlist_value":
-        return {kv.key: _value(kv.value, key) for kv in v.kvlist_value.values}
+        return {kv.key: _value(kv.value, key, limit) for kv in v.kvlist_value.values}
     if which == "bytes_value":
-        if len(v.bytes_value) > MAX_ATTRIBUTE_BYTES:
+        if len(v.bytes_value) > limit:
             raise _Oversized(key, len(v.bytes_value))
         return v.bytes_value.hex()
     return None
 
 
-def _attrs(kvs: Any) -> dict[str, Any]:
-    return {kv.key: _value(kv.value, kv.key) for kv in kvs}
+def _attrs(kvs: Any, limit: int) -> dict[str, Any]:
+    return {kv.key: _value(kv.value, kv.key, limit) for kv in kvs}
 
 
 @dataclass
@@ -173,7 +174,8 @@ def _list(d: Any, camel: str, snake: str) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
-def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | None, now_ns: int | None = None) -> MappedRequest:
+def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | None, now_ns: int | None = None,
+                max_attribute_bytes: int = MAX_ATTRIBUTE_BYTES) -> MappedRequest:
     """Checks and maps every span of an export request (pure: no I/O).
 
     Args:
@@ -182,18 +184,20 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
         agent_id: the ``X-AgentGym-Agent`` header; else each resource's ``service.name``
             when it is a valid id, else ``otel``.
         now_ns: the gateway's clock (default: now), for the timestamp check.
+        max_attribute_bytes: the longest attribute value a span may hold.
     """
+    limit = max_attribute_bytes
     now_ns = now_ns if now_ns is not None else time.time_ns()
     latest = now_ns + _FUTURE_NS
     out = MappedRequest()
     for rs in req.resource_spans:
         try:
-            resource = _attrs(rs.resource.attributes)
+            resource = _attrs(rs.resource.attributes, limit)
         except _Oversized as exc:
             n = sum(len(ss.spans) for ss in rs.scope_spans)
             out.spans += n
             for _ in range(n):
-                out.reject(f"resource attribute {exc.key!r} is {exc.size} bytes; at most {MAX_ATTRIBUTE_BYTES}")
+                out.reject(f"resource attribute {exc.key!r} is {exc.size} bytes; at most {limit}")
             continue
         service = resource.get("service.name")
         agent = agent_id or _valid_id(service) or "otel"
@@ -213,15 +217,15 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
                                "start after 2000-01-01 and before tomorrow, end within 7 days after start)")
                     continue
                 try:
-                    attrs = _attrs(span.attributes)
+                    attrs = _attrs(span.attributes, limit)
                     for i, e in enumerate(span.events):
                         if e.name == FEEDBACK_EVENT:
-                            out.feedback.append(_feedback_args(tid.hex(), sid.hex(), i, agent, e.time_unix_nano, _attrs(e.attributes)))
+                            out.feedback.append(_feedback_args(tid.hex(), sid.hex(), i, agent, e.time_unix_nano, _attrs(e.attributes, limit)))
                     if not is_genai(attrs):
                         continue  # accepted, not a GenAI span: dropped (docs/otel.md)
-                    events = [(e.name, _attrs(e.attributes)) for e in span.events]
+                    events = [(e.name, _attrs(e.attributes, limit)) for e in span.events]
                 except _Oversized as exc:
-                    out.reject(f"span {sid.hex()}: attribute {exc.key!r} is {exc.size} bytes; at most {MAX_ATTRIBUTE_BYTES}")
+                    out.reject(f"span {sid.hex()}: attribute {exc.key!r} is {exc.size} bytes; at most {limit}")
                     continue
                 out.genai += 1
                 trace_id = tid.hex()
@@ -319,7 +323,8 @@ async def _export(request: web.Request, gw: "Gateway", as_json: bool) -> web.Res
     if content_type not in (PROTOBUF, JSON):
         raise ApiError(415, "unsupported_media_type", "Content-Type", f"{content_type or '(none)'!r} is not {PROTOBUF} or {JSON}")
     raw = await read_body(request, gw.settings)
-    mapped = map_request(decode_request(raw, content_type), key.tenant_id, header_agent)
+    mapped = map_request(decode_request(raw, content_type), key.tenant_id, header_agent,
+                         max_attribute_bytes=gw.settings.otlp_max_attribute_bytes)
     records: list[tuple[str, bytes]] = []
     try:
         for trace_id, batch in mapped.traces.items():

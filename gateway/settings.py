@@ -58,6 +58,10 @@ class GatewaySettings(SharedSettings):
         "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")
     access_log_sample: float = Field(0.0, ge=0, le=1, description="fraction of requests written to the access log (0-1)")
+    otlp_max_attribute_bytes: int = Field(
+        128 * 1024, ge=1024, le=16 * 1024 * 1024,
+        description="`POST /v1/traces`: a span with an attribute value (string, bytes, array item) longer than this is "
+        "rejected, counted in the answer's partial success (1 KiB to 16 MiB)")
     analytics_max_execution_time_s: float = Field(
         10.0, gt=0, le=600, description="an analytics query is stopped after this many seconds (422) (0-600)")
     analytics_max_memory_usage: int = Field(

@@ -40,6 +40,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("Stream processors", "agentgym.processors.settings:ProcessorSettings"),
     ("Experiments processor", "agentgym.processors.experiments.settings:ExperimentSettings"),
     ("Labeller", "agentgym.processors.labelling.settings:LabellerSettings"),
+    ("OTLP span assembly", "agentgym.processors.otel.settings:OtelSettings"),
     ("ClickHouse store", "agentgym.processors.store.settings:StoreSettings"),
     ("Dataset builder", "agentgym.processors.datasets.settings:DatasetSettings"),
     ("Training jobs", "agentgym.trainers.settings:TrainSettings"),

@@ -16,9 +16,9 @@ the sink's ReplacingMergeTree keeps one row per run: the revision, inserted last
 The labeller waits for a trace to go quiet before labelling it, so it labels the run as
 assembled by then, and relabels it on a revision (a new revision of the outcome).
 
-State of a trace is kept :data:`STATE_TTL_MS` after its last batch; a span arriving
-later starts over and its Experience would replace the run with only the late spans,
-so the TTL is generous (one hour). Expired states are deleted by the agent while it
+State of a trace is kept ``AGENTGYM_OTEL_STATE_TTL_S`` after its last batch
+(:class:`~agentgym.processors.otel.settings.OtelSettings`); a span arriving later starts over and its Experience would replace the run with only the late spans,
+so the default is generous (one hour). Expired states are deleted by the agent while it
 handles a message of the same partition (a table write lands in the changelog
 partition of the event being processed). Undecodable or invalid batches go to the
 dead-letter topic. :func:`register` declares all of it on the one Faust app.
@@ -35,28 +35,26 @@ from faust.types import EventT
 
 from agentgym.processors.channels import topic
 from agentgym.processors.otel.mapping import assemble
+from agentgym.processors.otel.settings import OtelSettings
 from agentgym.processors.settings import ProcessorSettings
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError, SchemaValidationError
 from agentgym.schemas.topics import TOPICS
 
-__all__ = ["PROCESSOR", "OtelAssembler", "register", "merge", "STATE_TTL_MS", "MAX_SPANS_PER_TRACE"]
+__all__ = ["PROCESSOR", "OtelAssembler", "register", "merge", "experience_of"]
 
 log = logging.getLogger("agentgym.otel")
 
 PROCESSOR = "otel"
-STATE_TTL_MS = 3600 * 1000
-"""How long a trace's spans are kept after its last batch, for late spans to revise the run."""
-MAX_SPANS_PER_TRACE = 2000
-"""Spans kept per trace; later ones are counted in the Experience's metadata (``otel.dropped_spans``) and dropped."""
 _SWEEP_EVERY_MS = 30_000
 _HOUR_MS = 3600 * 1000
 _PARTITIONS = TOPICS["otel-spans"].partitions
 
 
 def register(app: faust.App, settings: ProcessorSettings) -> "OtelAssembler":
-    """Declares the otel processor (its table, topics and agent) on ``app``."""
-    assembler = OtelAssembler(app)
+    """Declares the otel processor (its table, topics and agent) on ``app``; its own settings
+    (:class:`OtelSettings`) are read here, not at import."""
+    assembler = OtelAssembler(app, OtelSettings())
     assembler.attach()
     return assembler
 
@@ -65,7 +63,8 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def merge(state: dict[str, Any] | None, batch: dict[str, Any], partition: int, now_ms: int) -> tuple[dict[str, Any], bool]:
+def merge(state: dict[str, Any] | None, batch: dict[str, Any], partition: int, now_ms: int,
+          max_spans: int = 2000) -> tuple[dict[str, Any], bool]:
     """Merges a decoded ``OtelSpans`` batch into a trace's state (pure). Returns ``(state, changed)``.
 
     The state is JSON-able: tenant, agent, partition, times, the spans by id, what was emitted.
@@ -80,7 +79,7 @@ def merge(state: dict[str, Any] | None, batch: dict[str, Any], partition: int, n
         sid = s["span_id"]
         if spans.get(sid) == s:
             continue
-        if sid not in spans and len(spans) >= MAX_SPANS_PER_TRACE:
+        if sid not in spans and len(spans) >= max_spans:
             state["dropped"] += 1
             continue
         spans[sid] = s
@@ -106,8 +105,9 @@ def experience_of(state: dict[str, Any]) -> dict[str, Any]:
 class OtelAssembler:
     """The otel processor's Faust objects on one app."""
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, settings: OtelSettings) -> None:
         self.app = app
+        self.settings = settings
         self.codec = AvroCodec()
         self.spans_topic = topic(app, "otel-spans")
         self.experiences_topic = topic(app, "experiences")
@@ -131,7 +131,7 @@ class OtelAssembler:
             tenant = batch.get("tenant_id") or ""
             trace_id = batch["trace_id"]
             now = _now_ms()
-            state, changed = merge(self.traces.get(trace_id), batch, msg.partition, now)
+            state, changed = merge(self.traces.get(trace_id), batch, msg.partition, now, self.settings.max_spans_per_trace)
             if changed:
                 record = experience_of(state)
                 value = self.codec.encode("Experience", record, self.experiences_topic.get_topic_name())
@@ -153,8 +153,9 @@ class OtelAssembler:
         if now - self._last_sweep.get(partition, 0) < _SWEEP_EVERY_MS:
             return
         self._last_sweep[partition] = now
+        ttl_ms = self.settings.state_ttl_s * 1000
         for key, st in list(self.traces.items()):
-            if st and st.get("partition") == partition and now - st.get("last_ms", now) >= STATE_TTL_MS:
+            if st and st.get("partition") == partition and now - st.get("last_ms", now) >= ttl_ms:
                 del self.traces[key]
 
     async def _dead_letter(self, event: EventT, exc: BaseException, tenant_id: str) -> None:
