@@ -14,7 +14,7 @@ def processors() -> None:
 
 
 @processors.command()
-@click.option("--only", default=None, help="comma-separated processors to run (sink, labeller, experiments, datasets) [env AGENTGYM_PROCESSORS]")
+@click.option("--only", default=None, help="comma-separated processors to run (sink, labeller, experiments, datasets, otel) [env AGENTGYM_PROCESSORS]")
 @click.option("--loglevel", "-l", default="info", show_default=True, type=click.Choice(["crit", "error", "warn", "info", "debug"]))
 def run(only: str | None, loglevel: str) -> None:
     """Run a worker in the foreground; run more with the same AGENTGYM_APP_ID to share partitions."""
