@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, TopicPartition
 
 from agentgym.schemas import default_schema_set
 from agentgym.schemas.codec import AvroCodec
@@ -30,23 +31,25 @@ def test_sdk_records_from_a_directory_holding_schemas_ops_and_producers(bootstra
         print(json.dumps({{"trace_id": trace_id, "app_schemas": schemas.__file__}}))
         """
     )
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{unique}", "enable.auto.commit": False})
+    topic = "gym-experiences-v1"
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    start = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]) for p in partitions]
     out = subprocess.run([sys.executable, "-c", script], cwd=app, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["app_schemas"].startswith(str(app))
 
     codec = AvroCodec(default_schema_set())
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{unique}", "auto.offset.reset": "earliest"})
-    consumer.subscribe(["gym-experiences-v1"])
+    consumer.assign(start)  # only what was written after the offsets read before the agent ran
     try:
         found = None
-        for _ in range(300):
-            msg = consumer.poll(0.2)
-            if msg is None or msg.error():
-                continue
-            if msg.key() and msg.key().decode() == result["trace_id"]:
-                found = codec.decode(msg.value())
-                break
+        deadline = time.monotonic() + 60
+        while found is None and time.monotonic() < deadline:
+            for msg in consumer.consume(500, 0.5):
+                if msg.error() is None and msg.key() and msg.key().decode() == result["trace_id"]:
+                    found = codec.decode(msg.value())
+                    break
         assert found is not None, "the experience never reached Kafka"
         assert found.record["tenant_id"] == f"t-{unique}"
     finally:
