@@ -11,6 +11,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from agentgym.producers.records import watermarks
 from agentgym.schemas import default_schema_set
 from agentgym.schemas.codec import AvroCodec
 
@@ -34,7 +35,7 @@ def test_sdk_records_from_a_directory_holding_schemas_ops_and_producers(bootstra
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{unique}", "enable.auto.commit": False})
     topic = "gym-experiences-v1"
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-    start = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]) for p in partitions]
+    start = [TopicPartition(topic, p, watermarks(consumer, topic, p)[1]) for p in partitions]
     out = subprocess.run([sys.executable, "-c", script], cwd=app, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
