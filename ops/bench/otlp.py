@@ -11,7 +11,10 @@ measured in the same run, in one process:
   check and map every span (:func:`agentgym.gateway.otlp.map_request`), encode one
   ``OtelSpans`` Avro record per trace (split under the event size limit).
 
-Prints spans/s of both and their ratio (target: ingest >= 20,000 spans/s per process).
+Prints spans/s of both and their ratio (target: ingest >= 20,000 spans/s per process),
+and, for the otel processor's side, **assemble**: decode each ``OtelSpans`` record, merge it
+into a new trace state, assemble and encode the Experience (per GenAI span; Kafka and the
+Faust table not included).
 HTTP handling and producing (one Kafka message per trace, not per span) come on top;
 ``ops/bench/gateway.py`` measures those for the API as a whole.
 """
@@ -30,6 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from agentgym.gateway.otlp import _records, map_request
+from agentgym.processors.otel.processor import experience_of, merge
 from agentgym.schemas.codec import AvroCodec
 
 __all__ = ["build_request", "main"]
@@ -93,14 +97,25 @@ def main(argv: list[str] | None = None) -> None:
         for batch in mapped.traces.values():
             _records(codec, batch, 512 * 1024, mapped.reject)
 
+    values: list[bytes] = []
+    for batch in map_request(req, "bench", None).traces.values():
+        values += _records(codec, batch, 512 * 1024, lambda reason: None)
+
+    def assemble() -> None:
+        for value in values:
+            state, _ = merge(None, codec.decode(value, expected="OtelSpans").record, 0, 0)
+            codec.encode("Experience", experience_of(state))
+
     ingest()  # warm-up, and a check that nothing is rejected
     mapped = map_request(req, "bench", None)
     assert mapped.rejected == 0 and len(mapped.traces) == args.traces, (mapped.rejected, mapped.reasons)
     print(f"request: {len(raw)} bytes, {spans} spans ({mapped.genai} GenAI) in {args.traces} traces")
     (d, dc), (i, ic) = _rate(decode, spans, args.seconds), _rate(ingest, spans, args.seconds)
+    a, ac = _rate(assemble, mapped.genai, args.seconds)
     print(f"decode only : {d:12,.0f} spans/s wall, {dc:12,.0f} spans/s of CPU time")
     print(f"ingest      : {i:12,.0f} spans/s wall, {ic:12,.0f} spans/s of CPU time  "
           f"({ic / dc:.3f} of decode; target >= 20,000 spans/s per process)")
+    print(f"assemble    : {a:12,.0f} GenAI spans/s wall, {ac:12,.0f} of CPU time (the otel processor's work per batch)")
 
 
 if __name__ == "__main__":
