@@ -42,8 +42,12 @@ class _KafkaOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith(_KAFKA_LOGGERS):
             return True
-        # key on the message template (aiokafka) or librdkafka's facility, not on variable arguments
-        return self._limit._limiter.allow(f"{record.name}|{record.levelno}|{record.msg if not record.name.startswith('agentgym') else record.args[0] if record.args else record.msg}")
+        # key on librdkafka's facility (FAIL, ...) or on aiokafka's message template, not on variable arguments
+        if record.name.startswith("agentgym") and isinstance(record.args, tuple) and record.args:
+            kind = record.args[0]
+        else:
+            kind = record.msg
+        return self._limit.allow(f"{record.name}|{record.levelno}|{kind}")
 
 
 def bound_kafka_logs() -> None:

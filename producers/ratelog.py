@@ -67,6 +67,10 @@ class RateLimitFilter(logging.Filter):
         first = record.args[0] if isinstance(record.args, tuple) and record.args else record.msg
         return self._limiter.allow(f"{record.name}|{record.levelno}|{first}")
 
+    def allow(self, key: str) -> bool:
+        """Whether a line of kind ``key`` may pass now (and, if so, starts its interval)."""
+        return self._limiter.allow(key)
+
 
 class _Limiter:
     def __init__(self, interval_s: float) -> None:
