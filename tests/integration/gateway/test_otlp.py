@@ -228,6 +228,27 @@ def test_openinference_instrumentation(served: Served, bootstrap: str, fake_open
 
 
 @pytest.mark.timeout(240)
+def test_openllmetry_instrumentation(served: Served, bootstrap: str, fake_openai: FakeOpenAI, otel_worker: Worker,
+                                     sink: ClickHouseSink, store: Store, monkeypatch: pytest.MonkeyPatch, unique: str) -> None:
+    """OpenLLMetry's opentelemetry-instrumentation-openai (its current releases speak the GenAI conventions)."""
+    from opentelemetry.instrumentation.openai import OpenAIInstrumentor
+
+    tenant = f"ll-{unique}"
+    key = new_key(bootstrap, served, tenant)
+    tp = _provider(monkeypatch, served, key)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tp)
+    try:
+        trace_id = _agent_run(tp, fake_openai.url, flush_midway=False)
+    finally:
+        instrumentor.uninstrument()
+        tp.shutdown()
+    e = _experience(sink, store, otel_worker, tenant, trace_id, steps=3)
+    _check_run(e)
+    assert e["model_name"] == "gpt-4o-mini"
+
+
+@pytest.mark.timeout(240)
 def test_langchain_agent_with_openinference(served: Served, bootstrap: str, fake_openai: FakeOpenAI, otel_worker: Worker,
                                             sink: ClickHouseSink, store: Store, monkeypatch: pytest.MonkeyPatch, unique: str) -> None:
     """An agent framework: a LangChain runnable (ChatOpenAI with a bound tool) traced by openinference-instrumentation-langchain."""
