@@ -90,7 +90,8 @@ class UsageMeter:
         dirty, self._dirty = self._dirty, set()
         for tenant_id, month in dirty:
             runs, agents = self._local[(tenant_id, month)]
-            out.append({"usage_key": f"{tenant_id}|{month}|{self.replica_id}", "tenant_id": tenant_id, "month": month,
+            key = f"{tenant_id}|{month}|{self.replica_id}"
+            out.append({"event_id": f"{key}|{now}", "usage_key": key, "tenant_id": tenant_id, "month": month,
                         "replica_id": self.replica_id, "runs": runs, "agents": sorted(agents), "updated_ms": now})
         return out
 

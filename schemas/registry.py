@@ -37,6 +37,9 @@ RECORD_NAMES = (
     "DriftAlert",
     "ScenarioLineage",
     "AuditEvent",
+    "ApiKey",
+    "TenantPlan",
+    "TenantUsage",
     "OtelSpans",
 )
 

@@ -88,6 +88,19 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "generator": "failure", "tags": ["cluster:c1", "tool:lookup_order"], "source_trace_id": "acme-r042",
         "expected_tool": "lookup_order", "created_ms": 1_700_000_009_000,
     },
+    "ApiKey": {
+        "event_id": "k-1", "key_id": "a1b2c3d4e5f6", "tenant_id": "acme", "secret_sha256": "0" * 64,
+        "scopes": ["ingest", "read"], "status": "active", "name": "ci", "created_ms": 1_700_000_000_000,
+        "updated_ms": 1_700_000_000_000,
+    },
+    "TenantPlan": {
+        "event_id": "p-1", "tenant_id": "acme", "plan": "pro", "max_agents": 5, "max_runs_per_month": 10_000,
+        "rate_per_s": None, "burst": None, "updated_ms": 1_700_000_000_000,
+    },
+    "TenantUsage": {
+        "event_id": "acme|2026-12|r1|1700000000000", "usage_key": "acme|2026-12|r1", "tenant_id": "acme",
+        "month": "2026-12", "replica_id": "r1", "runs": 42, "agents": ["support"], "updated_ms": 1_700_000_000_000,
+    },
     "AuditEvent": {
         "event_id": "0f3c2a", "tenant_id": "acme", "key_id": "a1b2c3d4e5f6", "timestamp_ms": 1_700_000_010_000,
         "action": "analytics.query", "target": "runs_over_time", "outcome": "ok", "status": 200,
