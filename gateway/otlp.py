@@ -220,7 +220,8 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
                     attrs = _attrs(span.attributes, limit)
                     for i, e in enumerate(span.events):
                         if e.name == FEEDBACK_EVENT:
-                            out.feedback.append(_feedback_args(tid.hex(), sid.hex(), i, agent, e.time_unix_nano, _attrs(e.attributes, limit)))
+                            when = e.time_unix_nano if _EARLIEST_NS <= e.time_unix_nano <= latest else end  # an absurd time: the span's end
+                            out.feedback.append(_feedback_args(tid.hex(), sid.hex(), i, agent, when, _attrs(e.attributes, limit)))
                     if not is_genai(attrs):
                         continue  # accepted, not a GenAI span: dropped (docs/otel.md)
                     events = [(e.name, _attrs(e.attributes, limit)) for e in span.events]

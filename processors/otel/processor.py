@@ -17,8 +17,9 @@ The labeller waits for a trace to go quiet before labelling it, so it labels the
 assembled by then, and relabels it on a revision (a new revision of the outcome).
 
 State of a trace is kept ``AGENTGYM_OTEL_STATE_TTL_S`` after its last batch
-(:class:`~agentgym.processors.otel.settings.OtelSettings`); a span arriving later starts over and its Experience would replace the run with only the late spans,
-so the default is generous (one hour). Expired states are deleted by the agent while it
+(:class:`~agentgym.processors.otel.settings.OtelSettings`); a span arriving later starts
+over and its Experience would replace the run with only the late spans, so the default
+is generous (one hour). Expired states are deleted by the agent while it
 handles a message of the same partition (a table write lands in the changelog
 partition of the event being processed). Undecodable or invalid batches go to the
 dead-letter topic. :func:`register` declares all of it on the one Faust app.

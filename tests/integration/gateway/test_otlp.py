@@ -135,9 +135,9 @@ def _agent_run(tp: TracerProvider, base_url: str, flush_midway: bool) -> str:
     client = openai.OpenAI(base_url=base_url, api_key="not-a-key", max_retries=0)
     tracer = tp.get_tracer("support-agent")
     messages: list[Any] = [{"role": "user", "content": "Where is my order A17?"}]
+    question = json.dumps([{"role": "user", "parts": [{"type": "text", "content": messages[0]["content"]}]}])
     with tracer.start_as_current_span("invoke_agent support", attributes={
-            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support",
-            "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": messages[0]["content"]}]}])}) as run:
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", "gen_ai.input.messages": question}) as run:
         first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
         if flush_midway:
             assert tp.force_flush(10_000)  # the first chat span goes in a batch of its own

@@ -107,3 +107,12 @@ def test_feedback_span_events() -> None:
     assert (fb["rating"], fb["comment"], fb["timestamp_ms"]) == (4.5, "good", 1_760_000_000_000)
     again = map_request(decode_request(_json_body(events=events), JSON), "acme", "bot").feedback[0]
     assert again["event_id"] == fb["event_id"]  # a retried export is the same feedback event
+
+
+def test_a_feedback_event_with_an_absurd_time_takes_the_span_end() -> None:
+    events = [{"name": "agentgym.feedback", "timeUnixNano": str(2**63 - 1), "attributes": [
+        {"key": "agentgym.feedback.thumbs_up", "value": {"boolValue": False}}]}]
+    body = orjson.loads(_json_body(events=events))
+    end_ns = int(body["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["endTimeUnixNano"])
+    (fb,) = map_request(decode_request(orjson.dumps(body), JSON), "acme", None).feedback
+    assert fb["timestamp_ms"] == end_ns // 1_000_000 and fb["thumbs_up"] is False
