@@ -6,8 +6,8 @@ gives; the test then reads what it wrote from the real broker (``gym-experiences
 Python SDK examples produce to Kafka themselves; curl and TypeScript go through a gateway
 served here, with keys made through the key store. The OpenAI-compatible server is a
 fake (aiohttp); the ``openai`` client and LangChain's ``ChatOpenAI`` talking to it are
-real. ``examples/otel`` is run by ``tests/integration/gateway/test_otlp.py`` (it needs the
-otel worker and the sink).
+real; LlamaIndex runs on its own ``MockLLM``. ``examples/otel`` is run by
+``tests/integration/gateway/test_otlp.py`` (it needs the otel worker and the sink).
 """
 
 from __future__ import annotations
@@ -183,6 +183,18 @@ def test_langchain_example(bootstrap: str, arrivals: Arrivals, fake_openai: Fake
     assert "Where is my order A17?" in e["steps"][0]["input"]
     [f] = arrivals.of(FEEDBACK, tenant)
     assert (f["trace_id"], f["kind"], f["thumbs_up"]) == (e["trace_id"], "thumbs", True)
+
+
+def test_llamaindex_example(bootstrap: str, arrivals: Arrivals, unique: str) -> None:
+    tenant = f"ex-li-{unique}"
+    out = run_example([sys.executable, "examples/llamaindex/agent.py", "Where is my order A17?"], sdk_env(bootstrap, tenant))
+    [e] = arrivals.of(EXPERIENCES, tenant)  # the query only: building the index is not a run
+    assert (e["trace_id"], e["model_name"], e["model_version"]) == (trace_id_of(out), "mock-llm", "rag-v1")
+    assert e["input"][0]["content"] == "Where is my order A17?" and e["output"] == out.strip().splitlines()[-2]
+    assert [s["kind"] for s in e["steps"]] == ["retrieval", "llm"]
+    assert "Order A17 ships tomorrow." in e["steps"][0]["output"] and "Where is my order A17?" in e["steps"][1]["input"]
+    [f] = arrivals.of(FEEDBACK, tenant)
+    assert (f["trace_id"], f["kind"], f["signal"]) == (e["trace_id"], "implicit", "task_completed")
 
 
 def test_curl_example(bootstrap: str, gateway: Served, arrivals: Arrivals, unique: str) -> None:
