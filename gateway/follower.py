@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from agentgym.producers.kafka_security import client_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -38,7 +39,8 @@ class CompactedFollower:
     """
 
     def __init__(self, bootstrap_servers: str, base: str, *, poll_timeout_s: float = 0.1,
-                 on_record: Callable[[str, dict[str, Any] | None], None] | None = None) -> None:
+                 on_record: Callable[[str, dict[str, Any] | None], None] | None = None,
+                 security: dict[str, Any] | None = None) -> None:
         spec = TOPICS[base]
         self.topic = spec.name
         self.record_name = spec.record
@@ -54,6 +56,7 @@ class CompactedFollower:
             "auto.offset.reset": "earliest",
             "fetch.wait.max.ms": 100,
             "logger": logging.getLogger("agentgym.kafka"),
+            **client_security(security),  # default: AGENTGYM_KAFKA_* from the environment
         }
         self._records: dict[str, dict[str, Any]] = {}
         self._ready = threading.Event()

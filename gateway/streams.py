@@ -31,6 +31,7 @@ from aiohttp import web
 from confluent_kafka import Consumer, TopicPartition
 
 from agentgym.gateway.exceptions import ApiError
+from agentgym.producers.kafka_security import client_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -134,7 +135,7 @@ class LiveStreams:
             consumer = Consumer({
                 "bootstrap.servers": self.bootstrap_servers, "group.id": f"agentgym-gateway-streams-{os.urandom(6).hex()}",
                 "enable.auto.commit": False, "auto.offset.reset": "latest", "fetch.wait.max.ms": 100,
-                "logger": logging.getLogger("agentgym.kafka"),
+                "logger": logging.getLogger("agentgym.kafka"), **client_security(None),  # AGENTGYM_KAFKA_*
             })
             try:
                 parts = []

@@ -26,6 +26,7 @@ from agentgym.processors.otel import processor as otel
 from agentgym.processors import shutdown
 from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
+from agentgym.producers.kafka_security import aiokafka_security
 from agentgym.schemas.topics import TOPICS
 
 __all__ = ["REGISTRATIONS", "app", "create_app"]
@@ -84,12 +85,26 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
             _web_host(settings.faust_web_bind), settings.faust_web_port),
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        broker_credentials=broker_credentials(settings),  # None: PLAINTEXT
     )
     for name, register in REGISTRATIONS.items():
         if name in enabled:
             register(app, settings)
     shutdown.install(app, settings)  # SIGTERM stops the worker within seconds, broker or not
     return app
+
+
+def broker_credentials(settings: ProcessorSettings) -> faust.SASLCredentials | None:
+    """Faust's ``broker_credentials`` for ``AGENTGYM_KAFKA_*`` (None for PLAINTEXT); aiokafka underneath."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    from faust.types.auth import SASLMechanism
+
+    conf = aiokafka_security(settings)
+    return faust.SASLCredentials(
+        username=conf["sasl_plain_username"], password=conf["sasl_plain_password"],
+        mechanism=SASLMechanism(conf["sasl_mechanism"]), ssl_context=conf.get("ssl_context"),  # an SSL context: SASL_SSL
+    )
 
 
 _app: faust.App | None = None

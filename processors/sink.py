@@ -39,6 +39,7 @@ from agentgym.processors.store.base import Store
 from agentgym.processors.store.exceptions import InsertAbandonedError
 from agentgym.processors.store.http_server import HttpLimits, serve_readonly
 from agentgym.processors.store.rows import to_arrow
+from agentgym.producers.kafka_security import client_security, librdkafka_security
 from agentgym.producers.ratelog import RateLimitedLog
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from agentgym.schemas.exceptions import DecodeError
@@ -116,6 +117,7 @@ class ClickHouseSink:
         batch_ms: a batch closes at least this often (milliseconds) — bounds latency.
         specs: the topics to sink (default: all of them).
         consumer_config: extra librdkafka consumer settings.
+        security: librdkafka security settings for both clients (default: from ``AGENTGYM_KAFKA_*``).
     """
 
     def __init__(
@@ -128,6 +130,7 @@ class ClickHouseSink:
         batch_ms: int = 250,
         specs: Iterable[TopicSpec] | None = None,
         consumer_config: dict[str, Any] | None = None,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
@@ -137,6 +140,7 @@ class ClickHouseSink:
         self.stats = SinkStats()
         self._ratelog = RateLimitedLog(log)
         self._stop = threading.Event()
+        security = client_security(security)
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap_servers,
             "group.id": group,
@@ -146,11 +150,12 @@ class ClickHouseSink:
             "fetch.min.bytes": 1,
             "queued.max.messages.kbytes": 262144,
             "logger": logging.getLogger("agentgym.kafka"),
+            **security,
             **(consumer_config or {}),
         })
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
-            "linger.ms": 5, "logger": logging.getLogger("agentgym.kafka"),
+            "linger.ms": 5, "logger": logging.getLogger("agentgym.kafka"), **security,
         })
         self._consumer.subscribe(list(self.specs))
         # embedded ClickHouse parses the Avro bodies itself (see processors/avro_batch.py);
@@ -426,6 +431,7 @@ def register(app: Any, settings: Any) -> None:
                     "session.timeout.ms": int(SESSION_TIMEOUT_S * 1000),
                     "heartbeat.interval.ms": int(HEARTBEAT_INTERVAL_S * 1000),
                 },
+                security=librdkafka_security(settings),
             )
             loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 
+from typing import Any
+
+from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import TopicUnavailableError
 from agentgym.schemas.topics import TOPICS, TopicSpec
 
@@ -17,6 +20,8 @@ def create_topics(
     timeout_s: float = 30.0,
     wait: bool = True,
     replication_factor: int = 1,
+    *,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Creates the topics of ``wanted`` (name -> (partitions, config)) that do not exist yet.
 
@@ -34,7 +39,8 @@ def create_topics(
 
     import logging
 
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka")})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka"),
+                         **client_security(security)})
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=dict(conf))
            for name, (n, conf) in wanted.items() if name not in existing]
@@ -60,10 +66,12 @@ def create_topics(
         time.sleep(0.1)
 
 
-def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 30.0, *,
+                  security: Mapping[str, Any] | None = None) -> list[str]:
     """Creates Agent Gym's topics that do not exist yet (partitions and compaction from DESIGN.md).
 
     Returns the names created. Existing topics are left as they are.
     """
     specs = list(specs or TOPICS.values())
-    return create_topics(bootstrap_servers, {s.name: (s.partitions, s.config()) for s in specs}, timeout_s, wait=False)
+    return create_topics(bootstrap_servers, {s.name: (s.partitions, s.config()) for s in specs}, timeout_s, wait=False,
+                         security=security)

@@ -38,6 +38,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from agentgym.producers.assignment import Assignment
 from agentgym.producers.exceptions import ConfigError, InvalidEventError
+from agentgym.producers.kafka_security import librdkafka_security
 from agentgym.producers.follower import ExperimentFollower
 from agentgym.producers.ratelog import RateLimitedLog, RateLimitFilter
 from agentgym.producers.run import Run
@@ -185,11 +186,16 @@ class AgentGym:
                     raise ConfigError(f"kafka_config[{key!r}]={got!r} contradicts the SDK's guarantee ({key}={want}): remove it")
         if "bootstrap.servers" in extra and extra["bootstrap.servers"] != s.bootstrap_servers:
             raise ConfigError("kafka_config['bootstrap.servers'] contradicts bootstrap_servers: give it once")
+        security = librdkafka_security(s)
+        for key, want in security.items():
+            if key in extra and extra[key] != want:
+                raise ConfigError(f"kafka_config[{key!r}] contradicts the AGENTGYM_KAFKA_* security settings: give it once")
         for key in ("on_delivery", "delivery.report.only.error", "message.timeout.ms", "delivery.timeout.ms"):
             if key in extra:
                 raise ConfigError(f"kafka_config[{key!r}] is managed by the SDK (use delivery_timeout_s)")
         conf: dict[str, Any] = {
             "bootstrap.servers": s.bootstrap_servers,
+            **security,
             "client.id": f"agentgym-{s.tenant_id}-{s.agent_id}",
             "enable.idempotence": True,
             "acks": "all",
@@ -525,7 +531,8 @@ class AgentGym:
         """
         with self._follower_lock:
             if self._follower is None:
-                self._follower = ExperimentFollower(self.settings.bootstrap_servers, tenant_id=self.tenant_id).start()
+                self._follower = ExperimentFollower(self.settings.bootstrap_servers, tenant_id=self.tenant_id,
+                                                    security=librdkafka_security(self.settings)).start()
             follower = self._follower
         if wait_s:
             follower.wait_ready(wait_s)

@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from agentgym.producers.assignment import Assignment, assign
+from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import TopicUnavailableError
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
@@ -43,6 +44,7 @@ class ExperimentFollower:
         kafka_config: extra librdkafka consumer settings.
         poll_timeout_s: how long one poll waits (the worst-case extra delay of a change).
         tenant_id: only this tenant's experiments (None: all).
+        security: librdkafka security settings (default: from ``AGENTGYM_KAFKA_*``).
     """
 
     def __init__(
@@ -53,6 +55,7 @@ class ExperimentFollower:
         kafka_config: dict[str, Any] | None = None,
         poll_timeout_s: float = 0.2,
         tenant_id: str | None = None,
+        security: dict[str, Any] | None = None,
     ) -> None:
         self.topic = topic or TOPICS["experiments"].name
         self.tenant_id = tenant_id
@@ -65,6 +68,7 @@ class ExperimentFollower:
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             "logger": logging.getLogger("agentgym.kafka"),
+            **client_security(security),
             **(kafka_config or {}),
         }
         self._configs: dict[str, dict[str, Any]] = {}

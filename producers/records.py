@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import DeliveryError, ReadTimeoutError, TopicUnavailableError
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
@@ -32,16 +33,19 @@ class RecordProducer:
         timeout_s: how long a send may wait for the acknowledgement, in seconds.
         linger_ms: how long librdkafka batches before sending (default 5 ms; 0 for
             one-record writes such as experiment configurations).
+        security: librdkafka security settings (default: from ``AGENTGYM_KAFKA_*``; see
+            :func:`agentgym.producers.kafka_security.client_security`).
     """
 
-    def __init__(self, bootstrap_servers: str, timeout_s: float = 30.0, linger_ms: int = 5) -> None:
+    def __init__(self, bootstrap_servers: str, timeout_s: float = 30.0, linger_ms: int = 5, *,
+                 security: Mapping[str, Any] | None = None) -> None:
         from confluent_kafka import Producer
 
         self.codec = AvroCodec()
         self.timeout_s = timeout_s
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
-            "linger.ms": linger_ms, "logger": logging.getLogger("agentgym.kafka"),
+            "linger.ms": linger_ms, "logger": logging.getLogger("agentgym.kafka"), **client_security(security),
         })
 
     def send(self, base: str, record: dict[str, Any]) -> None:
@@ -107,7 +111,7 @@ class RecordProducer:
 
 
 def read_topic(bootstrap_servers: str, base: str, match: Callable[[dict[str, Any]], bool] | None = None,
-               timeout_s: float = 30.0) -> list[dict[str, Any]]:
+               timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every decodable record of topic ``base`` from the beginning to its current end, in offset order per partition.
 
     Used for the small compacted topics (the model registry, experiments) whose whole
@@ -125,6 +129,7 @@ def read_topic(bootstrap_servers: str, base: str, match: Callable[[dict[str, Any
     consumer = Consumer({
         "bootstrap.servers": bootstrap_servers, "group.id": f"agentgym-reader-{uuid.uuid4().hex}",
         "enable.auto.commit": False, "auto.offset.reset": "earliest", "logger": logging.getLogger("agentgym.kafka"),
+        **client_security(security),
     })
     out: list[dict[str, Any]] = []
     try:

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -130,6 +130,30 @@ class SharedSettings(BaseSettings):
         description="Kafka bootstrap servers, `host:port[,host:port...]`. In `compose.yaml` the containers use "
         "`kafka:29092`; on the host the compose broker and the local broker are at the default.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        validation_alias=f"{PREFIX}KAFKA_SECURITY_PROTOCOL",
+        description="how every component talks to Kafka: `PLAINTEXT` (no authentication), `SASL_PLAINTEXT` or "
+        "`SASL_SSL` (SASL/SCRAM as `AGENTGYM_KAFKA_USERNAME`; see docs/security.md)",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-256",
+        validation_alias=f"{PREFIX}KAFKA_SASL_MECHANISM",
+        description="the SASL mechanism when the protocol is `SASL_*`: `SCRAM-SHA-256` or `SCRAM-SHA-512`",
+    )
+    kafka_username: str = Field(
+        "",
+        validation_alias=f"{PREFIX}KAFKA_USERNAME",
+        description="the Kafka principal (`User:<name>`) this component authenticates as; required when the "
+        "protocol is `SASL_*`, one per service (docs/security.md)",
+        json_schema_extra={"doc_default": "unset"},
+    )
+    kafka_password: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=f"{PREFIX}KAFKA_PASSWORD",
+        description="the SCRAM password of `AGENTGYM_KAFKA_USERNAME`",
+        json_schema_extra={"doc_default": "unset"},
+    )
     tenant_id: str = Field(
         "default",
         min_length=1,
@@ -178,6 +202,11 @@ class SharedSettings(BaseSettings):
             )
         if not self.dataset_store:
             self.dataset_store = self.under_home("datasets")
+        if self.kafka_security_protocol != "PLAINTEXT" and not self.kafka_username:
+            raise ValueError(
+                f"{PREFIX}KAFKA_USERNAME (kafka_username) is required when {PREFIX}KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol!r}"
+            )
         return self
 
     def under_home(self, name: str) -> str:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from agentgym.processors.experiments import TERMINAL, ExperimentNotFoundError, PublishError
 from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.producers.kafka_security import client_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -244,7 +245,7 @@ class RegistryPromoter:
             self._consumer = Consumer({
                 "bootstrap.servers": self.bootstrap_servers, "group.id": self.group,
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                "logger": logging.getLogger("agentgym.kafka"),
+                "logger": logging.getLogger("agentgym.kafka"), **client_security(None),  # AGENTGYM_KAFKA_*
             })
             self._consumer.subscribe([TOPICS["decisions"].name])
         return self._consumer

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.producers.kafka_security import librdkafka_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -245,6 +246,7 @@ class TrainerService:
                 "enable.auto.commit": False, "auto.offset.reset": "earliest",
                 # a training job runs between two polls: allow a day (heartbeats still detect a dead process)
                 "max.poll.interval.ms": 86_400_000, "logger": logging.getLogger("agentgym.kafka"),
+                **librdkafka_security(self.settings),
             })
             self._consumer.subscribe([TOPICS["datasets"].name])
         return self._consumer

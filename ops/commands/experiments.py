@@ -19,6 +19,7 @@ import click
 
 from agentgym.processors.experiments import TERMINAL, ExperimentConfig, ExperimentError, MetricSpec, VariantSpec
 from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.producers.kafka_security import client_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -256,7 +257,8 @@ def watch(experiment_id: str, once: bool, timeout_s: float | None, bootstrap_ser
     topic = TOPICS["experiment-stats"].name
     codec = AvroCodec()
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"agentgym-watch-{os.urandom(4).hex()}",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+                         "enable.auto.commit": False, "enable.partition.eof": True,
+                         **client_security(None)})  # AGENTGYM_KAFKA_* from the environment
     try:
         md = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:

@@ -7,7 +7,9 @@ formatted with Kafka's own ``StorageTool``, and ``kafka.Kafka`` runs under Java 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,12 +17,42 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agentgym.ops.exceptions import MissingToolError, StackError
+from agentgym.ops.kafka.acls import ADMIN, SERVICE_GRANTS, apply_acls, generate_passwords
 
-__all__ = ["KafkaBroker", "BrokerStatus", "free_port", "resolve_jars"]
+__all__ = ["KafkaBroker", "BrokerStatus", "free_port", "resolve_jars", "load_or_create_passwords", "SCRAM_MECHANISMS"]
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+"""The SASL mechanisms the broker's client listener accepts when it runs with ``sasl``."""
+
+# what fits the storage tool's `SCRAM-SHA-256=[name=..,password=..]` syntax and a JAAS string
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_SAFE_SECRET = re.compile(r"[A-Za-z0-9_.~-]{8,}")
+
+
+def load_or_create_passwords(data_dir: Path | str) -> dict[str, str]:
+    """The SCRAM passwords of the broker in ``data_dir`` (``sasl-users.json``, mode 0600), made once.
+
+    SCRAM credentials are written into the metadata when the storage is formatted, so a
+    data directory keeps its passwords for good: the first call generates one per
+    principal (:data:`agentgym.ops.kafka.acls.PRINCIPALS`), later calls read them back.
+    """
+    path = Path(data_dir) / "sasl-users.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    users = generate_passwords()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(users, f, indent=1)
+    return users
 
 _HERE = Path(__file__).resolve().parent
 
@@ -92,6 +124,12 @@ class KafkaBroker:
         version: Apache Kafka version from Maven Central.
         jar_cache: where jars are cached (outside git).
         heap: the JVM's ``-Xmx``.
+        sasl: principal name -> SCRAM password (``admin`` required: the super user). Given,
+            the client listener speaks SASL_PLAINTEXT with SCRAM-SHA-256/512 only, the
+            StandardAuthorizer denies what no ACL allows, and each service principal gets
+            the ACLs of :data:`agentgym.ops.kafka.acls.SERVICE_GRANTS`. The controller
+            listener (loopback) takes SASL/PLAIN as ``admin`` only. Credentials are written
+            at format time: a data directory formatted without SASL cannot start with it.
     """
 
     def __init__(
@@ -102,6 +140,7 @@ class KafkaBroker:
         version: str = "4.1.1",
         jar_cache: Path | str | None = None,
         heap: str = "512m",
+        sasl: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -109,6 +148,14 @@ class KafkaBroker:
         self.version = version
         self.jar_cache = Path(jar_cache) if jar_cache else Path.home() / ".cache" / "agentgym" / "kafka"
         self.heap = heap
+        self.sasl = dict(sasl) if sasl is not None else None
+        if self.sasl is not None:
+            if ADMIN not in self.sasl:
+                raise StackError(f"sasl: the super user {ADMIN!r} needs a password")
+            bad = [n for n, p in self.sasl.items() if not (_SAFE_NAME.fullmatch(n) and _SAFE_SECRET.fullmatch(p))]
+            if bad:
+                raise StackError(f"sasl: principals {bad}: names must be [A-Za-z0-9_-]+ and passwords at least 8 "
+                                 "characters of [A-Za-z0-9_.~-]")
 
     @classmethod
     def from_settings(cls, settings: "StackSettings") -> "KafkaBroker":  # noqa: F821
@@ -122,6 +169,26 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def security_protocol(self) -> str:
+        """``SASL_PLAINTEXT`` with ``sasl``, else ``PLAINTEXT``."""
+        return "SASL_PLAINTEXT" if self.sasl is not None else "PLAINTEXT"
+
+    def client_security(self, principal: str = ADMIN, mechanism: str = "SCRAM-SHA-256") -> dict[str, Any]:
+        """The librdkafka settings that authenticate to this broker as ``principal`` (``{}`` without ``sasl``)."""
+        if self.sasl is None:
+            return {}
+        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
+                "sasl.username": principal, "sasl.password": self.sasl[principal]}
+
+    def client_env(self, principal: str) -> dict[str, str]:
+        """The ``AGENTGYM_KAFKA_*`` variables (and bootstrap servers) that connect a component as ``principal``."""
+        env = {"AGENTGYM_BOOTSTRAP_SERVERS": self.bootstrap_servers, "AGENTGYM_KAFKA_SECURITY_PROTOCOL": self.security_protocol}
+        if self.sasl is not None:
+            env |= {"AGENTGYM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "AGENTGYM_KAFKA_USERNAME": principal,
+                    "AGENTGYM_KAFKA_PASSWORD": self.sasl[principal]}
+        return env
+
+    @property
     def _pid_file(self) -> Path:
         return self.data_dir / "broker.pid"
 
@@ -129,17 +196,44 @@ class KafkaBroker:
     def log_file(self) -> Path:
         return self.data_dir / "broker.log"
 
+    def _listener_properties(self) -> list[str]:
+        if self.sasl is None:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        pw = self.sasl[ADMIN]
+        scram = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{pw}";'
+        return [
+            f"listeners=SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            "inter.broker.listener.name=SASL_PLAINTEXT",
+            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+            f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}",
+            "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256",
+            *(f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config={scram}" for m in SCRAM_MECHANISMS),
+            # the controller cannot check SCRAM (its credentials live in the metadata it
+            # serves): its listener takes PLAIN, as the super user only
+            "sasl.mechanism.controller.protocol=PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+            f'required username="{ADMIN}" password="{pw}" user_{ADMIN}="{pw}";',
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            f"super.users=User:{ADMIN}",
+            "allow.everyone.if.no.acl.found=false",
+        ]
+
     def _properties(self) -> str:
         logs = self.data_dir / "logs"
         return "\n".join([
             "process.roles=broker,controller",
             "node.id=1",
             f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            *self._listener_properties(),
             f"log.dirs={logs}",
             "num.partitions=1",
             "offsets.topic.replication.factor=1",
@@ -186,7 +280,8 @@ class KafkaBroker:
         from confluent_kafka.admin import AdminClient  # local: keep ops importable without it
 
         try:
-            md = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0}).list_topics(timeout=timeout)
+            md = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0,
+                              **self.client_security()}).list_topics(timeout=timeout)
             return bool(md.brokers)
         except Exception:
             return False
@@ -202,15 +297,27 @@ class KafkaBroker:
         libs = resolve_jars(self.version, self.jar_cache, quiet=quiet)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         props = self.data_dir / "server.properties"
-        props.write_text(self._properties())
+        fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin password with sasl
+        with os.fdopen(fd, "w") as f:
+            f.write(self._properties())
+        marker = self.data_dir / "sasl-principals"
         if not (self.data_dir / "logs" / "meta.properties").exists():
             cluster_id = self._cluster_id()
+            scram = [a for name, pw in (self.sasl or {}).items() for m in SCRAM_MECHANISMS
+                     for a in ("--add-scram", f"{m}=[name={name},password={pw}]")]
             fmt = subprocess.run(
-                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), "--ignore-formatted"),
+                self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+                           "--ignore-formatted", *scram),
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
                 raise StackError(f"formatting Kafka storage in {self.data_dir} failed:\n{fmt.stdout}{fmt.stderr}")
+            marker.unlink(missing_ok=True)
+            if self.sasl is not None:
+                marker.write_text("\n".join(sorted(self.sasl)) + "\n")
+        elif self.sasl is not None and not marker.exists():
+            raise StackError(f"{self.data_dir} was formatted without SASL: its SCRAM credentials are made at format "
+                             "time; use a new data directory for a SASL broker")
         for p in (self.port, self.controller_port):
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", p)) == 0:
@@ -228,6 +335,9 @@ class KafkaBroker:
             if proc.poll() is not None:
                 raise StackError(f"Kafka broker exited with code {proc.returncode}; last log lines:\n{self._tail()}")
             if self._serves_metadata():
+                if self.sasl is not None:
+                    apply_acls(self.bootstrap_servers, self.client_security(),
+                               {p: g for p, g in SERVICE_GRANTS.items() if p in self.sasl})
                 return self.status()
             time.sleep(0.3)
         self.stop()

@@ -1,0 +1,159 @@
+"""The data plane with SASL/SCRAM and ACLs: a real broker started with ``sasl`` (one per module).
+
+The SDK writes as ``sdk``, the processors' principal reads through librdkafka and through
+aiokafka (Faust's driver); an unauthenticated client, a wrong password and a principal
+without an ACL for a topic are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from agentgym import AgentGym
+from agentgym.ops.kafka.acls import generate_passwords
+from agentgym.ops.kafka.broker import KafkaBroker, free_port, load_or_create_passwords
+from agentgym.ops.settings import StackSettings
+from agentgym.producers.admin import ensure_topics
+from agentgym.producers.kafka_security import aiokafka_security, librdkafka_security
+from agentgym.producers.records import read_topic
+from agentgym.producers.settings import SharedSettings
+from agentgym.schemas.topics import TOPICS
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    s = StackSettings()
+    data = tmp_path_factory.mktemp("kafka-sasl")
+    broker = KafkaBroker(data, port=free_port(), controller_port=free_port(), version=s.kafka_version,
+                         jar_cache=s.jar_cache, sasl=load_or_create_passwords(data))
+    broker.start(wait_s=120, quiet=True)
+    try:
+        ensure_topics(broker.bootstrap_servers, security=broker.client_security("admin"))
+        yield broker
+    finally:
+        broker.stop()
+
+
+def _settings(broker: KafkaBroker, principal: str, password: str | None = None) -> SharedSettings:
+    assert broker.sasl is not None
+    return SharedSettings(bootstrap_servers=broker.bootstrap_servers, kafka_security_protocol="SASL_PLAINTEXT",
+                          kafka_username=principal, kafka_password=password or broker.sasl[principal])
+
+
+def _metadata_errors(conf: dict[str, Any]) -> tuple[list[int], bool]:
+    """librdkafka's error codes while asking for metadata with ``conf``, and whether metadata came back."""
+    errors: list[int] = []
+    admin = AdminClient({**conf, "error_cb": lambda e: errors.append(e.code()), "log_level": 0})
+    try:
+        admin.list_topics(timeout=4)
+        return errors, True
+    except KafkaException as exc:
+        errors.append(exc.args[0].code())
+        admin.poll(0.5)  # serves error_cb
+        return errors, False
+
+
+def test_unauthenticated_client_is_refused(sasl_broker: KafkaBroker) -> None:
+    _, served = _metadata_errors({"bootstrap.servers": sasl_broker.bootstrap_servers})
+    assert not served
+    # and the same broker answers a client that authenticates
+    _, served = _metadata_errors({"bootstrap.servers": sasl_broker.bootstrap_servers, **sasl_broker.client_security("sdk")})
+    assert served
+
+
+def test_wrong_password_is_refused(sasl_broker: KafkaBroker) -> None:
+    conf = {"bootstrap.servers": sasl_broker.bootstrap_servers,
+            **librdkafka_security(_settings(sasl_broker, "sdk", password="not-the-password"))}
+    errors, served = _metadata_errors(conf)
+    assert not served
+    assert KafkaError._AUTHENTICATION in errors
+
+
+def test_sdk_writes_and_the_processors_principal_reads(sasl_broker: KafkaBroker, tmp_path: Path) -> None:
+    sdk = _settings(sasl_broker, "sdk")
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    with AgentGym(sasl_broker.bootstrap_servers, tenant, "bot", spool_dir=tmp_path / "spool",
+                  kafka_security_protocol="SASL_PLAINTEXT", kafka_username="sdk",
+                  kafka_password=sdk.kafka_password.get_secret_value()) as gym:
+        trace = gym.record_experience(input="q", output="a", model_name="m", model_version="v1", latency_ms=1.0)
+        assert gym.flush(20) == 0
+        assert gym.stats["spooled"] == 0  # delivered, not kept for later
+
+    processors = _settings(sasl_broker, "processors")
+    got = read_topic(sasl_broker.bootstrap_servers, "experiences", match=lambda r: r["tenant_id"] == tenant,
+                     security=librdkafka_security(processors))
+    assert [r["trace_id"] for r in got] == [trace]
+
+    async def aiokafka_read() -> list[bytes]:  # Faust's driver, with the keyword arguments Faust is given
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka import TopicPartition as TopicPartition_
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=sasl_broker.bootstrap_servers, group_id=None,
+                                    enable_auto_commit=False, **aiokafka_security(processors))
+        await consumer.start()
+        try:
+            topic = TOPICS["experiences"].name
+            assert topic in await consumer.topics()  # fetches the metadata
+            parts = [TopicPartition_(topic, p) for p in range(TOPICS["experiences"].partitions)]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            ends = await consumer.end_offsets(parts)
+            keys: list[bytes] = []
+            for tp in parts:
+                while await consumer.position(tp) < ends[tp]:
+                    batch = await consumer.getmany(tp, timeout_ms=5000)
+                    keys += [m.key for msgs in batch.values() for m in msgs]
+            return keys
+        finally:
+            await consumer.stop()
+
+    assert trace.encode() in asyncio.run(aiokafka_read())
+
+
+def test_principal_without_acl_is_refused(sasl_broker: KafkaBroker) -> None:
+    # the sdk principal may write gym-* topics but not read what agents wrote
+    from confluent_kafka import Consumer
+
+    sdk = librdkafka_security(_settings(sasl_broker, "sdk"))
+    consumer = Consumer({"bootstrap.servers": sasl_broker.bootstrap_servers, "group.id": "agentgym-follower-x",
+                         "enable.auto.commit": False, "log_level": 0, **sdk})
+    try:
+        consumer.assign([TopicPartition(TOPICS["experiences"].name, 0, 0)])
+        codes: set[int] = set()
+        for _ in range(20):
+            msg = consumer.poll(1.0)
+            if msg is not None and msg.error() is not None:
+                codes.add(msg.error().code())
+                break
+        assert KafkaError.TOPIC_AUTHORIZATION_FAILED in codes
+    finally:
+        consumer.close()
+
+    # nor write a topic outside gym-*, which the super user made
+    admin = AdminClient({"bootstrap.servers": sasl_broker.bootstrap_servers, **sasl_broker.client_security("admin")})
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(other, 1, 1)])[other].result(30)
+    delivered: list[KafkaError | None] = []
+    producer = Producer({"bootstrap.servers": sasl_broker.bootstrap_servers, "message.timeout.ms": 10000,
+                         "log_level": 0, **sdk})
+    producer.produce(other, b"v", on_delivery=lambda err, msg: delivered.append(err))
+    producer.flush(15)
+    assert len(delivered) == 1 and delivered[0] is not None
+    assert delivered[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_passwords_are_made_once_per_data_directory(tmp_path: Path) -> None:
+    first = load_or_create_passwords(tmp_path)
+    assert set(first) == set(generate_passwords()) and len(set(first.values())) == len(first)
+    assert load_or_create_passwords(tmp_path) == first
+    assert (tmp_path / "sasl-users.json").stat().st_mode & 0o777 == 0o600
