@@ -90,7 +90,7 @@ class Arrivals:
         def arrived() -> list[dict[str, Any]] | None:
             for m in self.consumer.consume(500, 0.3):
                 if m.error() is None:
-                    self.seen[m.topic()].append(self.codec.decode(m.value()).record)
+                    self.seen[str(m.topic())].append(self.codec.decode(m.value()).record)
             mine = [r for r in self.seen[topic] if r["tenant_id"] == tenant]
             return mine if len(mine) >= n else None
 
@@ -126,7 +126,8 @@ def gateway(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def run_example(command: list[str], env: dict[str, str]) -> str:
     """Runs an example from the repository root as its README says; returns its stdout."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AGENTGYM_", "OPENAI_", "OTEL_"))}
-    clean["AGENTGYM_SPOOL_DIR"] = os.environ["AGENTGYM_SPOOL_DIR"]  # this test's own spool, not ~/.agentgym
+    for var in ("AGENTGYM_HOME", "AGENTGYM_SPOOL_DIR"):  # this test's own, not ~/.agentgym
+        clean[var] = os.environ[var]
     out = subprocess.run(command, env={**clean, **env}, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"{command} failed ({out.returncode}):\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
     return out.stdout
