@@ -8,18 +8,22 @@ from pathlib import Path
 import click
 
 from agentgym.ops.exceptions import StackError
-from agentgym.ops.kafka.broker import KafkaBroker
+from agentgym.ops.kafka.broker import KafkaBroker, load_or_create_passwords
 from agentgym.ops.settings import StackSettings
 from agentgym.producers.admin import ensure_topics
 
 
-def _broker(port: int | None, data_dir: Path | None) -> KafkaBroker:
+def _broker(port: int | None, data_dir: Path | None, sasl: bool = False) -> KafkaBroker:
+    """The broker of the settings; with SASL when asked to or when its data directory was formatted with it."""
     overrides: dict[str, object] = {}
     if port is not None:
         overrides["kafka_port"] = port
     if data_dir is not None:
         overrides["kafka_data_dir"] = data_dir
-    return KafkaBroker.from_settings(StackSettings(**overrides))
+    broker = KafkaBroker.from_settings(StackSettings(**overrides))
+    if sasl or (broker.data_dir / "sasl-principals").exists():
+        broker.sasl = load_or_create_passwords(broker.data_dir)
+    return broker
 
 
 _port = click.option("--port", type=int, default=None, help="client port on 127.0.0.1 [env AGENTGYM_KAFKA_PORT; 9092]")
@@ -36,16 +40,22 @@ def kafka() -> None:
 @_port
 @_data
 @click.option("--wait", "wait_s", type=float, default=90.0, show_default=True, help="seconds to wait for metadata")
-def start(port: int | None, data_dir: Path | None, wait_s: float) -> None:
+@click.option("--sasl", is_flag=True,
+              help="SASL/SCRAM with one principal per service and ACLs (a new data directory; see docs/security.md)")
+def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool) -> None:
     """Start the broker (provisioning and formatting on first use) and create the topics."""
-    broker = _broker(port, data_dir)
+    broker = _broker(port, data_dir, sasl)
     try:
         st = broker.start(wait_s=wait_s)
-        created = ensure_topics(st.bootstrap_servers)
+        created = ensure_topics(st.bootstrap_servers, security=broker.client_security())
     except StackError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     click.echo(f"kafka running: pid {st.pid}, bootstrap {st.bootstrap_servers}, data {st.data_dir}")
+    if broker.sasl is not None:
+        click.echo(f"SASL/SCRAM: principals {', '.join(broker.sasl)}, passwords in {broker.data_dir / 'sasl-users.json'}; "
+                   "connect a component with AGENTGYM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT, "
+                   "AGENTGYM_KAFKA_USERNAME=<principal>, AGENTGYM_KAFKA_PASSWORD=<its password>")
     if created:
         click.echo(f"created topics: {', '.join(created)}")
 

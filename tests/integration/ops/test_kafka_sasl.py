@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from agentgym import AgentGym
+from agentgym.ops.cli import main
 from agentgym.ops.kafka.acls import generate_passwords
 from agentgym.ops.kafka.broker import KafkaBroker, free_port, load_or_create_passwords
-from agentgym.ops.settings import StackSettings
-from agentgym.producers.admin import ensure_topics
 from agentgym.producers.kafka_security import aiokafka_security, librdkafka_security
 from agentgym.producers.records import read_topic
 from agentgym.producers.settings import SharedSettings
@@ -32,16 +32,20 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
-    s = StackSettings()
+    """Started as an operator would: ``agentgym kafka start --sasl`` (stopped with ``kafka stop``)."""
+    runner = CliRunner()
     data = tmp_path_factory.mktemp("kafka-sasl")
-    broker = KafkaBroker(data, port=free_port(), controller_port=free_port(), version=s.kafka_version,
-                         jar_cache=s.jar_cache, sasl=load_or_create_passwords(data))
-    broker.start(wait_s=120, quiet=True)
+    args = ["--port", str(free_port()), "--data-dir", str(data)]
     try:
-        ensure_topics(broker.bootstrap_servers, security=broker.client_security("admin"))
-        yield broker
+        res = runner.invoke(main, ["kafka", "start", "--sasl", *args])
+        assert res.exit_code == 0, res.output
+        assert "SASL/SCRAM: principals admin, sdk, gateway, trainer, processors" in res.output
+        res = runner.invoke(main, ["kafka", "status", *args])  # finds the SASL data directory by itself
+        assert res.exit_code == 0 and "serving metadata" in res.output, res.output
+        yield KafkaBroker(data, port=int(args[1]), sasl=load_or_create_passwords(data))
     finally:
-        broker.stop()
+        res = runner.invoke(main, ["kafka", "stop", *args])
+        assert res.exit_code == 0 and "kafka stopped" in res.output, res.output
 
 
 def _settings(broker: KafkaBroker, principal: str, password: str | None = None) -> SharedSettings:
@@ -64,6 +68,7 @@ def _metadata_errors(conf: dict[str, Any]) -> tuple[list[int], bool]:
 
 
 def test_unauthenticated_client_is_refused(sasl_broker: KafkaBroker) -> None:
+    assert sasl_broker.security_protocol == "SASL_PLAINTEXT"
     _, served = _metadata_errors({"bootstrap.servers": sasl_broker.bootstrap_servers})
     assert not served
     # and the same broker answers a client that authenticates
