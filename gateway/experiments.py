@@ -60,7 +60,8 @@ __all__ = ["add_routes", "openapi_paths", "scoped_id", "EXPERIMENTS"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _CREATE_FIELDS = frozenset({"experiment_id", "agent_id", "variants", "primary_metric", "guardrails", "alpha",
-                            "min_samples_per_arm", "unit_type", "salt", "name", "draft", "tenant_id"})
+                            "min_samples_per_arm", "unit_type", "salt", "name", "draft", "tenant_id",
+                            "audit_rate", "cuped_metrics", "cuped_lookback_days"})
 _ACTIONS: dict[str, Callable[[ExperimentConfig, str], ExperimentConfig]] = {
     "start": lambda c, by: c.start(by),
     "pause": lambda c, by: c.pause(by),
@@ -198,6 +199,12 @@ def config_from_body(body: Any, tenant_id: str, by: str) -> ExperimentConfig:
     guardrails = _field(body, "guardrails", (list,), [])
     if len(guardrails) > 16:
         raise ApiError(400, "invalid_request", "guardrails", "at most 16")
+    lookback = _field(body, "cuped_lookback_days", (int,), 28)
+    if not 1 <= lookback <= 120:
+        raise ApiError(400, "invalid_request", "cuped_lookback_days", f"must be 1-120 (the days of history the processor keeps), got {lookback}")
+    cuped = _field(body, "cuped_metrics", (list,), [])
+    if len(cuped) > 17 or not all(isinstance(m, str) for m in cuped):
+        raise ApiError(400, "invalid_request", "cuped_metrics", "expected an array of at most 17 metric names")
     try:
         config = ExperimentConfig(
             experiment_id=scoped_id(tenant_id, name), tenant_id=tenant_id,
@@ -209,6 +216,8 @@ def config_from_body(body: Any, tenant_id: str, by: str) -> ExperimentConfig:
             min_samples_per_arm=int(_field(body, "min_samples_per_arm", (int,), 100)),
             salt=_field(body, "salt", (str,), "")[:200], unit_type=unit_type, name=_field(body, "name", (str,), "")[:500],
             status="draft" if _field(body, "draft", (bool,), False) else "running", updated_by=by,
+            audit_rate=float(_field(body, "audit_rate", (int, float), 0.0)), cuped_metrics=tuple(cuped),
+            cuped_lookback_days=int(lookback),
         )
         return config.validate()
     except ExperimentConfigError as exc:
@@ -323,7 +332,8 @@ def openapi_schemas() -> dict[str, Any]:
         "alpha": {"type": "number"}, "min_samples_per_arm": {"type": "integer"},
         "status": {"type": "string", "enum": ["draft", "running", "paused", "stopped", "rolled_back", "concluded"]},
         "config_version": {"type": "integer"}, "updated_ms": {"type": "integer"}, "updated_by": {"type": "string"},
-        "event_id": {"type": "string"}},
+        "event_id": {"type": "string"}, "audit_rate": {"type": "number"},
+        "cuped_metrics": {"type": "array", "items": {"type": "string"}}, "cuped_lookback_days": {"type": "integer"}},
         "required": ["experiment_id", "tenant_id", "agent_id", "variants", "primary_metric", "status", "config_version"]}
     create = {"type": "object", "additionalProperties": False, "required": ["experiment_id", "agent_id", "variants"], "properties": {
         "experiment_id": {"type": "string", "pattern": _NAME.pattern,
@@ -342,6 +352,13 @@ def openapi_schemas() -> dict[str, Any]:
         "unit_type": {"type": "string", "enum": ["user", "session", "trace"]},
         "salt": {"type": "string"}, "name": {"type": "string"},
         "draft": {"type": "boolean", "description": "create it as a draft (POST .../start later); default: running"},
+        "audit_rate": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                       "description": "fraction of units in the audit sample, whose gold labels (POST /v1/annotations/{trace_id}) "
+                                      "correct success_rate (prediction-powered estimate); default 0: off"},
+        "cuped_metrics": {"type": "array", "maxItems": 17, "items": {"type": "string", "enum": sorted(METRICS)},
+                          "description": "metrics of the experiment adjusted with CUPED by each unit's pre-experiment mean"},
+        "cuped_lookback_days": {"type": "integer", "minimum": 1, "maximum": 120,
+                                "description": "CUPED's pre-experiment window in days (default 28)"},
         "tenant_id": {"type": "string", "description": "optional; must be the API key's tenant (403 otherwise)"}}}
     return {"ExperimentMetric": metric, "ExperimentVariant": variant, "Experiment": experiment, "ExperimentCreate": create}
 

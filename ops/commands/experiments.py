@@ -92,11 +92,18 @@ def experiments() -> None:
 @click.option("--name", default="", help="a description")
 @click.option("--tenant", "tenant_id", envvar="AGENTGYM_TENANT_ID", default="default", show_default=True, help="[env AGENTGYM_TENANT_ID]")
 @click.option("--draft", is_flag=True, help="create it as a draft (start it later with `start`)")
+@click.option("--audit-rate", "audit_rate", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.0, show_default=True,
+              help="fraction of units in the audit sample: reviewers' gold labels (annotation queue) correct success_rate")
+@click.option("--cuped", "cuped_metrics", multiple=True, metavar="METRIC",
+              help="adjust METRIC (one of the experiment's) with CUPED by each unit's pre-experiment mean (repeat)")
+@click.option("--cuped-lookback-days", "cuped_lookback_days", type=click.IntRange(1, 120), default=28, show_default=True,
+              help="CUPED's pre-experiment window, days")
 @_BY
 @_BOOTSTRAP
 def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control: str | None, metric: str, direction: str | None,
            cap: float | None, guardrails: tuple[str, ...], alpha: float, min_samples: int, unit_type: str, salt: str, name: str,
-           tenant_id: str, draft: bool, by: str, bootstrap_servers: str) -> None:
+           tenant_id: str, draft: bool, audit_rate: float, cuped_metrics: tuple[str, ...], cuped_lookback_days: int,
+           by: str, bootstrap_servers: str) -> None:
     """Create EXPERIMENT_ID (running unless --draft)."""
     parsed = [parse_variant(v) for v in variants]
     control = control or parsed[0][0]
@@ -108,12 +115,15 @@ def create(experiment_id: str, agent_id: str, variants: tuple[str, ...], control
             guardrails=tuple(MetricSpec.of(**parse_guardrail(g)) for g in guardrails),
             alpha=alpha, min_samples_per_arm=min_samples, salt=salt, unit_type=unit_type,  # type: ignore[arg-type]
             name=name, status="draft" if draft else "running", updated_by=by,
+            audit_rate=audit_rate, cuped_metrics=tuple(dict.fromkeys(cuped_metrics)), cuped_lookback_days=cuped_lookback_days,
         ).validate()
         with ExperimentAdmin(bootstrap_servers) as admin:
             admin.create(config)
     except (ExperimentError, ValueError) as exc:
         _fail(exc)
-    click.echo(f"created {experiment_id} ({config.status}, config v{config.config_version})")
+    extras = ([f"audit rate {config.audit_rate:g}"] if config.audit_rate else []) + (
+        [f"CUPED on {', '.join(config.cuped_metrics)} ({config.cuped_lookback_days} days)"] if config.cuped_metrics else [])
+    click.echo(f"created {experiment_id} ({config.status}, config v{config.config_version}{'; ' + '; '.join(extras) if extras else ''})")
 
 
 def _change(verb: str, experiment_id: str, by: str, bootstrap_servers: str, fn: Callable[[Any], Any]) -> None:
@@ -225,14 +235,30 @@ def render_snapshots(snapshots: dict[str, dict[str, Any]]) -> str:
         f"at {time.strftime('%H:%M:%S', time.localtime(first['timestamp_ms'] / 1000))}"
     ]
     for s in ordered:
-        details = json.loads(s.get("details_json") or "{}").get("comparisons", {})
-        lines.append(f"{s['metric']} ({s.get('role', 'primary')})  {s['status']}")
+        all_details = json.loads(s.get("details_json") or "{}")
+        details = all_details.get("comparisons", {})
+        estimator = s.get("estimator") or "labelled"
+        head = f"{s['metric']} ({s.get('role', 'primary')})  {s['status']}"
+        if estimator != "labelled":
+            head += f"  estimator {estimator}"
+        if estimator == "prediction_powered":
+            head += f"  audited units {s.get('audit_units', 0):,}"
+        if s.get("variance_reduction") is not None:
+            head += f"  variance reduction {_f(s['variance_reduction'], '.1%')}"
+        lines.append(head)
+        ppi = all_details.get("prediction_powered") or {}
         for arm in s["arms"]:
             mean = arm["sum"] / arm["n"] if arm["n"] else None
-            lines.append(f"  {arm['variant']:<16} n {arm['n']:>8,}  mean {_f(mean, '.4g')}")
+            line = f"  {arm['variant']:<16} n {arm['n']:>8,}  mean {_f(mean, '.4g')}"
+            e = ppi.get(arm["variant"])
+            if e:  # the labelled mean beside the corrected one
+                line = (f"  {arm['variant']:<16} n {arm['n']:>8,}  labelled {_f(e.get('label_mean'), '.4g')}  "
+                        f"corrected {_f(e.get('estimate'), '.4g')} (audited {e.get('m', 0):,}, correction {_f(e.get('correction'), '+.4g')})")
+            lines.append(line)
         for c in s["comparisons"]:
             d = details.get(c["variant"], {})
-            line = (f"  {c['variant']} - {c['control']}: {_f(c['estimate'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]  "
+            used = {"prediction_powered": "corrected: ", "cuped": "CUPED: "}.get(estimator, "")
+            line = (f"  {used}{c['variant']} - {c['control']}: {_f(c['estimate'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]  "
                     f"rel {_pct(c.get('relative_estimate'))} [{_pct(c.get('relative_ci_low'))}, {_pct(c.get('relative_ci_high'))}]  "
                     f"p {_f(c['p_value'], '.3g')} (adjusted {_f(d.get('adjusted_p_value'), '.3g')}, fixed-horizon {_f(c.get('fixed_horizon_p_value'), '.3g')})")
             if d.get("reason") not in (None, "ok"):
@@ -240,6 +266,11 @@ def render_snapshots(snapshots: dict[str, dict[str, Any]]) -> str:
             if "guardrail" in d:
                 line += f"  guardrail {d['guardrail']['status']}"
             lines.append(line)
+        if s.get("labelled_comparisons") and estimator != "labelled":
+            plain = "labelled" if estimator == "prediction_powered" else "unadjusted"
+            for c in s["labelled_comparisons"]:
+                lines.append(f"  {plain}: {c['variant']} - {c['control']}: {_f(c['estimate'])} [{_f(c['ci_low'])}, {_f(c['ci_high'])}]  "
+                             f"p {_f(c['p_value'], '.3g')}  (not decided on)")
         if s.get("role") == "primary" and s.get("message"):
             lines.append(f"  {s['message']}")
     return "\n".join(lines)
