@@ -6,6 +6,8 @@
     GET  /v1/experiments/{id}/assignment?unit_id  the SDK's assignment hash               scope ingest or read
     GET  /v1/analytics/queries[/{name}]           named analytics queries, the key's tenant only  scope read
                                                   (:mod:`agentgym.gateway.analytics`; audited, :mod:`agentgym.gateway.audit`)
+    GET  /v1/annotations/next, POST /v1/annotations/{trace_id}   the audit sample's annotation queue  scope annotate or admin
+                                                  (:mod:`agentgym.gateway.annotations`)
     GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
     /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
 
@@ -48,6 +50,7 @@ import orjson
 from aiohttp import web
 
 from agentgym.gateway import analytics
+from agentgym.gateway import annotations
 from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
@@ -295,6 +298,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
     for group in (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes):  # each builds its state after the Gateway's
         group.add_routes(app, _endpoint, GATEWAY)
     analytics.add_routes(app, _endpoint, settings)
+    annotations.add_routes(app, _endpoint)  # the audit sample's annotation queue (reads through the analytics reader)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))
     app.router.add_get("/readyz", _endpoint("readyz", _readyz))
     app.router.add_get("/metrics", _endpoint("metrics", _metrics))

@@ -31,7 +31,7 @@ from agentgym.producers.records import RecordProducer, read_topic
 
 __all__ = ["SCOPES", "ApiKey", "KeyRing", "new_key", "parse_key", "hash_secret", "create_key", "list_keys", "revoke_key"]
 
-SCOPES = ("ingest", "read", "admin")
+SCOPES = ("ingest", "read", "admin", "annotate")  # annotate: reviewers of the audit sample (agentgym.gateway.annotations)
 PREFIX = "agk"
 _TOPIC = "api-keys"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from agentgym.gateway import analytics
+from agentgym.gateway import annotations
 from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
@@ -131,7 +132,8 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "an Agent Gym API key (agentgym keys create)"}},
             "schemas": {"Error": _ERROR, "ExperienceEvent": _event_schema(EXPERIENCE), "FeedbackEvent": _event_schema(FEEDBACK),
                         "Assignment": assignment,
-                        **{k: v for g in _GROUPS for k, v in g.openapi_schemas().items()}},
+                        **{k: v for g in _GROUPS for k, v in g.openapi_schemas().items()},
+                        **annotations.openapi_schemas()},
         },
         "security": [{"bearer": []}],
         "paths": {
@@ -157,6 +159,7 @@ def openapi_document() -> dict[str, Any]:
                 }}},
             **{k: v for g in _GROUPS for k, v in g.openapi_paths().items()},
             **analytics.openapi_paths(),
+            **annotations.openapi_paths(),
             "/healthz": _plain("liveness; counts of events this replica dropped (spool disk failed) or quarantined (too large)",
                                {"type": "object", "properties": {"status": {"type": "string"},
                                                                  "events_dropped": {"type": "integer", "minimum": 0},

@@ -32,7 +32,7 @@ def keys() -> None:
 @keys.command()
 @_BOOTSTRAP
 @click.option("--tenant", required=True, help="the tenant the key acts as")
-@click.option("--scopes", default="ingest", show_default=True, help="comma-separated: ingest, read, admin")
+@click.option("--scopes", default="ingest", show_default=True, help="comma-separated: ingest, read, admin, annotate (reviewers of audit samples)")
 @click.option("--name", default=None, help="a label for people")
 def create(bootstrap: str | None, tenant: str, scopes: str, name: str | None) -> None:
     """Create a key; it is printed once, as the last line."""

@@ -40,7 +40,7 @@ def served(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.mark.timeout(150)
 def test_api_conforms_to_its_own_description(served: Served, bootstrap: str) -> None:
-    key = new_key(bootstrap, served, "fuzz-tenant", "ingest,read")
+    key = new_key(bootstrap, served, "fuzz-tenant", "ingest,read,annotate")  # annotate: the annotation queue too
     schema = schemathesis.openapi.from_url(f"{served.url}/openapi.json")
     operations = [r.ok() for r in schema.get_all_operations()]
     assert len(operations) >= 6  # schemathesis leaves out the document's own URL

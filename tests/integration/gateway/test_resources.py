@@ -30,7 +30,7 @@ from tests.integration.gateway.conftest import Served, ServedGateway, auth, call
 from tests.store_samples import decision, stats_snapshot
 from tests.workers import wait_for
 
-ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs")
+ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs", "/v1/annotations")
 
 
 @dataclass
@@ -323,6 +323,10 @@ def _matrix(w: World) -> list[tuple[str, str, Any]]:
         ("GET", f"/v1/training-jobs/{j}", None),
         ("POST", "/v1/synthetic-jobs", {"agent_id": "bot", "n": 3, "tenant_id": w.tenant_b}),
         ("GET", f"/v1/synthetic-jobs/{w.b_synth_job}", None),
+        ("GET", f"/v1/annotations/next?experiment_id={e}", None),
+        # naming B's experiment, refused before any read of the store (tests/integration/gateway/test_annotations.py
+        # checks the store-scoped refusal of another tenant's trace without it)
+        ("POST", "/v1/annotations/b-trace", {"success": True, "experiment_id": e}),
     ]
 
 
@@ -330,7 +334,8 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
     url, w = world.served.url, world
     matrix = _matrix(w)
     covered = {(m, p.split("?")[0].replace(w.b_experiment, "{experiment_id}").replace(w.b_dataset.dataset_id, "{dataset_id}")
-                .replace(w.b_model, "{model_version}").replace(w.b_job, "{job_id}").replace(w.b_synth_job, "{job_id}")) for m, p, _ in matrix}
+                .replace(w.b_model, "{model_version}").replace(w.b_job, "{job_id}").replace(w.b_synth_job, "{job_id}")
+                .replace("b-trace", "{trace_id}")) for m, p, _ in matrix}
     documented = {(m.upper(), p) for p, ops in openapi_document()["paths"].items() if p.startswith(ROUTE_PREFIXES) for m in ops}
     lists = {("GET", p) for p in ROUTE_PREFIXES}  # lists take no id: checked below
     assert documented - lists <= covered, f"routes missing from the isolation matrix: {sorted(documented - lists - covered)}"
@@ -346,7 +351,7 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
             sent = path + json.dumps(body)  # an answer may name what the request sent, nothing else of B's
             assert not [s for s in secrets if s in json.dumps(answer) and s not in sent], (method, path, answer)
     for prefix, field in (("/v1/experiments", "experiments"), ("/v1/datasets", "datasets"), ("/v1/models", "models"),
-                          ("/v1/training-jobs", "jobs"), ("/v1/synthetic-jobs", "jobs")):
+                          ("/v1/training-jobs", "jobs"), ("/v1/synthetic-jobs", "jobs")):  # (/v1/annotations has no list)
         status, answer, _ = call("GET", url + prefix, headers=auth(w.a))
         assert status == 200 and not any(s in json.dumps(answer) for s in secrets), prefix
     # and nothing of B's changed
