@@ -1,4 +1,4 @@
-"""``agentgym kafka start|stop|status`` and ``agentgym topics create``."""
+"""``agentgym kafka start|stop|status|acls`` and ``agentgym topics create``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from agentgym.ops.exceptions import StackError
+from agentgym.ops.kafka.acls import SERVICE_GRANTS, apply_acls
 from agentgym.ops.kafka.broker import KafkaBroker, load_or_create_passwords
 from agentgym.ops.settings import StackSettings
 from agentgym.producers.admin import ensure_topics
+from agentgym.producers.kafka_security import client_security
 
 
 def _broker(port: int | None, data_dir: Path | None, sasl: bool = False) -> KafkaBroker:
@@ -77,6 +79,25 @@ def status(port: int | None, data_dir: Path | None) -> None:
     st = _broker(port, data_dir).status()
     click.echo(f"kafka: {st.detail}; pid {st.pid}; bootstrap {st.bootstrap_servers}; data {st.data_dir}")
     sys.exit(0 if st.running else 1)
+
+
+@kafka.command()
+@click.option("--bootstrap-servers", envvar="AGENTGYM_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True)
+def acls(bootstrap_servers: str) -> None:
+    """Grant each service principal its ACLs (docs/security.md), as the super user of AGENTGYM_KAFKA_*.
+
+    Idempotent. ``kafka start --sasl`` does this itself; compose's ``topics`` job runs it.
+    """
+    security = client_security(None)
+    if not security:
+        click.echo("error: AGENTGYM_KAFKA_SECURITY_PROTOCOL is PLAINTEXT: ACLs need an authenticated super user", err=True)
+        sys.exit(2)
+    try:
+        n = apply_acls(bootstrap_servers, security)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"ACL bindings in place: {n} for {', '.join(SERVICE_GRANTS)}")
 
 
 @click.group()

@@ -525,6 +525,34 @@ def test_kafka_host_port_is_the_local_stacks_default_port() -> None:
     assert f"{adv_host}:{adv_port}" == default_bootstrap, f"host listener {adv_host}:{adv_port}, SDK default {default_bootstrap}"
 
 
+def test_kafka_takes_sasl_scram_only_and_every_service_has_its_own_principal() -> None:
+    from agentgym.ops.kafka.acls import ADMIN, PRINCIPALS, SERVICE_GRANTS
+
+    env = kafka_env()
+    protocols = dict(item.split(":") for item in (env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP") or "").split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, f"a listener without authentication: {protocols}"
+    assert env.get("KAFKA_AUTHORIZER_CLASS_NAME") == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert env.get("KAFKA_SUPER_USERS") == f"User:{ADMIN}"
+    assert str(env.get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")).lower() == "false"
+    # the entrypoint formats the volume with a SCRAM credential for every principal
+    script = (ROOT / "ops" / "kafka" / "compose-entrypoint.sh").read_text()
+    assert f"for principal in {' '.join(PRINCIPALS)}; do" in script
+    assert {f"SCRAM_{p.upper()}_PASSWORD" for p in PRINCIPALS} <= set(env)
+
+    users: dict[str, str] = {}
+    for name, svc in services().items():
+        e = environment(svc)
+        if "AGENTGYM_BOOTSTRAP_SERVERS" not in e:
+            continue
+        assert e.get("AGENTGYM_KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT", f"{name} connects without SASL"
+        assert e.get("AGENTGYM_KAFKA_USERNAME") in PRINCIPALS, f"{name}: unknown principal {e.get('AGENTGYM_KAFKA_USERNAME')}"
+        assert e.get("AGENTGYM_KAFKA_PASSWORD") == env[f"SCRAM_{str(e['AGENTGYM_KAFKA_USERNAME']).upper()}_PASSWORD"], name
+        users[name] = str(e["AGENTGYM_KAFKA_USERNAME"])
+    assert users == {"topics": ADMIN, "processors": "processors", "gateway": "gateway", "trainer": "trainer"}
+    assert set(users.values()) - {ADMIN} <= set(SERVICE_GRANTS)
+    assert "agentgym kafka acls" in " ".join(service("topics")["command"]), "the topics job does not grant the ACLs"
+
+
 # --------------------------------------------------------------------------- tests: ClickHouse, Grafana
 
 

@@ -157,6 +157,16 @@ def test_principal_without_acl_is_refused(sasl_broker: KafkaBroker) -> None:
     assert delivered[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
+def test_acls_command_grants_as_the_super_user_only(sasl_broker: KafkaBroker) -> None:
+    runner = CliRunner()
+    admin_env = sasl_broker.client_env("admin")
+    res = runner.invoke(main, ["kafka", "acls"], env=admin_env)
+    assert res.exit_code == 0 and "ACL bindings in place" in res.output, res.output
+    # a service principal may not grant itself more
+    res = runner.invoke(main, ["kafka", "acls"], env=sasl_broker.client_env("sdk"))
+    assert res.exit_code == 1 and "refused the ACL" in res.output, res.output
+
+
 def test_passwords_are_made_once_per_data_directory(tmp_path: Path) -> None:
     first = load_or_create_passwords(tmp_path)
     assert set(first) == set(generate_passwords()) and len(set(first.values())) == len(first)
