@@ -17,7 +17,7 @@ reviewer labels blind, so the gold label does not lean towards the label it corr
 
 **Where the runs come from.** ClickHouse, through the same tenant-scoped reader as the
 analytics routes (:class:`agentgym.gateway.analytics.AnalyticsReader`): fixed SQL over the
-parameterised views ``pv_runs``, ``pv_experiences`` and ``pv_feedback`` with ``tenant``
+parameterised views ``pv_experiences``, ``pv_outcomes_latest`` and ``pv_feedback`` with ``tenant``
 bound to the API key's tenant, under the analytics query limits. The store already holds
 every run, its latest outcome and its feedback; a processor-maintained copy would be a
 second copy of the same rows with its own lag and restart story. The audit hash is not a
@@ -82,14 +82,16 @@ _BODY_FIELDS = frozenset({"success", "comment", "experiment_id"})
 _IS_AUDIT = f"(source = 'human' AND lower(metadata['{AUDIT_MARKER}']) IN ('true', '1', 'yes'))"
 
 _CANDIDATES_SQL = f"""
-SELECT unit_id, trace_id FROM
+SELECT unit_id, first_trace AS trace_id FROM
 (
-    SELECT unit_id, argMin(trace_id, ts) AS trace_id, min(ts) AS first_ts
-    FROM pv_runs(tenant = {{tenant:String}})
-    WHERE experiment_id = {{experiment_id:String}} AND unit_id IS NOT NULL AND outcome_label IN ('success', 'failure')
+    SELECT unit_id, argMin(trace_id, ts) AS first_trace, min(ts) AS first_ts
+    FROM pv_experiences(tenant = {{tenant:String}})
+    WHERE experiment_id = {{experiment_id:String}} AND unit_id IS NOT NULL
+        AND trace_id IN (SELECT trace_id FROM pv_outcomes_latest(tenant = {{tenant:String}})
+                         WHERE experiment_id = {{experiment_id:String}} AND label IN ('success', 'failure'))
     GROUP BY unit_id
 )
-WHERE trace_id NOT IN (SELECT trace_id FROM pv_feedback(tenant = {{tenant:String}}) WHERE {_IS_AUDIT})
+WHERE first_trace NOT IN (SELECT trace_id FROM pv_feedback(tenant = {{tenant:String}}) WHERE {_IS_AUDIT})
 ORDER BY first_ts, unit_id
 LIMIT {{limit:UInt32}}"""
 

@@ -49,7 +49,11 @@ class Queue:
 
 
 def _runs(bootstrap: str, tenant: str, exp: str, spool: Path) -> tuple[dict[str, tuple[str, str, bool]], dict[str, tuple[str, int]], str]:
-    """Runs of audited units (PER_ARM per arm) and a few others, each with a labeller's outcome (biased to success)."""
+    """Runs of audited units (PER_ARM per arm) and one other, with a labeller's outcome (biased to success).
+
+    Some units have an unlabelled run before their labelled one: the queue must offer each unit's first
+    labelled run, the one whose gold label the engine pairs with the unit's label.
+    """
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     audited: dict[str, tuple[str, str, bool]] = {}
     labels: dict[str, tuple[str, int]] = {}
@@ -59,6 +63,7 @@ def _runs(bootstrap: str, tenant: str, exp: str, spool: Path) -> tuple[dict[str,
         follower = gym.follow_experiments(wait_s=20)
         assert wait_for(lambda: follower.get(exp) is not None, 20, "the SDK to see the experiment")
         config = ExperimentConfig.from_record(follower.get(exp))
+        t0 = int(time.time() * 1000) - 60_000
         i = 0
         while min(per_arm.values()) < PER_ARM or not outside:
             unit, i = f"user-{i}", i + 1
@@ -67,16 +72,23 @@ def _runs(bootstrap: str, tenant: str, exp: str, spool: Path) -> tuple[dict[str,
             sampled = in_audit_sample(config, unit)
             if (sampled and per_arm[a.variant] >= PER_ARM) or (not sampled and outside):
                 continue
-            trace = gym.record_experience(input=f"question {i}", output=f"answer {i}", model_name="llama",
-                                          model_version=a.model_version, latency_ms=100.0, assignment=a, user_id=unit)
             truth = i % 3 != 0 if a.variant == "control" else i % 3 == 0
             label = 1 if (truth or i % 4) else 0  # the labeller calls most runs successes
+            runs = [None, label] if i % 3 == 1 else [label]  # None: not labelled
+            trace = ""
+            for r, run_label in enumerate(runs):
+                t = gym.record_experience(input=f"question {i}", output=f"answer {i}.{r}", model_name="llama",
+                                          model_version=a.model_version, latency_ms=100.0, assignment=a, user_id=unit,
+                                          timestamp_ms=t0 + 10 * i + r)
+                if run_label is None:
+                    continue
+                trace = trace or t  # the unit's first labelled run
+                outcome = {"event_id": f"o-{t}", "tenant_id": tenant, "agent_id": "bot", "trace_id": t,
+                           "timestamp_ms": int(time.time() * 1000), "label": "success" if run_label else "failure",
+                           "confidence": 0.9, "labeller": "judge", "model_version": a.model_version, "experiment_id": exp,
+                           "variant": a.variant, "unit_id": unit}
+                producer.produce(TOPICS["outcomes"].name, CODEC.encode("Outcome", outcome), t.encode())
             labels[trace] = (a.variant, label)
-            outcome = {"event_id": f"o-{trace}", "tenant_id": tenant, "agent_id": "bot", "trace_id": trace,
-                       "timestamp_ms": int(time.time() * 1000), "label": "success" if label else "failure", "confidence": 0.9,
-                       "labeller": "judge", "model_version": a.model_version, "experiment_id": exp, "variant": a.variant,
-                       "unit_id": unit}
-            producer.produce(TOPICS["outcomes"].name, CODEC.encode("Outcome", outcome), trace.encode())
             if sampled:
                 per_arm[a.variant] += 1
                 audited[trace] = (unit, a.variant, truth)
