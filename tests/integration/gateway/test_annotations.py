@@ -115,10 +115,10 @@ def queue(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         assert result.exit_code == 0 and "audit rate 0.5" in result.output, result.output
         settings = test_settings(bootstrap, base / "spool", clickhouse_url=f"chdb://{home / 'clickhouse'}")
         with ServedGateway(settings) as served:
-            keys = [new_key(bootstrap, served, tenant, s) for s in ("annotate", "annotate", "read,admin", "read")]
+            reviewer1, reviewer2, admin, reader = (new_key(bootstrap, served, tenant, s) for s in ("annotate", "annotate", "read,admin", "read"))
             other = new_key(bootstrap, served, f"ann-other-{suffix}", "annotate,admin")
             audited, labels, outside = _runs(bootstrap, tenant, exp, base / "sdk-spool")
-            yield Queue(served, worker, tenant, *keys, other, exp, audited, labels, outside)
+            yield Queue(served, worker, tenant, reviewer1, reviewer2, admin, reader, other, exp, audited, labels, outside)
     finally:
         worker.stop()
 
@@ -240,7 +240,8 @@ def test_the_queue_refuses_other_tenants_scopes_and_runs_outside_the_sample(queu
     status, exp, _ = call("POST", f"{url}/v1/experiments", experiment_body(
         "audited", audit_rate=0.2, cuped_metrics=["latency_ms"], cuped_lookback_days=14), auth(q.admin))
     assert status == 201 and (exp["audit_rate"], exp["cuped_metrics"], exp["cuped_lookback_days"]) == (0.2, ["latency_ms"], 14)
-    for bad, field in (({"audit_rate": 1.0}, "audit_rate"), ({"cuped_metrics": ["cost_usd"]}, "cuped_metrics"),
-                       ({"cuped_lookback_days": 0}, "cuped_lookback_days")):
+    bad_creates: list[tuple[dict[str, Any], str]] = [({"audit_rate": 1.0}, "audit_rate"), ({"cuped_metrics": ["cost_usd"]}, "cuped_metrics"),
+                                                 ({"cuped_lookback_days": 0}, "cuped_lookback_days")]
+    for bad, field in bad_creates:
         status, body, _ = call("POST", f"{url}/v1/experiments", experiment_body("bad", **bad), auth(q.admin))
         assert status == 400 and body["field"] == field, (bad, body)
