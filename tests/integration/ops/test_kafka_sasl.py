@@ -24,8 +24,10 @@ from agentgym.ops.kafka.acls import generate_passwords
 from agentgym.ops.kafka.broker import KafkaBroker, free_port, load_or_create_passwords
 from agentgym.producers.kafka_security import aiokafka_security, librdkafka_security
 from agentgym.producers.records import read_topic
+from agentgym.processors.store import StoreSettings, open_reader
 from agentgym.producers.settings import SharedSettings
 from agentgym.schemas.topics import TOPICS
+from tests.workers import Worker, wait_for, worker_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -165,6 +167,39 @@ def test_acls_command_grants_as_the_super_user_only(sasl_broker: KafkaBroker) ->
     # a service principal may not grant itself more
     res = runner.invoke(main, ["kafka", "acls"], env=sasl_broker.client_env("sdk"))
     assert res.exit_code == 1 and "refused the ACL" in res.output, res.output
+
+
+@pytest.mark.timeout(240)
+def test_a_faust_worker_and_its_sink_run_as_the_processors_principal(sasl_broker: KafkaBroker, tmp_path: Path) -> None:
+    """`faust worker` (aiokafka, broker_credentials) with the sink (librdkafka) configured only by AGENTGYM_KAFKA_*."""
+    home = tmp_path / "home"
+    env = worker_env(sasl_broker.bootstrap_servers, home, f"sasl-{uuid.uuid4().hex[:8]}", "sink",
+                     **sasl_broker.client_env("processors"))
+    worker = Worker(env, tmp_path / "worker.log").start()
+    try:
+        tenant = f"t-{uuid.uuid4().hex[:8]}"
+        assert sasl_broker.sasl is not None
+        with AgentGym(sasl_broker.bootstrap_servers, tenant, "bot", spool_dir=tmp_path / "spool",
+                      kafka_security_protocol="SASL_PLAINTEXT", kafka_username="sdk",
+                      kafka_password=sasl_broker.sasl["sdk"]) as gym:
+            trace = gym.record_experience(input="q", output="a", model_name="m", model_version="v1", latency_ms=1.0)
+            assert gym.flush(20) == 0
+
+        def stored() -> bool:
+            reader = open_reader(settings=StoreSettings(clickhouse_url=f"chdb://{home / 'clickhouse'}"))  # type: ignore[call-arg]
+            try:
+                rows = list(reader.query("SELECT count() FROM experiences WHERE tenant_id = {t:String} AND trace_id = {r:String}",
+                                         {"t": tenant, "r": trace}).rows)
+            finally:
+                reader.close()
+            return rows[0][0] == 1
+
+        wait_for(stored, 150, "the sink to store the experience", worker)
+        # Faust's own consumer (aiokafka) joined its group as well
+        wait_for(lambda: "Worker]: Ready" in worker.log.read_text(errors="replace"), 120, "the worker to be ready", worker)
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.tail()
 
 
 def test_passwords_are_made_once_per_data_directory(tmp_path: Path) -> None:
