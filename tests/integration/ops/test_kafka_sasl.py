@@ -35,12 +35,12 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """Started as an operator would: ``agentgym kafka start --sasl`` (stopped with ``kafka stop``)."""
-    runner = CliRunner()
+    runner = CliRunner(env={"AGENTGYM_KAFKA_CONTROLLER_PORT": str(free_port())})  # not port + 1: that may be taken
     data = tmp_path_factory.mktemp("kafka-sasl")
     args = ["--port", str(free_port()), "--data-dir", str(data)]
+    res = runner.invoke(main, ["kafka", "start", "--sasl", *args])
+    assert res.exit_code == 0, res.output
     try:
-        res = runner.invoke(main, ["kafka", "start", "--sasl", *args])
-        assert res.exit_code == 0, res.output
         assert "SASL/SCRAM: principals admin, sdk, gateway, trainer, processors" in res.output
         res = runner.invoke(main, ["kafka", "status", *args])  # finds the SASL data directory by itself
         assert res.exit_code == 0 and "serving metadata" in res.output, res.output
@@ -200,6 +200,27 @@ def test_a_faust_worker_and_its_sink_run_as_the_processors_principal(sasl_broker
     finally:
         code = worker.stop()
     assert code == 0, worker.tail()
+
+
+@pytest.mark.timeout(180)
+def test_the_gateway_runs_and_ingests_as_the_gateway_principal(sasl_broker: KafkaBroker, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its key ring, plans, usage meter, experiment and model followers and producer, configured by AGENTGYM_KAFKA_*."""
+    from agentgym.gateway.keys import create_key
+    from tests.integration.gateway.conftest import ServedGateway, auth, call, experience, test_settings
+
+    for name, value in sasl_broker.client_env("gateway").items():
+        monkeypatch.setenv(name, value)
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    key, _ = create_key(sasl_broker.bootstrap_servers, tenant, ["ingest"])
+    with ServedGateway(test_settings(sasl_broker.bootstrap_servers, tmp_path / "spool")) as served:
+        wait_for(lambda: served.gateway.keys.verify(key) is not None, 30, "the gateway to learn the new key")
+        status, body, _ = call("POST", f"{served.url}/v1/experiences", experience(agent_id="http-agent"), auth(key))
+        assert status == 202, body
+        trace = body["trace_ids"][0]
+    processors = librdkafka_security(_settings(sasl_broker, "processors"))
+    got = read_topic(sasl_broker.bootstrap_servers, "experiences", match=lambda r: r["trace_id"] == trace, security=processors)
+    assert [(r["tenant_id"], r["agent_id"]) for r in got] == [(tenant, "http-agent")]
 
 
 def test_passwords_are_made_once_per_data_directory(tmp_path: Path) -> None:
