@@ -86,6 +86,9 @@ class KeyRing:
 
     def __init__(self, bootstrap_servers: str) -> None:
         self.follower = CompactedFollower(bootstrap_servers, _TOPIC)
+        # token -> (the record it was verified against, its identity): a later record of
+        # the key (revoked, rescoped) is a new dict, so the identity check re-verifies it
+        self._verified: dict[str, tuple[dict[str, Any], ApiKey]] = {}
 
     def start(self) -> "KeyRing":
         self.follower.start()
@@ -99,7 +102,17 @@ class KeyRing:
         return self.follower.ready
 
     def verify(self, token: str) -> ApiKey | None:
-        """The key's identity if ``token`` is an active key, else None (unknown, wrong secret, revoked)."""
+        """The key's identity if ``token`` is an active key, else None (unknown, wrong secret, revoked).
+
+        Only valid tokens are cached (an unknown caller cannot fill the cache), each with the
+        record it was checked against: a newer record of the key verifies again.
+        """
+        hit = self._verified.get(token)
+        if hit is not None:
+            record = self.follower.get(hit[1].key_id)
+            if record is hit[0]:
+                return hit[1]
+            self._verified.pop(token, None)
         parsed = parse_key(token)
         if parsed is None:
             return None
@@ -109,7 +122,11 @@ class KeyRing:
             return None
         if not hmac.compare_digest(record["secret_sha256"], hash_secret(secret)):
             return None
-        return ApiKey(key_id, record["tenant_id"], frozenset(record["scopes"]))
+        key = ApiKey(key_id, record["tenant_id"], frozenset(record["scopes"]))
+        if len(self._verified) >= 100_000:  # bounded: valid keys only, but many of them
+            self._verified.clear()
+        self._verified[token] = (record, key)
+        return key
 
 
 # -- administration (the CLI) -----------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from agentgym.gateway.body import events_of, json_depth_exceeds
 from agentgym.gateway.exceptions import ApiError, InvalidIdError, PlanError
 from agentgym.gateway.ids import check_id
-from agentgym.gateway.keys import hash_secret, new_key, parse_key
+from agentgym.gateway.keys import KeyRing, hash_secret, new_key, parse_key
 from agentgym.gateway.plans import PLANS, plan_record
 from agentgym.gateway.ratelimit import TokenBuckets
 from agentgym.gateway.usage import UsageMeter, month_of
@@ -99,6 +99,22 @@ def test_usage_sums_every_replica_and_counts_agents_once() -> None:
     [report] = m.reports()
     assert (report["usage_key"], report["runs"], report["agents"]) == (f"acme|{month}|me", 3, ["a1"])
     assert m.reports() == []  # nothing changed since
+
+
+def test_a_verified_key_is_cached_until_its_record_changes() -> None:
+    ring = KeyRing("127.0.0.1:1")  # the follower is not started: records are set as it would set them
+    key, record = new_key("acme", ["ingest"])
+    ring.follower._records[record["key_id"]] = record
+    first = ring.verify(key)
+    assert first is not None and first.scopes == frozenset({"ingest"})
+    assert ring.verify(key) is first  # cached
+    assert ring.verify(key[:-1] + ("A" if key[-1] != "A" else "B")) is None  # a wrong secret is never a hit
+    ring.follower._records[record["key_id"]] = {**record, "scopes": ["ingest", "read"]}  # a newer record: verified again
+    assert ring.verify(key).scopes == frozenset({"ingest", "read"})  # type: ignore[union-attr]
+    ring.follower._records[record["key_id"]] = {**record, "status": "revoked"}
+    assert ring.verify(key) is None
+    del ring.follower._records[record["key_id"]]
+    assert ring.verify(key) is None
 
 
 def test_openapi_document_is_valid_openapi_3_1() -> None:
