@@ -223,6 +223,21 @@ def test_the_gateway_runs_and_ingests_as_the_gateway_principal(sasl_broker: Kafk
     assert [(r["tenant_id"], r["agent_id"]) for r in got] == [(tenant, "http-agent")]
 
 
+def test_the_model_registry_works_as_the_trainer_principal(sasl_broker: KafkaBroker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgym.trainers.registry import ModelRegistry, ModelVersion
+
+    for name, value in sasl_broker.client_env("trainer").items():
+        monkeypatch.setenv(name, value)
+    tenant, version = f"t-{uuid.uuid4().hex[:8]}", f"v-{uuid.uuid4().hex[:8]}"
+    registry = ModelRegistry(sasl_broker.bootstrap_servers)
+    try:
+        registry.register(ModelVersion(tenant_id=tenant, model_version=version, agent_id="bot", base_model="tiny:llama",
+                                       status="candidate", adapter_uri=f"/models/{version}"))
+        assert registry.get(version).tenant_id == tenant  # read back from the compacted topic
+    finally:
+        registry.close()
+
+
 def test_passwords_are_made_once_per_data_directory(tmp_path: Path) -> None:
     first = load_or_create_passwords(tmp_path)
     assert set(first) == set(generate_passwords()) and len(set(first.values())) == len(first)
