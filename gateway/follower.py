@@ -6,6 +6,11 @@ commits), so each process holds the latest record of every key and sees a change
 within one poll (``poll_timeout_s``) plus the broker's fetch wait of it being
 written: well under a second on a healthy broker. Reads are a dict lookup with no
 lock: single dict operations are atomic under the GIL, and :meth:`records` copies.
+
+That second is a window in which a record another process wrote (and Kafka acknowledged)
+is not here yet. :meth:`sync` closes it for a reader that must see every record written
+before its request (a lookup that missed): it asks the broker for the partitions' end
+offsets, then waits until the follower has read up to them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -59,6 +65,10 @@ class CompactedFollower:
             **client_security(security),  # default: AGENTGYM_KAFKA_* from the environment
         }
         self._records: dict[str, dict[str, Any]] = {}
+        self._positions: dict[int, int] = {}  # partition -> next offset to read (records before it are applied)
+        self._progress = threading.Condition()
+        self._ends: Consumer | None = None  # asks the broker for end offsets (sync); not the polling thread's consumer
+        self._ends_lock = threading.Lock()
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -81,6 +91,33 @@ class CompactedFollower:
     def wait_ready(self, timeout_s: float = 10.0) -> bool:
         return self._ready.wait(timeout_s)
 
+    def sync(self, timeout_s: float = 10.0) -> bool:
+        """Waits until this follower holds every record the topic had when called (its end offsets then).
+
+        Returns False when that did not happen within ``timeout_s`` (the broker did not answer, or the
+        follower is behind or stopped); the records are then only as fresh as :meth:`get` sees them.
+        """
+        deadline = time.monotonic() + timeout_s
+        if not self.wait_ready(timeout_s):
+            return False
+        try:
+            with self._ends_lock:
+                if self._ends is None:
+                    self._ends = Consumer({**self._conf, "group.id": f"{self._conf['group.id']}-ends"})
+                ends = {p: int(self._ends.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                                 timeout=max(0.1, deadline - time.monotonic()))[1])
+                        for p in self._partitions()}
+        except Exception as exc:  # no answer from the broker in time
+            self.last_error = str(exc)
+            return False
+        with self._progress:
+            return self._progress.wait_for(lambda: all(self._positions.get(p, 0) >= end for p, end in ends.items()),
+                                           timeout=max(0.0, deadline - time.monotonic()))
+
+    def _partitions(self) -> list[int]:
+        with self._progress:
+            return list(self._positions)
+
     def start(self) -> "CompactedFollower":
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"agentgym-{self.topic}", daemon=True)
@@ -91,6 +128,10 @@ class CompactedFollower:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+        with self._ends_lock:
+            if self._ends is not None:
+                self._ends.close()
+                self._ends = None
 
     def _assign(self) -> tuple[Consumer, set[int]] | None:
         while not self._stop.is_set():
@@ -113,6 +154,8 @@ class CompactedFollower:
         if got is None:
             return
         consumer, pending = got
+        with self._progress:
+            self._positions.update({p: 0 for p in pending})
         try:
             while not self._stop.is_set():
                 msg = consumer.poll(self._poll_timeout_s)
@@ -120,7 +163,8 @@ class CompactedFollower:
                     continue
                 err = msg.error()
                 if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
+                    if err.code() == KafkaError._PARTITION_EOF:  # its offset is the partition's end (past any compacted gap)
+                        self._advance(msg.partition(), msg.offset())
                         pending.discard(msg.partition())
                         if not pending:
                             self._ready.set()
@@ -128,11 +172,21 @@ class CompactedFollower:
                         self.last_error = err.str()
                     continue
                 self._apply(msg.key(), msg.value())
+                self._advance(msg.partition(), msg.offset(), after=1)
         except Exception:  # a replica must not lose its keys silently: log, and readyz says so
             log.exception("gateway: follower of %s stopped by an error", self.topic)
             self._ready.clear()
         finally:
             consumer.close()
+
+    def _advance(self, partition: int | None, offset: int | None, after: int = 0) -> None:
+        """Notes that the records of ``partition`` before ``offset + after`` are applied."""
+        if partition is None or offset is None or offset < 0:
+            return
+        with self._progress:
+            if offset + after > self._positions.get(partition, 0):
+                self._positions[partition] = offset + after
+                self._progress.notify_all()
 
     def _apply(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:  # a tombstone deletes the key

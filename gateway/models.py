@@ -5,6 +5,8 @@ The registry is the compacted ``gym-models-v1`` topic
 topic in this process (every version's latest record); promote and retire go through
 ``ModelRegistry`` exactly as ``agentgym models promote|retire`` do (promoting retires the
 agent's previous champion), and answer once this process's follower holds the change.
+A version another process registered (the trainer, ``agentgym models register``) is found
+as soon as Kafka acknowledged it: a lookup that misses first reads the topic up to its end.
 A key sees its tenant's versions only; another tenant's version is 404.
 """
 
@@ -67,6 +69,9 @@ class Models:
         if not self.follower.wait_ready(self.timeout_s):
             raise ApiError(503, "unavailable", "models", "the model registry cannot be read yet", headers={"Retry-After": "5"})
         record = self.follower.get(model_version)
+        # registered elsewhere a moment ago: read up to now (another tenant's version too: a 404 takes as long either way)
+        if (record is None or record["tenant_id"] != tenant_id) and self.follower.sync(self.timeout_s):
+            record = self.follower.get(model_version)
         if record is None or record["tenant_id"] != tenant_id:
             raise not_found("model_version", "model version", model_version)
         return record

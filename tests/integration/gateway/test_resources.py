@@ -246,6 +246,17 @@ def test_models_list_show_promote_and_retire(world: World, registry: ModelRegist
     assert call("POST", f"{url}/v1/models/cand-{unique}/retire", headers=auth(world.a_read))[0] == 403
 
 
+def test_a_version_registered_elsewhere_is_found_at_once(world: World, registry: ModelRegistry, unique: str) -> None:
+    # the registry acknowledged each record; the gateway's follower reads it a moment later: a lookup
+    # that misses reads the topic up to its end first, so no read right after the write answers 404
+    for i in range(5):
+        version = f"fresh-{unique}-{i}"
+        registry.register(ModelVersion(tenant_id=world.tenant_a, model_version=version, agent_id="bot", base_model="tiny:llama", status="candidate"))
+        status, body, _ = call("GET", f"{world.served.url}/v1/models/{version}", headers=auth(world.a_read))
+        assert (status, body.get("model_version")) == (200, version), body
+    assert call("GET", f"{world.served.url}/v1/models/fresh-{unique}-9", headers=auth(world.a))[0] == 404
+
+
 # -- training jobs -----------------------------------------------------------------------------
 def test_a_training_job_is_requested_for_the_trainer_service(world: World, bootstrap: str, unique: str) -> None:
     url, key = world.served.url, world.a
@@ -342,7 +353,7 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
     b_views = [f"/v1/experiments/{w.b_experiment}", f"/v1/models/{w.b_model}", f"/v1/datasets/{w.b_dataset.dataset_id}",
                f"/v1/training-jobs/{w.b_job}", f"/v1/synthetic-jobs/{w.b_synth_job}", "/v1/training-jobs"]
     before = [call("GET", url + v, headers=auth(w.b)) for v in b_views]
-    assert all(status == 200 for status, _, _ in before)
+    assert all(status == 200 for status, _, _ in before), [(v, status, answer) for v, (status, answer, _) in zip(b_views, before) if status != 200]
     secrets = (w.b_experiment, w.b_dataset.dataset_id, w.b_dataset.checksum, w.b_model, w.b_job, w.b_synth_job, w.tenant_b, "secret")
     for method, path, body in matrix:
         for key in (w.a, w.a_read):
