@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("agentgym.ops.commands.train:train", "fine-tune a LoRA adapter on a dataset with Ray Train"),
     "models": ("agentgym.ops.commands.models:models", "the model registry: list, show, promote, retire"),
     "trainer": ("agentgym.ops.commands.trainer:trainer", "the trainer service: run, jobs"),
+    "up": ("agentgym.ops.commands.stack:up", "start the local stack in the background (broker, processors, trainer, API)"),
+    "status": ("agentgym.ops.commands.stack:status", "the local stack: components, consumer lag, events/s, spool"),
+    "down": ("agentgym.ops.commands.stack:down", "stop the local stack"),
+    "logs": ("agentgym.ops.commands.stack:logs", "print or follow the local stack's logs"),
 }
 
 

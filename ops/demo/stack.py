@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.broker import KafkaBroker, free_port
 from agentgym.ops.settings import StackSettings
+from agentgym.ops.stack import alive as _alive, spawn, stop_group as _stop_group
 from agentgym.producers.admin import ensure_topics
 
 __all__ = ["DemoStack"]
@@ -141,10 +141,7 @@ class DemoStack:
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Path:
         """Starts a child (its output goes to ``<root>/logs/<name>.log``); returns the log's path."""
         log_path = self.root / "logs" / f"{name}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as fh:
-            self.children[name] = subprocess.Popen(argv, env=env, stdout=fh, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        self.children[name] = spawn(argv, env, log_path)
         (self.root / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.children.items()}))
         return log_path
 
@@ -219,31 +216,3 @@ class DemoStack:
             time.sleep(0.5)
         raise StackError(f"timed out after {timeout_s:.0f}s waiting for {what}; logs in {self.root / 'logs'}")
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
-def _stop_group(pid: int, grace_s: float) -> None:
-    """SIGTERM to the process group of ``pid``, then SIGKILL after ``grace_s``."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except OSError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child (an earlier run's): poll for it
-            done = 0 if _alive(pid) else pid
-        if done:
-            break
-        time.sleep(0.2)
-    try:
-        os.killpg(pid, signal.SIGKILL)  # whatever is left of the group (Ray's workers)
-    except OSError:
-        pass
