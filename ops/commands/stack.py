@@ -41,11 +41,15 @@ def up(timeout_s: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object")
 @click.option("--sample-s", type=float, default=1.0, show_default=True, help="seconds between the two samples of events/s")
 def status(as_json: bool, sample_s: float) -> None:
-    """Each component (up/down, pid, port), consumer lag per topic, events/s, the last event, the spool."""
+    """Each component (up/down, pid, port), consumer lag per topic, events/s, the last event, the spool.
+
+    Exits 0 when every component is up, 3 otherwise (as ``systemctl status`` does).
+    """
     st = LocalStack().status(sample_s=sample_s)
+    code = 0 if all(c["up"] for c in st["components"].values()) else 3
     if as_json:
         click.echo(json.dumps(st))
-        return
+        raise SystemExit(code)
     click.echo(f"{'component':<11} {'state':<5} {'pid':>8} {'port':>6}  log")
     for name, c in st["components"].items():
         click.echo(f"{name:<11} {'up' if c['up'] else 'down':<5} {c['pid'] or '-':>8} {c['port'] or '-':>6}  {c['log']}")
@@ -58,6 +62,7 @@ def status(as_json: bool, sample_s: float) -> None:
     for key in ("kafka_error", "clickhouse_error"):
         if key in st:
             click.echo(f"{key.replace('_', ' ')}: {st[key]}")
+    raise SystemExit(code)
 
 
 @click.command()

@@ -64,7 +64,9 @@ def test_up_status_event_second_up_logs_down(tmp_path: Path, unique: str) -> Non
 
         # status: every component up, on the ports it was started on; status needs no environment
         bare = {k: v for k, v in env.items() if not k.startswith("AGENTGYM_")} | {"AGENTGYM_HOME": str(home)}
-        st = json.loads(_cli(bare, "status", "--json", "--sample-s", "0.2").stdout)
+        r = _cli(bare, "status", "--json", "--sample-s", "0.2")
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = json.loads(r.stdout)
         assert {n: c["up"] for n, c in st["components"].items()} == {n: True for n in COMPONENTS}
         assert st["components"]["gateway"]["port"] == int(env["AGENTGYM_GATEWAY_PORT"])
         assert {n: st["components"][n]["pid"] for n in state["pids"]} == state["pids"]
@@ -102,7 +104,9 @@ def test_up_status_event_second_up_logs_down(tmp_path: Path, unique: str) -> Non
         r4 = _cli(bare, "down")
         assert r4.returncode == 0, r4.stderr
         assert [p for p, g in _groups().items() if g in groups or p in before] == []
-        st = json.loads(_cli(bare, "status", "--json", "--sample-s", "0.2").stdout)
+        r = _cli(bare, "status", "--json", "--sample-s", "0.2")
+        assert r.returncode == 3
+        st = json.loads(r.stdout)
         assert not any(c["up"] for c in st["components"].values())
     finally:
         _cli(env, "down")
