@@ -2,7 +2,7 @@
 
 One module-scoped stack (its broker start is the cost): ``up`` starts the broker, the
 Faust worker, the trainer and the API under an isolated ``AGENTGYM_HOME`` on free ports;
-an event posted to the API reaches ClickHouse through it; a second ``up`` changes
+an event posted to the API and one the SDK sends reach ClickHouse through it; a second ``up`` changes
 nothing; ``down`` leaves no process of any component's process group behind.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from agentgym import AgentGym
 from agentgym.ops.kafka.broker import free_port
 from tests.integration.gateway.conftest import auth, call, experience
 from tests.workers import wait_for
@@ -75,10 +76,14 @@ def test_up_status_event_second_up_logs_down(tmp_path: Path, unique: str) -> Non
         agent = f"stack-{unique}"
         code, body, _ = call("POST", f"{gateway_url}/v1/experiences", experience(0, agent_id=agent), auth(key))
         assert code == 202, body
+        # ... and so does one the Python SDK sends straight to the stack's broker
+        gym = AgentGym(bootstrap_servers=f"127.0.0.1:{env['AGENTGYM_KAFKA_PORT']}", tenant_id="default", agent_id=agent)
+        gym.record_experience(input="q-sdk", output="a", model_name="m", model_version="v1", latency_ms=3.0)
+        gym.close()
         url = f"http://127.0.0.1:{env['AGENTGYM_HTTP_PORT']}/?" + urllib.parse.urlencode(
             {"query": f"SELECT count() FROM agentgym.experiences WHERE agent_id = '{agent}'"})
-        wait_for(lambda: urllib.request.urlopen(url, timeout=3).read().strip() == b"1", 120,
-                 "the event to reach ClickHouse through the stack")
+        wait_for(lambda: urllib.request.urlopen(url, timeout=3).read().strip() == b"2", 120,
+                 "the API's and the SDK's events to reach ClickHouse through the stack")
         def caught_up() -> dict | None:  # the sink's group committed past the event: its lag on the topic is 0
             st = json.loads(_cli(bare, "status", "--json", "--sample-s", "0.2").stdout)
             return st if st["lag"].get("agentgym-clickhouse-sink", {}).get("gym-experiences-v1") == 0 else None
