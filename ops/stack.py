@@ -68,6 +68,18 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot, Linux's /proc); None when it is gone.
+
+    Recorded beside each pid, it tells a component from an unrelated process that got
+    its pid after a reboot: ``down`` must never stop someone else's process group.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def spawn(argv: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """Starts ``argv`` in its own session (process group), output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,10 +173,18 @@ class LocalStack:
         st = self.broker.status()
         if st.pid is not None and alive(st.pid):
             out["kafka"] = st.pid
-        for name, pid in self.state().get("pids", {}).items():
-            if alive(int(pid)):
+        state = self.state()
+        for name, pid in state.get("pids", {}).items():
+            if alive(int(pid)) and self._ours(state, name, int(pid)):
                 out[name] = int(pid)
         return out
+
+    @staticmethod
+    def _ours(state: dict[str, Any], name: str, pid: int) -> bool:
+        """False when ``pid`` now belongs to another process than the component started (a reused pid)."""
+        recorded = state.get("started", {}).get(name)
+        now = start_time(pid)
+        return recorded is None or now is None or now == recorded
 
     @property
     def bootstrap(self) -> str:
@@ -195,7 +215,7 @@ class LocalStack:
                 raise StackError(f"port {port} on 127.0.0.1 ({name}) is taken by another process; choose another ({var})")
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         state = self.state()
-        state["pids"] = {}
+        state["pids"], state["started"] = {}, {}
         state["ports"] = {name: port for name, (port, _) in self.ports.items()}
         self._save(state)
         try:
@@ -214,7 +234,8 @@ class LocalStack:
             for name, argv in (("processors", cli + ["processors", "run"]), ("trainer", cli + ["trainer", "run"]),
                                ("gateway", cli + ["gateway", "run"])):
                 self.log(f"starting the {name}")
-                state["pids"][name] = spawn(argv, env, self.log_file(name)).pid
+                pid = spawn(argv, env, self.log_file(name)).pid
+                state["pids"][name], state["started"][name] = pid, start_time(pid)
                 self._save(state)
             self._wait(lambda: self._query("SELECT 1") is not None, timeout_s, "the processors' ClickHouse interface")
             self._wait(lambda: _http_ok(f"http://127.0.0.1:{self.ports['gateway'][0]}/readyz"), timeout_s, "the API")
@@ -250,13 +271,13 @@ class LocalStack:
         pids = state.get("pids", {})
         for name in reversed(COMPONENTS):
             pid = pids.get(name)
-            if pid is not None and group_alive(int(pid)):
+            if pid is not None and group_alive(int(pid)) and not (alive(int(pid)) and not self._ours(state, name, int(pid))):
                 stop_group(int(pid), grace_s)
                 stopped.append(name)
         if self.broker.stop(timeout_s=grace_s):
             stopped.append("kafka")
         if state:
-            state["pids"] = {}
+            state["pids"], state["started"] = {}, {}
             self._save(state)
         return stopped
 

@@ -13,7 +13,7 @@ import pytest
 
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.broker import free_port
-from agentgym.ops.stack import LocalStack, group_alive, spawn, stop_group
+from agentgym.ops.stack import LocalStack, group_alive, spawn, start_time, stop_group
 
 
 @pytest.fixture
@@ -54,3 +54,18 @@ def test_stop_group_leaves_no_process_of_the_group(sleeper: subprocess.Popen[byt
     assert group_alive(sleeper.pid)
     stop_group(sleeper.pid, 5)
     assert not group_alive(sleeper.pid)  # the background sleep of the shell too, not only the leader
+
+
+def test_a_reused_pid_is_not_the_stack_s_and_down_leaves_it_alone(ports: dict[str, int],
+                                                                   sleeper: subprocess.Popen[bytes]) -> None:
+    # stack.json names a pid that now belongs to another process (it started at another time)
+    home = Path(os.environ["AGENTGYM_HOME"])
+    home.mkdir(parents=True)
+    started = start_time(sleeper.pid)
+    assert started is not None
+    (home / "stack.json").write_text(json.dumps({"pids": {"trainer": sleeper.pid}, "started": {"trainer": started - 1},
+                                                 "ports": {}}))
+    stack = LocalStack()
+    assert stack.running() == {}
+    assert stack.down(grace_s=1) == []
+    assert sleeper.poll() is None and group_alive(sleeper.pid)
