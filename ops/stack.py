@@ -247,7 +247,7 @@ class LocalStack:
         except BaseException:
             self.down()
             raise
-        return {"started": True, "admin_key": admin_key}
+        return {"started": True, "admin_key": admin_key, "admin_key_id": state["admin_key_id"]}
 
     def _wait(self, cond: Callable[[], bool], timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -372,5 +372,6 @@ def _http_ok(url: str) -> bool:
 
 
 def _spool(path: Path) -> dict[str, Any]:
-    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
-    return {"dir": str(path), "files": len(files), "bytes": sum(p.stat().st_size for p in files)}
+    sizes = [p.stat().st_size for p in path.rglob("*") if p.is_file()] if path.is_dir() else []
+    # empty files are the spool's locks and fresh segments: no event waits in them
+    return {"dir": str(path), "files": sum(1 for n in sizes if n), "bytes": sum(sizes)}

@@ -33,8 +33,11 @@ def up(timeout_s: float) -> None:
     for name, where in stack.endpoints().items():
         click.echo(f"  {name:<11} {where}")
     if result["admin_key"]:
-        click.echo(f"admin API key of tenant 'default' (scopes admin,read,ingest); store it now, it is not shown again:")
+        click.echo("admin API key of tenant 'default' (scopes admin,read,ingest); store it now, it is not shown again:")
         click.echo(result["admin_key"])
+    elif result["started"]:
+        click.echo(f"admin API key: the one printed at the first start (key id {result['admin_key_id']}; "
+                   "`agentgym keys create` makes more)")
 
 
 @click.command()
