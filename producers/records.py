@@ -16,6 +16,7 @@ from typing import Any
 
 from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import DeliveryError, ReadTimeoutError, TopicUnavailableError
+from agentgym.producers.ratelog import RateLimitedLog
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -23,6 +24,21 @@ from agentgym.schemas.topics import TOPICS
 __all__ = ["RecordProducer", "read_topic", "watermarks"]
 
 log = logging.getLogger("agentgym.producers.records")
+_unreachable = RateLimitedLog(log)
+
+
+def _error_cb(bootstrap_servers: str, timeout_s: float) -> Callable[[Any], None]:
+    """librdkafka's error callback: one line (at most every 30 s) when the broker cannot be reached."""
+
+    def on_error(err: Any) -> None:
+        from confluent_kafka import KafkaError
+
+        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            _unreachable.log(logging.WARNING, bootstrap_servers,
+                             "agentgym: Kafka at %s is unreachable; records wait for it up to %.0fs, then this "
+                             "operation fails with DeliveryError and nothing is written", bootstrap_servers, timeout_s)
+
+    return on_error
 
 
 class RecordProducer:
@@ -45,7 +61,8 @@ class RecordProducer:
         self.timeout_s = timeout_s
         self._producer = Producer({
             "bootstrap.servers": bootstrap_servers, "enable.idempotence": True, "acks": "all",
-            "linger.ms": linger_ms, "logger": logging.getLogger("agentgym.kafka"), **client_security(security),
+            "linger.ms": linger_ms, "logger": logging.getLogger("agentgym.kafka"),
+            "error_cb": _error_cb(bootstrap_servers, timeout_s), **client_security(security),
         })
 
     def send(self, base: str, record: dict[str, Any]) -> None:

@@ -8,6 +8,8 @@ experiment admin turns it into its own ``PublishError``.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from agentgym.ops.kafka.broker import free_port
@@ -16,6 +18,7 @@ from agentgym.processors.experiments.admin import ExperimentAdmin
 from agentgym.processors.experiments.exceptions import PublishError
 from agentgym.producers.exceptions import BrokerError, DeliveryError
 from agentgym.producers.records import RecordProducer, read_topic
+from tests.unit.schemas.records import EXAMPLES
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +53,15 @@ def test_an_unacknowledged_record_raises_the_typed_errors(unique: str) -> None:
         with pytest.raises(PublishError, match=f"configuration v1 of {config.experiment_id} not acknowledged") as published:
             admin.publish(config)
     assert isinstance(published.value.__cause__, DeliveryError)
+
+
+def test_an_unreachable_broker_is_said_once_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    """A CLI command with the broker away says so in one line, not a flood of librdkafka errors."""
+    caplog.set_level(logging.INFO)
+    producer = RecordProducer(f"127.0.0.1:{free_port()}", timeout_s=3.0)
+    with pytest.raises(DeliveryError):
+        producer.send("models", EXAMPLES["ModelVersion"])
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 1, said
+    assert "nothing is written" in said[0]
+    assert len([r for r in caplog.records if r.name == "agentgym.kafka"]) <= 2  # rate-limited relay of librdkafka
