@@ -41,3 +41,17 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
 def decode_all(messages: list[Any], codec: AvroCodec | None = None) -> list[dict[str, Any]]:
     codec = codec or AvroCodec()
     return [codec.decode(m.value()).record for m in messages]
+
+
+def drain_sink(sink: Any, until: Any, idle_rounds: int = 60) -> None:
+    """Runs a ClickHouseSink batch by batch until `until()` holds.
+
+    The topics are shared with every other test, so a fresh consumer group first reads all their history: the
+    sink is given up on only after `idle_rounds` batches in a row found nothing to read (it has caught up and
+    the condition still does not hold), never after a fixed number of batches."""
+    idle = 0
+    while idle < idle_rounds:
+        idle = idle + 1 if sink.process_batch() == 0 else 0
+        if until():
+            return
+    raise AssertionError(f"the sink caught up and the condition still does not hold: {sink.stats}")

@@ -24,7 +24,7 @@ from agentgym.producers.admin import ensure_topics
 from agentgym.schemas import AvroCodec, default_schema_set
 from agentgym.schemas.codec import SINGLE_OBJECT_MARKER
 from agentgym.schemas.topics import TOPICS, TopicSpec
-from tests.kafka_utils import consume_all
+from tests.kafka_utils import consume_all, drain_sink
 from tests.unit.schemas.records import EXAMPLES
 
 
@@ -78,10 +78,7 @@ def test_apache_avro_bytes_land_in_clickhouse_with_no_dead_letter(bootstrap: str
     sink = ClickHouseSink(bootstrap, store, group=f"g-{unique}", batch_size=100, batch_ms=200, specs=[spec])
     q = "SELECT trace_id, latency_ms, model_version FROM v_experiences WHERE tenant_id = %(t)s ORDER BY trace_id"
     try:
-        for _ in range(60):
-            sink.process_batch()
-            if len(store.query(q, {"t": tenant}).rows) >= len(messages):
-                break
+        drain_sink(sink, lambda: len(store.query(q, {"t": tenant}).rows) >= len(messages))
     finally:
         sink.close()
     rows = store.query(q, {"t": tenant}).rows

@@ -15,6 +15,7 @@ from agentgym.producers.assignment import Assignment
 from agentgym.schemas import AvroCodec, default_schema_set
 from agentgym.producers.admin import ensure_topics
 from agentgym.schemas.topics import TopicSpec
+from tests.kafka_utils import drain_sink
 from tests.unit.schemas.records import EXAMPLES
 
 
@@ -53,10 +54,7 @@ def test_served_config_version_and_status_are_stored(bootstrap: str, store: Stor
     q = "SELECT trace_id, config_version, experiment_status FROM v_experiences WHERE tenant_id = %(t)s ORDER BY trace_id"
     qo = "SELECT config_version, experiment_status FROM v_outcomes_latest WHERE tenant_id = %(t)s"
     try:
-        for _ in range(60):
-            sink.process_batch()
-            if len(store.query(q, {"t": tenant}).rows) >= 3 and store.query(qo, {"t": tenant}).rows:
-                break
+        drain_sink(sink, lambda: len(store.query(q, {"t": tenant}).rows) >= 3 and bool(store.query(qo, {"t": tenant}).rows))
     finally:
         sink.close()
     rows = {r[0]: r[1:] for r in store.query(q, {"t": tenant}).rows}

@@ -15,7 +15,7 @@ from agentgym.processors.store.base import Store
 from agentgym import AgentGym
 from agentgym.schemas import AvroCodec
 from agentgym.schemas.topics import TOPICS
-from tests.kafka_utils import consume_all, decode_all
+from tests.kafka_utils import consume_all, decode_all, drain_sink
 from tests.workers import Worker, wait_for, worker_env
 
 
@@ -27,16 +27,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def _drain(sink: ClickHouseSink, until, idle_rounds: int = 60) -> None:  # type: ignore[no-untyped-def]
-    """Runs the sink until `until()` holds. The topics are shared with every other test, so a fresh group
-    first reads all their history: the sink is given up on only after `idle_rounds` batches in a row that
-    found nothing to read (it has caught up and the condition still does not hold)."""
-    idle = 0
-    while idle < idle_rounds:
-        idle = idle + 1 if sink.process_batch() == 0 else 0
-        if until():
-            return
-    raise AssertionError(f"sink caught up and did not get there: {sink.stats}")
+_drain = drain_sink
 
 
 def test_every_event_arrives_exactly_once(bootstrap: str, store: Store, unique: str, tmp_path: Path) -> None:

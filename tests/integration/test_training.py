@@ -26,7 +26,7 @@ from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.rows import insert_records
 from agentgym.schemas.topics import TOPICS
 from tests import trainer_samples
-from tests.kafka_utils import consume_all, decode_all
+from tests.kafka_utils import consume_all, decode_all, drain_sink
 from agentgym.processors.datasets.builder import DatasetBuilder
 from agentgym.processors.datasets.store import DatasetStore, Manifest
 from agentgym.producers.records import RecordProducer, watermarks
@@ -212,17 +212,13 @@ def test_a_dataset_from_the_topic_ends_in_the_registry(ray_local: None, bootstra
 
         # the sink records the dataset, the registry entries and the experiment in ClickHouse
         def in_clickhouse() -> bool:
-            sink.process_batch()
             q = lambda sql: store.query(sql, {"t": tenant}).rows  # noqa: E731
             return (bool(q("SELECT 1 FROM v_datasets WHERE tenant_id = {t:String} AND kind = 'sft'"))
                     and q("SELECT status FROM v_model_versions WHERE tenant_id = {t:String} ORDER BY status")
                     == [("champion",), ("retired",)]
                     and bool(q("SELECT 1 FROM v_experiments WHERE tenant_id = {t:String}")))
 
-        for _ in range(40):
-            if in_clickhouse():
-                break
-        assert in_clickhouse()
+        drain_sink(sink, in_clickhouse)
     finally:
         if service is not None:
             service.close()
