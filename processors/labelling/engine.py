@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentgym.processors.experiments.metrics import is_audit_label
 from agentgym.processors.labelling.decision import Decision, decide, signal_decision
 from agentgym.processors.labelling.drift import DriftEvent, SuccessRateDriftMonitor
 from agentgym.processors.labelling.features import model_features
@@ -186,7 +187,13 @@ class LabellingEngine:
         self, state: TraceState | None, record: dict[str, Any], partition: int, now_ms: int, key: bytes | None = None
     ) -> tuple[TraceState, bool]:
         """Joins a decoded Feedback record. Returns the state and whether it changed
-        (False for a redelivered feedback event).
+        (False for a redelivered feedback event, and for a reviewer's audit label).
+
+        A reviewer's audit label (``metrics.is_audit_label``: source human, metadata
+        audit=true) is the gold label that corrects this labeller's label in the
+        experiment's prediction-powered estimate; it must not become that label (the
+        correction ``gold - label`` would vanish) nor teach the labeller's model (the
+        labels would then depend on the audit sample), so it is left out here.
 
         Raises:
             InvalidEventError: naming the field of invalid feedback (dead-letter it).
@@ -194,6 +201,8 @@ class LabellingEngine:
         validate_feedback(record, key)
         if state is None:
             state = TraceState(record["trace_id"], record["tenant_id"], record["agent_id"], partition, now_ms, now_ms)
+        if is_audit_label(record):
+            return state, False
         changed = state.add_feedback(feedback_item(record), now_ms, self.settings.max_feedback_per_trace)
         return state, changed
 

@@ -155,3 +155,25 @@ def test_drift_sees_model_labels_only_when_asked(sources: str, observed: bool) -
     done = eng.finalise(st, learner, 60 * SECOND)
     assert done.decision.source == "model"
     assert (done.observation is not None) is observed
+
+
+def test_a_reviewers_audit_label_neither_relabels_the_run_nor_teaches_the_labeller() -> None:
+    """The audit label corrects the labeller's label (prediction-powered estimate): it must not become it."""
+    lab = InMemoryLabeller(_engine())
+    lab.experience(experience("t1", assignment={"experiment_id": "x", "variant": "B", "unit_type": "user", "unit_id": "u"}), 0)
+    lab.feedback(feedback("t1", thumbs_up=True), 0)
+    lab.advance(60 * SECOND)
+    assert [(o["revision"], o["label"]) for o in lab.outcomes] == [(0, "success")]
+    gold = feedback("t1", thumbs_up=False, metadata={"audit": "true", "experiment_id": "x", "reviewer": "k1"})
+    lab.feedback(gold, 100 * SECOND)
+    lab.advance(3600 * SECOND)
+    assert [(o["revision"], o["label"]) for o in lab.outcomes] == [(0, "success")]  # no revision to the gold label
+    eng = _engine()
+    st = eng.ingest_experience(None, experience("t2"), 0, 0)
+    st, changed = eng.ingest_feedback(st, dict(gold, trace_id="t2"), 0, 0)
+    assert not changed and st.feedback == []
+    assert eng.finalise(st, eng.new_learner("acme", "bot"), 60 * SECOND).example is None  # nothing to learn from
+    # the same thumbs without the marker (or from a judge model) is ordinary feedback
+    st3 = eng.ingest_experience(None, experience("t3"), 0, 0)
+    st3, changed = eng.ingest_feedback(st3, feedback("t3", thumbs_up=False, metadata={"audit": "false"}), 0, 0)
+    assert changed and len(st3.feedback) == 1
