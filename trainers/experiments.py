@@ -33,7 +33,8 @@ def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, c
 
     Control: the champion; treatment: the candidate with ``experiment_treatment_weight``
     of the traffic. Primary metric: success rate (the labeller's outcomes); guardrails:
-    latency and cost may not degrade by more than 20 %.
+    latency and cost may not degrade by more than 20 %. With ``experiment_audit_rate`` > 0
+    the experiment has an audit sample (reviewers' gold labels correct success rate).
     """
     w = settings.experiment_treatment_weight
     experiment_id = f"exp-{candidate_version}"
@@ -45,7 +46,7 @@ def candidate_experiment(tenant_id: str, agent_id: str, champion_version: str, c
         primary_metric=MetricSpec.of("success_rate"),
         guardrails=(MetricSpec.of("latency_ms", limit=0.2), MetricSpec.of("cost_usd", limit=0.2)),
         alpha=settings.experiment_alpha, min_samples_per_arm=settings.experiment_min_samples_per_arm,
-        status="running", updated_by="agentgym-trainer",
+        audit_rate=settings.experiment_audit_rate, status="running", updated_by="agentgym-trainer",
     ).validate()
 
 

@@ -111,6 +111,10 @@ class GateSettings(SharedSettings):
         0.1, gt=0, lt=1, description="the candidate's share of the traffic (0 < w < 1)")
     experiment_min_samples_per_arm: int = Field(100, ge=1, description="the experiment's `min_samples_per_arm` (>= 1)")
     experiment_alpha: float = Field(0.05, gt=0, lt=1, description="the experiment's `alpha` (0 < alpha < 1)")
+    experiment_audit_rate: float = Field(
+        0.0, ge=0, lt=1, description="the experiment's `audit_rate`: the fraction of units reviewers label through the "
+        "annotation queue, whose gold labels correct `success_rate` (prediction-powered estimate); 0 = no audit sample "
+        "(0 <= r < 1)")
 
     @field_validator("gate_evaluator")
     @classmethod
