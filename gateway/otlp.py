@@ -231,8 +231,13 @@ def map_request(req: ExportTraceServiceRequest, tenant_id: str, agent_id: str | 
                 out.genai += 1
                 trace_id = tid.hex()
                 parent = span.parent_span_id.hex() if span.parent_span_id and span.parent_span_id != _ZERO_SPAN else ""
-                mapped = map_span(sid.hex(), parent, span.name, start, end, span.status.code == SpanStatus.STATUS_CODE_ERROR,
-                                  span.status.message, attrs, events)
+                try:
+                    mapped = map_span(sid.hex(), parent, span.name, start, end, span.status.code == SpanStatus.STATUS_CODE_ERROR,
+                                      span.status.message, attrs, events)
+                except ValueError as exc:  # an inconsistent agentgym.experiment.* assignment, named by the mapping
+                    out.genai -= 1
+                    out.reject(f"span {sid.hex()}: {exc}")
+                    continue
                 batch = out.traces.get(trace_id)
                 if batch is None:
                     batch = out.traces[trace_id] = {"tenant_id": tenant_id, "agent_id": agent, "trace_id": trace_id,

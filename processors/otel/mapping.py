@@ -27,10 +27,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MappedSpan", "is_genai", "map_span", "assemble", "experience_event_id", "SPAN_KINDS"]
+__all__ = ["MappedSpan", "is_genai", "map_span", "assemble", "experience_event_id", "SPAN_KINDS", "UNIT_TYPES"]
 
 MappedSpan = dict[str, Any]
-"""One mapped span, the ``OtelSpan`` Avro record (``schemas/avro/OtelSpans.v1.avsc``)."""
+"""One mapped span, the ``OtelSpan`` Avro record (``schemas/avro/OtelSpans.v2.avsc``)."""
 
 SPAN_KINDS = ("llm", "tool", "retrieval", "agent", "other")
 
@@ -48,9 +48,10 @@ _LLM_REQUEST_TYPE = {"chat": "llm", "completion": "llm", "embedding": "retrieval
 
 
 def is_genai(attributes: Mapping[str, Any]) -> bool:
-    """Whether a span speaks one of the three GenAI dialects (others are dropped)."""
+    """Whether a span speaks one of the three GenAI dialects, or carries Agent Gym's own ``agentgym.*``
+    attributes (an experiment assignment on the agent's own span); others are dropped."""
     for k in attributes:
-        if k.startswith(("gen_ai.", "llm.", "traceloop.")) or k == "openinference.span.kind":
+        if k.startswith(("gen_ai.", "llm.", "traceloop.", "agentgym.")) or k == "openinference.span.kind":
             return True
     return False
 
@@ -278,7 +279,41 @@ def map_span(span_id: str, parent_span_id: str, name: str, start_ns: int, end_ns
         "session_id": _text(_first(a, "gen_ai.conversation.id", "session.id", "traceloop.association.properties.session_id")),
         "user_id": _text(_first(a, "user.id", "enduser.id", "gen_ai.user.id", "traceloop.association.properties.user_id")),
         "model_version": _text(_first(a, "agentgym.model_version")),
+        "assignment": _assignment(a),
     }
+
+
+UNIT_TYPES = ("user", "session", "trace")
+_ASSIGNMENT_KEYS = ("agentgym.experiment.id", "agentgym.experiment.variant", "agentgym.experiment.unit_id")
+
+
+def _assignment(a: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The experiment assignment a span carries in ``agentgym.experiment.*`` attributes, or None.
+
+    ``id``, ``variant`` and ``unit_id`` go together (all or none); ``unit_type`` is user (the
+    default), session or trace; ``config_version`` an integer >= 0; ``status`` the experiment's
+    status that served the run. Raises ValueError naming the attribute when they are inconsistent.
+    """
+    given = {k: _text(a.get(k)) for k in _ASSIGNMENT_KEYS}
+    if not any(given.values()):
+        return None
+    missing = [k for k, v in given.items() if not v]
+    if missing:
+        raise ValueError(f"attribute {missing[0]!r} is missing: an experiment assignment needs "
+                         + ", ".join(_ASSIGNMENT_KEYS))
+    unit_type = _text(a.get("agentgym.experiment.unit_type")) or "user"
+    if unit_type not in UNIT_TYPES:
+        raise ValueError(f"attribute 'agentgym.experiment.unit_type' is {unit_type!r}; expected one of {', '.join(UNIT_TYPES)}")
+    raw_version = a.get("agentgym.experiment.config_version", 0)
+    try:
+        config_version = int(raw_version)
+    except (TypeError, ValueError):
+        config_version = -1
+    if isinstance(raw_version, bool) or not 0 <= config_version <= _INT_MAX:
+        raise ValueError(f"attribute 'agentgym.experiment.config_version' is {raw_version!r}; expected an integer >= 0")
+    return {"experiment_id": given["agentgym.experiment.id"], "variant": given["agentgym.experiment.variant"],
+            "unit_type": unit_type, "unit_id": given["agentgym.experiment.unit_id"], "config_version": config_version,
+            "experiment_status": _text(a.get("agentgym.experiment.status")) or ""}
 
 
 def experience_event_id(tenant_id: str, trace_id: str) -> str:
@@ -367,7 +402,7 @@ def assemble(tenant_id: str, agent_id: str, trace_id: str, spans: Iterable[Mappe
         "output": output,
         "model_name": model_name or "unknown",
         "model_version": model_version or "unknown",
-        "assignment": None,
+        "assignment": next((dict(s["assignment"]) for s in ordered if s.get("assignment")), None),
         "latency_ms": max(0.0, (end - start) / 1e6),
         "prompt_tokens": min(_INT_MAX, sum(s["input_tokens"] for s in llms)),
         "completion_tokens": min(_INT_MAX, sum(s["output_tokens"] for s in llms)),

@@ -37,6 +37,7 @@ from agentgym.producers.admin import ensure_topics
 from agentgym.producers.records import RecordProducer
 from agentgym.schemas.topics import TOPICS
 from tests.integration.gateway.conftest import Served, auth, call, new_key
+from tests.kafka_utils import consume_all, decode_all
 from tests.workers import Worker, wait_for, worker_env
 
 TOOLS = [{"type": "function", "function": {"name": "lookup_order", "description": "an order's status",
@@ -86,9 +87,11 @@ def fake_openai() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def otel_worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Worker]:
-    ensure_topics(bootstrap, [TOPICS["otel-spans"], TOPICS["experiences"], TOPICS["deadletter"]])
+    ensure_topics(bootstrap, [TOPICS["otel-spans"], TOPICS["experiences"], TOPICS["feedback"], TOPICS["outcomes"],
+                              TOPICS["deadletter"]])
     home = tmp_path_factory.mktemp("otel-worker")
-    w = Worker(worker_env(bootstrap, home, f"otel-{uuid.uuid4().hex[:8]}", "otel"), home / "worker.log").start()
+    # the labeller too: an OTel run is labelled like any other, its outcome carrying the run's experiment assignment
+    w = Worker(worker_env(bootstrap, home, f"otel-{uuid.uuid4().hex[:8]}", "otel,labeller"), home / "worker.log").start()
     yield w
     w.stop()
 
@@ -128,7 +131,7 @@ def _experience(sink: ClickHouseSink, store: Store, worker: Worker, tenant: str,
     return dict(zip(keys, row))
 
 
-def _agent_run(tp: TracerProvider, base_url: str, flush_midway: bool) -> str:
+def _agent_run(tp: TracerProvider, base_url: str, flush_midway: bool, run_attributes: dict[str, Any] | None = None) -> str:
     """An agent: an invoke_agent span around a chat call (a tool call comes back), the tool, a second chat call."""
     import openai
 
@@ -137,7 +140,8 @@ def _agent_run(tp: TracerProvider, base_url: str, flush_midway: bool) -> str:
     messages: list[Any] = [{"role": "user", "content": "Where is my order A17?"}]
     question = json.dumps([{"role": "user", "parts": [{"type": "text", "content": messages[0]["content"]}]}])
     with tracer.start_as_current_span("invoke_agent support", attributes={
-            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", "gen_ai.input.messages": question}) as run:
+            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", "gen_ai.input.messages": question,
+            **(run_attributes or {})}) as run:
         first = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=TOOLS)
         if flush_midway:
             assert tp.force_flush(10_000)  # the first chat span goes in a batch of its own
@@ -377,3 +381,58 @@ def test_the_otel_example_runs(served: Served, bootstrap: str, fake_openai: Fake
     q = "SELECT trace_id, kind FROM v_feedback WHERE tenant_id = {t:String}"
     rows = wait_for(lambda: sink.process_batch() is not None and store.query(q, {"t": tenant}).rows, 60, "the example's feedback")
     assert rows == [(trace_id, "thumbs")]
+
+
+@pytest.mark.timeout(240)
+def test_an_otel_run_in_an_ab_test_carries_its_assignment_to_clickhouse_and_the_labeller(
+        served: Served, bootstrap: str, fake_openai: FakeOpenAI, otel_worker: Worker, sink: ClickHouseSink, store: Store,
+        monkeypatch: pytest.MonkeyPatch, unique: str) -> None:
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+
+    tenant = f"ab-{unique}"
+    key = new_key(bootstrap, served, tenant)
+    experiment = f"{tenant}:support-ab"
+    # the assignment as the API's assignment endpoint gives it, carried on the agent's span
+    tp = _provider(monkeypatch, served, key)
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=tp)
+    try:
+        trace_id = _agent_run(tp, fake_openai.url, flush_midway=False, run_attributes={
+            "agentgym.experiment.id": experiment, "agentgym.experiment.variant": "treatment",
+            "agentgym.experiment.unit_id": "user-42", "agentgym.experiment.config_version": 2,
+            "agentgym.experiment.status": "running"})
+    finally:
+        instrumentor.uninstrument()
+        tp.shutdown()
+    _experience(sink, store, otel_worker, tenant, trace_id, steps=3)
+    q = ("SELECT experiment_id, variant, unit_id, config_version "
+         "FROM v_experiences WHERE tenant_id = {t:String} AND trace_id = {tr:String}")
+    assert store.query(q, {"t": tenant, "tr": trace_id}).rows == [(experiment, "treatment", "user-42", 2)]
+    # the labeller labels the run (its thumbs-up span event is explicit feedback) and the outcome carries the
+    # assignment: what the experiments processor counts units and successes by
+    outcomes = decode_all(consume_all(bootstrap, TOPICS["outcomes"].name, 1, timeout_s=90,
+                                      match=lambda m: trace_id.encode() in (m.value() or b"")))
+    mine = [o for o in outcomes if o["trace_id"] == trace_id]
+    assert mine, outcomes
+    assert {(o["experiment_id"], o["variant"], o["unit_id"], o["config_version"]) for o in mine} == {
+        (experiment, "treatment", "user-42", 2)}
+
+
+def test_an_inconsistent_assignment_rejects_its_span_alone(served: Served, bootstrap: str, unique: str) -> None:
+    key = new_key(bootstrap, served, f"bad-ab-{unique}")
+    tid = uuid.uuid4().hex
+    now = time.time_ns()
+    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "bot"}}]},
+                               "scopeSpans": [{"spans": [
+        {"traceId": tid, "spanId": "00000000000000a1", "name": "invoke_agent", "startTimeUnixNano": str(now),
+         "endTimeUnixNano": str(now + 1000), "attributes": [
+             {"key": "gen_ai.operation.name", "value": {"stringValue": "invoke_agent"}},
+             {"key": "agentgym.experiment.id", "value": {"stringValue": "x"}},
+             {"key": "agentgym.experiment.variant", "value": {"stringValue": "a"}}]},
+        {"traceId": tid, "spanId": "00000000000000a2", "parentSpanId": "00000000000000a1", "name": "chat m",
+         "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 500), "attributes": [
+             {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}}]}]}]}]}
+    status, resp, _ = call("POST", f"{served.url}/v1/traces", body, auth(key))
+    assert status == 200, resp
+    assert int(resp["partialSuccess"]["rejectedSpans"]) == 1
+    assert "agentgym.experiment.unit_id" in resp["partialSuccess"]["errorMessage"]

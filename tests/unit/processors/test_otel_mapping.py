@@ -168,3 +168,47 @@ def test_token_counts_stay_within_the_experience_schema() -> None:
     rec = assemble("acme", "a", "34" * 16, [huge, {**huge, "span_id": "h2"}])
     assert rec["prompt_tokens"] == 2**31 - 1
     AvroCodec().encode("Experience", rec)
+
+
+_ASSIGNED = {"agentgym.experiment.id": "acme:support-ab", "agentgym.experiment.variant": "treatment",
+             "agentgym.experiment.unit_id": "user-7", "agentgym.experiment.config_version": 3,
+             "agentgym.experiment.status": "running"}
+
+
+def test_an_experiment_assignment_on_the_agent_span_becomes_the_runs() -> None:
+    spans = _agent_run()
+    spans[0] = span("r0", "", "handle_request", dict(_ASSIGNED), 0, 1000)  # a plain agent span: only agentgym.* attributes
+    assert is_genai(dict(_ASSIGNED)) and spans[0]["kind"] == "other"
+    rec = assemble("acme", "support", "ef" * 16, spans)
+    assert rec["assignment"] == {"experiment_id": "acme:support-ab", "variant": "treatment", "unit_type": "user",
+                                 "unit_id": "user-7", "config_version": 3, "experiment_status": "running"}
+    decoded = AvroCodec().decode(AvroCodec().encode("Experience", rec), expected="Experience").record
+    assert decoded["assignment"]["variant"] == "treatment" and decoded["assignment"]["config_version"] == 3
+    assert assemble("acme", "support", "ef" * 16, _agent_run())["assignment"] is None
+
+
+def test_spans_with_an_assignment_travel_as_otel_spans_v2_and_v1_batches_still_assemble() -> None:
+    codec = AvroCodec()
+    s = span("r0", "", "invoke_agent", {"gen_ai.operation.name": "invoke_agent", "agentgym.experiment.unit_type": "session",
+                                        **_ASSIGNED})
+    batch = {"event_id": "e", "tenant_id": "acme", "agent_id": "support", "trace_id": "ab" * 16, "timestamp_ms": 1,
+             "service_name": None, "spans": [s]}
+    back = codec.decode(codec.encode("OtelSpans", batch), expected="OtelSpans").record
+    assert back["spans"][0]["assignment"]["unit_type"] == "session"
+    state, _ = merge(None, back, 0, 1)
+    assert experience_of(state)["assignment"]["unit_id"] == "user-7"
+    # a batch written before v2 (no assignment field) assembles as before
+    old = {k: v for k, v in span("l1", "", "chat m", {"gen_ai.operation.name": "chat"}).items() if k != "assignment"}
+    state, _ = merge(None, dict(batch, spans=[old]), 0, 1)
+    assert experience_of(state)["assignment"] is None
+
+
+@pytest.mark.parametrize("attrs, named", [
+    ({"agentgym.experiment.id": "x", "agentgym.experiment.variant": "a"}, "agentgym.experiment.unit_id"),
+    ({**_ASSIGNED, "agentgym.experiment.unit_type": "tenant"}, "agentgym.experiment.unit_type"),
+    ({**_ASSIGNED, "agentgym.experiment.config_version": -1}, "agentgym.experiment.config_version"),
+    ({**_ASSIGNED, "agentgym.experiment.config_version": "three"}, "agentgym.experiment.config_version"),
+])
+def test_an_inconsistent_assignment_is_refused_naming_the_attribute(attrs: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named.replace(".", r"\.")):
+        span("r0", "", "invoke_agent", {"gen_ai.operation.name": "invoke_agent", **attrs})

@@ -117,6 +117,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "output_messages": [{"role": "assistant", "content": "hello", "name": None, "tool_call_id": None}],
             "input": None, "output": None, "tool_call_id": None, "agent_name": None, "session_id": "s1", "user_id": None,
             "model_version": None,
+            "assignment": {"experiment_id": "acme:ab", "variant": "treatment", "unit_type": "user", "unit_id": "u1",
+                           "config_version": 2, "experiment_status": "running"},
         }],
     },
 }
