@@ -18,7 +18,16 @@
 5. **Measurement**: the base and the promoted version answer the same held-out
    requests (none seen during the run); success rates with Wilson intervals, and the
    paired difference with a normal interval. The simulator's ground truth is used only
-   here and by the simulated users -- never by a label or a decision.
+   here, by the simulated users and by the simulated reviewers -- never by a label or a
+   decision directly.
+
+**Audit sample.** The trainer creates the experiment with ``audit_rate`` (``--audit-rate``,
+default 0.2); simulated reviewers (:mod:`agentgym.ops.demo.reviewers`) label the runs of
+the audit sample the annotation queue would offer with the truth, wrong ``review_error``
+of the time. Their gold labels are what the experiments processor's prediction-powered
+estimate corrects the labeller's labels with, and the decision uses that corrected
+estimate. The report shows the experiment's labelled and corrected estimates beside the
+truth over the experiment's units and the held-out measurement.
 
 The loop only watches (registry, experiment configuration, ClickHouse, job records)
 and prints what happens; it decides nothing.
@@ -41,17 +50,24 @@ import click
 
 from agentgym.ops.demo.agents import ModelPool, RouterAgent, RunResult, SimulatedUsers
 from agentgym.ops.demo.base import DEFAULT_STEPS, base_model_dir, pretrain_base
-from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
+from agentgym.ops.demo.report import AuditArm, AuditFigures, CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
+from agentgym.ops.demo.reviewers import SimulatedReviewers
 from agentgym.ops.demo.stack import DemoStack
 from agentgym.ops.demo.task import is_correct, sample_task, sample_tasks
 from agentgym.ops.exceptions import StackError
+from agentgym.processors.experiments.config import ExperimentConfig
 from agentgym.producers import AgentGym
 from agentgym.trainers.jobs import JobStore
 from agentgym.trainers.registry import ModelRegistry, base_version_for
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo"]
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "audit_shortfall"]
 
 TENANT, AGENT = "demo", "router"
+TREATMENT_WEIGHT = 0.5  # the candidate's share of the experiment's traffic
+# the experiments engine makes no corrected inference below min(30, min_samples_per_arm)
+# audited units per arm (processors/experiments/engine.py, _MIN_AUDIT)
+_ENGINE_MIN_AUDIT = 30
+_AUDIT_HEADROOM = 1.6  # users enough for this many times the minimum audited units per arm
 
 
 @dataclass(frozen=True)
@@ -69,16 +85,62 @@ class DemoConfig:
     train_epochs: float = 4.0
     timeout_s: float = 540.0  # the loop (after start-up) gives up after this long
     seed: int = 7
+    audit_rate: float = 0.2  # the experiment's audit sample (0: none)
+    review_error: float = 0.03  # the simulated reviewers' error rate
 
     @classmethod
     def preset(cls, fast: bool = False, scale: float = 1.0, **overrides: Any) -> "DemoConfig":
+        """The sizes of ``--fast`` / ``--scale``, then ``overrides`` (None: keep).
+
+        With an audit sample and no ``users`` override, the users (the experiment's units)
+        are raised to what the audit sample needs, before and after scaling: about 1.6
+        times the engine's minimum of audited units per arm (:func:`audit_users`).
+        """
         base = cls(users=160, dataset_min_new=700, min_samples_per_arm=30, heldout=200, settle_s=8.0) if fast else cls()
+        audit_rate = overrides.get("audit_rate")
+        base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
+        base = replace(base, users=max(base.users, audit_users(base)))  # scaled below like the rest
         if scale != 1.0:
             base = replace(base, users=max(20, round(base.users * scale)),
                            dataset_min_new=max(100, round(base.dataset_min_new * scale)),
                            min_samples_per_arm=max(10, round(base.min_samples_per_arm * scale)),
                            heldout=max(50, round(base.heldout * scale)), timeout_s=base.timeout_s * max(1.0, scale))
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        if overrides.get("users") is None and cfg.audit_rate > 0:
+            cfg = replace(cfg, users=max(cfg.users, audit_users(cfg)))
+        return cfg
+
+    def min_audit(self) -> int:
+        """Audited units per arm before the engine's corrected estimate makes an inference."""
+        return max(2, min(_ENGINE_MIN_AUDIT, self.min_samples_per_arm))
+
+
+def audit_users(cfg: DemoConfig) -> int:
+    """Users (units) whose audit sample holds about 1.6 times the engine's minimum per arm."""
+    if cfg.audit_rate <= 0:
+        return 0
+    return math.ceil(_AUDIT_HEADROOM * cfg.min_audit() / (cfg.audit_rate * min(TREATMENT_WEIGHT, 1 - TREATMENT_WEIGHT)))
+
+
+def audit_shortfall(cfg: DemoConfig) -> str | None:
+    """Why the configuration's audit sample cannot let the experiment decide, or None when it can.
+
+    Each arm's audit sample is about ``users x weight x audit_rate`` units; the engine needs
+    ``min_audit`` of them per arm (with some headroom: the sample is random) before the
+    corrected test infers anything, so with fewer the experiment would never decide.
+    """
+    if not 0.0 <= cfg.audit_rate < 1.0:
+        return f"--audit-rate: must be in [0, 1), got {cfg.audit_rate:g}"
+    if not 0.0 <= cfg.review_error < 0.5:
+        return f"--review-error: must be in [0, 0.5), got {cfg.review_error:g}"
+    if cfg.audit_rate <= 0:
+        return None
+    per_arm = cfg.users * TREATMENT_WEIGHT * cfg.audit_rate
+    if per_arm < 1.25 * cfg.min_audit():
+        return (f"--users {cfg.users} with --audit-rate {cfg.audit_rate:g}: about {per_arm:.0f} audited units per arm, but the "
+                f"corrected test needs {cfg.min_audit()} per arm before it decides; use at least --users {audit_users(cfg)}, "
+                "a higher --audit-rate, or --audit-rate 0")
+    return None
 
 
 @dataclass
@@ -96,6 +158,11 @@ class DemoResult:
     heldout_n: int = 0
     runs: int = 0
     stored_experiences: int = 0
+    audit_rate: float = 0.0
+    review_error: float = 0.0
+    # the audit sample: reviews posted and stored, the experiment's labelled and corrected
+    # estimates beside the simulator's truth over the experiment's units (AuditFigures.to_dict)
+    audit: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -169,6 +236,9 @@ class _DemoRun:
         self.user_ids: list[str] = []
         self.history: list[RunResult] = []
         self.seen: set[str] = set()  # every request the agents served: held-out requests exclude them
+        self.truth: dict[str, bool] = {}  # trace id -> the run was right (the simulator's; reviewers only)
+        self.reviewers: SimulatedReviewers | None = None
+        self.last_review = 0.0
         # what the traffic loop has seen of the experiment
         self.phase = "collect"
         self.experiment_id = ""
@@ -215,9 +285,12 @@ class _DemoRun:
             # reward imitating the label noise (a refund "successfully" sent to track_order); the
             # A/B test on live traffic is the judge of task success
             AGENTGYM_GATE_EVALUATOR="", AGENTGYM_GATE_MAX_EVAL_EXAMPLES="200",
-            AGENTGYM_EXPERIMENT_TREATMENT_WEIGHT="0.5", AGENTGYM_EXPERIMENT_MIN_SAMPLES_PER_ARM=str(cfg.min_samples_per_arm),
+            AGENTGYM_EXPERIMENT_TREATMENT_WEIGHT=str(TREATMENT_WEIGHT),
+            AGENTGYM_EXPERIMENT_MIN_SAMPLES_PER_ARM=str(cfg.min_samples_per_arm),
+            AGENTGYM_EXPERIMENT_AUDIT_RATE=str(cfg.audit_rate),
         )
         self.say("      trainer service up: gym-datasets-v1 -> Ray Train -> gate -> registry; decisions -> promotion")
+        self.result.audit_rate, self.result.review_error = cfg.audit_rate, cfg.review_error
         self.result.timings["stack_s"] = self.elapsed()
 
     # -- 2/5 ---------------------------------------------------------------------------
@@ -263,6 +336,8 @@ class _DemoRun:
         self.agent = RouterAgent(self.gym, self.pool, base_version, registry.champion, seed=cfg.seed)
         self.users = SimulatedUsers(self.gym, seed=cfg.seed + 1)
         self.user_ids = [f"user-{i:04d}" for i in range(cfg.users)]
+        if cfg.audit_rate > 0:
+            self.reviewers = SimulatedReviewers(self.gym, self.stack.query, cfg.review_error, seed=cfg.seed + 2)
 
     def serve_until_settled(self) -> None:
         """Phases 3 and 4: traffic, while the pipeline labels, builds a dataset, trains, gates,
@@ -284,13 +359,15 @@ class _DemoRun:
             self.stack.check()
             self._serve_batch(now)
             self._follow_experiment()
+            self._review()
             self._read_decision()
             if self._settled():
                 break
             if time.monotonic() - last_status >= 3.0:
                 last_status = time.monotonic()
+                audit = f" | audit labels {self.reviewers.posted}" if self.reviewers is not None and self.experiment_id else ""
                 self.job_seen = _status(self.stack, self.say, cfg, self.phase, self.history, self.experiment_id,
-                                        self.job_seen)
+                                        self.job_seen, audit)
         self.result.runs = len(self.history)
         self.result.timings["loop_s"] = self.elapsed()
 
@@ -305,6 +382,7 @@ class _DemoRun:
         for run in self.agent.serve(batch):
             self.users.react(run)
             self.history.append(run)
+            self.truth[run.trace_id] = run.correct
         pause = cfg.batch / cfg.rate - (time.monotonic() - started)
         if pause > 0:
             time.sleep(pause)
@@ -330,6 +408,24 @@ class _DemoRun:
             else:
                 self.say(f"      experiment {exp['status']}: agents back on the control")
             self.phase = "settle"
+
+    def _review(self, every_s: float = 3.0) -> None:
+        """Every ``every_s`` while an experiment runs: the reviewers label what the audit sample's queue offers."""
+        if self.reviewers is None or not self.experiment_id or time.monotonic() - self.last_review < every_s:
+            return
+        self.last_review = time.monotonic()
+        record = self.gym.follow_experiments(wait_s=None).get(self.experiment_id)
+        if record is None:
+            return
+        config = ExperimentConfig.from_record(record)
+        before = self.reviewers.posted
+        try:
+            self.reviewers.review(config, self.truth)
+        except Exception:  # the worker's ClickHouse busy or restarting: the next call tries again
+            return
+        if before == 0 and self.reviewers.posted:
+            self.say(f"      reviewers label the audit sample ({config.audit_rate:.0%} of units): "
+                     f"{self.reviewers.posted} gold labels so far", mark="audit labels")
 
     def _read_decision(self) -> None:
         """Once the experiment ended, reads its decision (action, winner, reason) from ClickHouse."""
@@ -368,10 +464,18 @@ class _DemoRun:
         self.result.stored_experiences = stack.wait(
             lambda: _at_least(stack.query("SELECT count() FROM v_experiences WHERE tenant_id = {t:String}", t=TENANT)[0][0], sent),
             120, "every experience in ClickHouse")
+        if self.reviewers is not None and self.reviewers.posted:
+            posted = self.reviewers.posted
+            self.result.audit["reviews_stored"] = stack.wait(
+                lambda: _at_least(stack.query(_AUDIT_LABELS_SQL, t=TENANT, e=self.experiment_id)[0][0], posted),
+                60, "every audit label in ClickHouse")
 
     def collect(self) -> dict[str, Any]:
-        """What the report shows besides the held-out measurement (see :func:`_collect`)."""
-        return _collect(self.stack, self.registry, self.history, self.users, self.experiment_id, self.events, self.elapsed)
+        """What the report shows besides the held-out measurement (see :func:`_collect`, :func:`_audit_figures`)."""
+        data = _collect(self.stack, self.registry, self.history, self.users, self.experiment_id, self.events, self.elapsed)
+        if self.reviewers is not None and self.experiment_id:
+            data["audit"] = _audit_figures(self.stack, self.experiment_id, self.history, self.reviewers, self.cfg)
+        return data
 
     def measure_held_out(self) -> list[HeldOut]:
         """The base and the final version (promoted, else the champion) answer the same held-out
@@ -407,6 +511,10 @@ class _DemoRun:
         """Writes the HTML report and ``result.json``, prints the summary and returns the result."""
         result = self.result
         result.timings["total_s"] = self.elapsed()
+        audit = data.get("audit")
+        if audit is not None:
+            audit.heldout_diff, audit.heldout_ci = result.improvement, result.improvement_ci
+            result.audit = {**audit.to_dict(), **result.audit}
         report = _report(self.cfg, self.started_at, self.elapsed(), result, held, data, self.events)
         path = report_path or (self.stack.root / "report.html")
         result.report_path = write(report, path)
@@ -451,6 +559,70 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
         run.close(keep_running)
 
 
+_AUDIT_LABELS_SQL = (
+    "SELECT uniqExact(trace_id) FROM v_feedback WHERE tenant_id = {t:String} AND source = 'human' "
+    "AND lower(metadata['audit']) = 'true' AND metadata['experiment_id'] = {e:String}")
+
+_LAST_LOOK_SQL = (
+    "SELECT estimator, audit_units, comparisons.estimate, comparisons.ci_low, comparisons.ci_high, comparisons.p_value, "
+    "labelled_comparisons.estimate, labelled_comparisons.ci_low, labelled_comparisons.ci_high, labelled_comparisons.p_value, "
+    "details_json, arms.variant, arms.n, arms.sum FROM v_stats_snapshots WHERE experiment_id = {e:String} "
+    "AND metric = 'success_rate' ORDER BY ts DESC LIMIT 1")
+
+
+def _audit_figures(stack: DemoStack, experiment_id: str, history: list[RunResult], reviewers: SimulatedReviewers,
+                   cfg: DemoConfig) -> AuditFigures:
+    """The experiment's last look at ``success_rate`` (labelled and corrected), the reviews, and the truth.
+
+    The truth per arm is the simulator's over the experiment's units, each unit counted by
+    its first labelled run, as the engine counts it (and as the annotation queue offers it).
+    """
+    def first(xs: Any) -> float | None:
+        return float(xs[0]) if xs else None
+
+    def ci(lo: Any, hi: Any) -> tuple[float, float] | None:
+        return (float(lo[0]), float(hi[0])) if lo and hi else None
+
+    rows = _safe(lambda: stack.query(_LAST_LOOK_SQL, e=experiment_id), []) or []
+    estimator, audit_units, c_est, c_lo, c_hi, c_p, l_est, l_lo, l_hi, l_p, details_json, variants, ns, sums = (
+        rows[0] if rows else ("", 0, [], [], [], [], [], [], [], [], "{}", [], [], []))
+    if estimator != "prediction_powered":  # the decision's comparisons are the labelled ones
+        l_est, l_lo, l_hi, l_p = c_est, c_lo, c_hi, c_p
+        c_est, c_lo, c_hi, c_p = [], [], [], []
+    ppi = (_safe(lambda: json.loads(details_json or "{}"), {}) or {}).get("prediction_powered", {})
+    labelled = {str(t) for (t,) in _safe(lambda: stack.query(
+        "SELECT trace_id FROM v_outcomes_latest WHERE tenant_id = {t:String} AND experiment_id = {e:String} "
+        "AND label IN ('success', 'failure')", t=TENANT, e=experiment_id), [])}
+    units: dict[str, RunResult] = {}
+    for r in history:  # served in order: a unit's first labelled run
+        if r.variant and r.trace_id in labelled and r.user_id not in units:
+            units[r.user_id] = r
+    arms: list[AuditArm] = []
+    truth: dict[str, float] = {}
+    for variant, n, total in zip(variants, ns, sums):
+        e = ppi.get(variant, {})
+        mine = [r.correct for r in units.values() if r.variant == variant]
+        if mine:
+            truth[variant] = sum(mine) / len(mine)
+        est, var = e.get("estimate"), e.get("variance")
+        arms.append(AuditArm(
+            variant, int(n), int(e.get("m") or 0),
+            e.get("label_mean") if e.get("label_mean") is not None else (float(total) / n if n else None),
+            est, (est - 1.96 * math.sqrt(var), est + 1.96 * math.sqrt(var)) if est is not None and var is not None and var >= 0 else None,
+            truth.get(variant), len(mine)))
+    truth_diff = truth["treatment"] - truth["control"] if {"treatment", "control"} <= truth.keys() else None
+    finite = lambda x: x if x is not None and math.isfinite(x) else None  # noqa: E731
+    corrected_ci = ci(c_lo, c_hi)
+    return AuditFigures(
+        experiment_id=experiment_id, audit_rate=cfg.audit_rate, review_error=cfg.review_error,
+        reviews_posted=reviewers.posted, reviews_wrong=reviewers.wrong, audit_units=int(audit_units or 0),
+        estimator=str(estimator or ""), arms=arms,
+        labelled_diff=finite(first(l_est)), labelled_ci=ci(l_lo, l_hi), labelled_p=finite(first(l_p)),
+        corrected_diff=finite(first(c_est)),
+        corrected_ci=corrected_ci if corrected_ci and all(math.isfinite(x) for x in corrected_ci) else None,
+        corrected_p=finite(first(c_p)), truth_diff=truth_diff)
+
+
 def _at_least(n: int, target: int) -> int:
     return int(n) if int(n) >= target else 0
 
@@ -471,7 +643,7 @@ def _safe(fn: Callable[[], Any], default: Any = None) -> Any:
 
 
 def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: str, history: list[RunResult],
-            experiment_id: str, job_seen: str) -> str:
+            experiment_id: str, job_seen: str, extra: str = "") -> str:
     """One line of running account; milestones (dataset, training, gate) as they happen. Returns the job state seen."""
     recent = history[-300:]
     by_version: dict[str, list[bool]] = {}
@@ -514,7 +686,7 @@ def _status(stack: DemoStack, say: Callable[..., None], cfg: DemoConfig, phase: 
             if est:
                 line += (f" | A/B units {'/'.join(str(x) for x in n)} {_bar(min(n), cfg.min_samples_per_arm, 10)} "
                          f"diff {est[0]:+.2f} [{max(lo[0], -1):+.2f}, {min(hi[0], 1):+.2f}] p {p[0]:.3f}")
-    say(line)
+    say(line + extra)
     return state
 
 
@@ -622,7 +794,7 @@ def _report(cfg: DemoConfig, started_at: str, duration_s: float, result: DemoRes
         success_over_time=data.get("series", {}), confidence_sequence=data.get("cs", []), decision=result.decision,
         decision_t_s=decision_t, events=events, feedback_counts=data.get("feedback_counts", {}),
         label_counts=data.get("label_counts", {}), training_loss=data.get("loss", []), eval_losses=eval_losses,
-        held_out=held,
+        held_out=held, audit=data.get("audit"),
         notes=[f"settings: {json.dumps(cfg.__dict__)}",
                "success over time is the simulator's ground truth per run; labels and decisions never saw it"],
     )
@@ -637,6 +809,20 @@ def _summary(echo: Callable[[str], None], result: DemoResult, held: list[HeldOut
     lo, hi = result.improvement_ci
     echo(f"\n  improvement: {100 * result.improvement:+.1f} percentage points (paired 95% interval "
          f"[{100 * lo:+.1f}, {100 * hi:+.1f}]) on {result.heldout_n} held-out requests no agent saw")
+    audit = data.get("audit")
+    if audit is not None:
+        def ci(c: tuple[float, float] | None) -> str:
+            return "" if c is None else f" [{100 * max(c[0], -1):+.1f}, {100 * min(c[1], 1):+.1f}]"
+
+        def pp(v: float | None) -> str:
+            return "n/a" if v is None else f"{100 * v:+.1f} pp"
+
+        echo(f"\n  audit sample: {audit.audit_rate:.0%} of units; reviewers posted {audit.reviews_posted} gold labels "
+             f"({audit.reviews_wrong} wrong), the experiment counted {audit.audit_units} audited units")
+        echo(f"  treatment - control, success:  labelled {pp(audit.labelled_diff)}{ci(audit.labelled_ci)}"
+             f" | corrected (PPI) {pp(audit.corrected_diff)}{ci(audit.corrected_ci)}")
+        echo(f"                        truth:  over the experiment's units {pp(audit.truth_diff)}"
+             f" | held-out (paired) {pp(audit.heldout_diff)}{ci(audit.heldout_ci)}")
     fb = data.get("feedback_counts", {})
     echo("  feedback: " + ", ".join(f"{k} {v}" for k, v in sorted(fb.items())))
     lc = data.get("label_counts", {})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from agentgym.ops.exceptions import ReportError
 
-__all__ = ["RatePoint", "CsPoint", "HeldOut", "DemoReport", "render", "write", "wilson"]
+__all__ = ["RatePoint", "CsPoint", "HeldOut", "AuditArm", "AuditFigures", "DemoReport", "render", "write", "wilson"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,79 @@ class HeldOut:
     high: float
 
 
+@dataclass(frozen=True)
+class AuditArm:
+    """One arm of the experiment with an audit sample: its labelled and corrected success rates beside the truth.
+
+    ``n``: units the experiment counted; ``m``: of them audited (gold label known);
+    ``labelled``: the labeller's mean; ``corrected``: the prediction-powered estimate and
+    its normal 95% interval (None below the engine's minimum of audited units); ``truth``:
+    the simulator's success rate over the experiment's units of this arm (each unit's
+    first labelled run, ``truth_units`` of them).
+    """
+
+    variant: str
+    n: int
+    m: int
+    labelled: float | None
+    corrected: float | None
+    corrected_ci: tuple[float, float] | None
+    truth: float | None
+    truth_units: int
+
+
+@dataclass
+class AuditFigures:
+    """The experiment's labelled and corrected (PPI) estimates beside the truth (``result.json["audit"]``).
+
+    Differences are treatment minus control; ``*_ci`` are the experiment's anytime-valid
+    confidence sequences at its last look (the decision uses the corrected one);
+    ``truth_diff`` is the simulator's difference over the experiment's units and
+    ``heldout_diff`` the paired difference of the two versions on held-out requests.
+    """
+
+    experiment_id: str
+    audit_rate: float
+    review_error: float
+    reviews_posted: int
+    reviews_wrong: int
+    audit_units: int
+    estimator: str
+    arms: list[AuditArm]
+    labelled_diff: float | None
+    labelled_ci: tuple[float, float] | None
+    labelled_p: float | None
+    corrected_diff: float | None
+    corrected_ci: tuple[float, float] | None
+    corrected_p: float | None
+    truth_diff: float | None
+    heldout_diff: float | None = None
+    heldout_ci: tuple[float, float] | None = None
+
+    def covers(self, which: str) -> bool | None:
+        """Whether the ``labelled`` or ``corrected`` interval covers the truth over the experiment's units."""
+        ci = self.labelled_ci if which == "labelled" else self.corrected_ci
+        if ci is None or self.truth_diff is None:
+            return None
+        return ci[0] <= self.truth_diff <= ci[1]
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready (non-finite numbers as None)."""
+        def clean(v: object) -> object:
+            if isinstance(v, float):
+                return v if math.isfinite(v) else None
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            return v
+
+        doc = {k: v for k, v in self.__dict__.items() if k != "arms"}
+        doc["arms"] = {a.variant: {k: v for k, v in a.__dict__.items() if k != "variant"} for a in self.arms}
+        doc["labelled_covers_truth"], doc["corrected_covers_truth"] = self.covers("labelled"), self.covers("corrected")
+        return clean(doc)  # type: ignore[return-value]
+
+
 @dataclass
 class DemoReport:
     """Everything the report shows; times are seconds since the demo started."""
@@ -74,6 +147,7 @@ class DemoReport:
     eval_losses: dict[str, float]
     held_out: list[HeldOut]
     notes: list[str] = field(default_factory=list)
+    audit: AuditFigures | None = None
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -383,6 +457,52 @@ def _held_out_section(report: DemoReport) -> str:
     return _section(title, caption, chart, _table(["model version", "role", "successes", "rate", "interval"], rows))
 
 
+def _pp(v: float | None) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:+.1f} pp"
+
+
+def _pct(v: float | None) -> str:
+    return "–" if v is None or not math.isfinite(v) else f"{v:.1%}"
+
+
+def _ci_pp(ci: tuple[float, float] | None) -> str:
+    return "–" if ci is None else f"[{100 * max(ci[0], -1.0):+.1f}, {100 * min(ci[1], 1.0):+.1f}]"
+
+
+def _audit_section(report: DemoReport) -> str:
+    title = "Audit sample: labelled against corrected estimates"
+    a = report.audit
+    if a is None:
+        return ""
+    caption = (f"Reviewers labelled {a.reviews_posted} runs of the audit sample ({a.audit_rate:.0%} of units, chosen by hash) "
+               f"with the simulator's truth, {a.reviews_wrong} of them wrongly (error rate {a.review_error:.0%}). "
+               "The labelled estimate tests the labeller's labels; the corrected one (prediction-powered inference: "
+               "labels' mean plus the audit sample's mean correction gold − label) is what the decision used. "
+               "Intervals of the differences are the experiment's confidence sequences at its last look; the truth is "
+               "the simulator's, over the experiment's units and on held-out requests.")
+    by = {arm.variant: arm for arm in a.arms}
+    names = [v for v in ("control", "treatment") if v in by] + [v for v in by if v not in ("control", "treatment")]
+    header = ["", *[f"{v} (n = {by[v].n}, audited {by[v].m})" for v in names], "treatment − control", "interval",
+              "covers truth"]
+    def covered(which: str) -> str:
+        c = a.covers(which)
+        return "–" if c is None else ("yes" if c else "no")
+    def corrected(arm: AuditArm) -> str:
+        ci = arm.corrected_ci
+        return _pct(arm.corrected) + ("" if ci is None else f" [{_pct(ci[0])}, {_pct(ci[1])}]")
+
+    rows = [
+        ["labelled (the labeller's labels)", *[_pct(by[v].labelled) for v in names], _pp(a.labelled_diff),
+         _ci_pp(a.labelled_ci), covered("labelled")],
+        ["corrected (prediction-powered)", *[corrected(by[v]) for v in names],
+         _pp(a.corrected_diff), _ci_pp(a.corrected_ci), covered("corrected")],
+        ["truth over the experiment's units (simulator)",
+         *[f"{_pct(by[v].truth)} of {by[v].truth_units}" for v in names], _pp(a.truth_diff), "", ""],
+        ["truth on held-out requests (paired)", *["" for _ in names], _pp(a.heldout_diff), _ci_pp(a.heldout_ci), ""],
+    ]
+    return _section(title, caption, _table(header, rows))
+
+
 _CSS = """
 body{margin:0;background:#f6f7f9;color:#1d232b;font:15px/1.5 system-ui,"Segoe UI",Roboto,Helvetica,Arial,sans-serif}
 main{max-width:1000px;margin:0 auto;padding:24px}.empty{color:#8a94a3;font-style:italic;padding:20px 0}
@@ -423,7 +543,7 @@ def render(report: DemoReport) -> str:
             f'<p class="meta">Started {_e(report.started_at)} · ran {_e(_duration(report.duration_s))}</p></header>'
             f"<section><h2>Summary</h2>{summary}</section>"
             f"{_success_section(report)}{_experiment_section(report)}{_feedback_section(report)}"
-            f"{_training_section(report)}{_held_out_section(report)}{notes}"
+            f"{_audit_section(report)}{_training_section(report)}{_held_out_section(report)}{notes}"
             f"<footer>Agent Gym closed-loop demo report · self-contained, no external assets</footer>"
             f"</main></body></html>\n")
 

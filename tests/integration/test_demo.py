@@ -62,9 +62,27 @@ def test_the_loop_closes_and_the_promoted_model_is_better(tmp_path: Path) -> Non
     assert abs(result["promoted_rate"] - result["base_rate"] - result["improvement"]) < 1e-9
     # the pipeline really carried the traffic: ClickHouse held every experience
     assert result["stored_experiences"] == result["runs"] > 0
+    # the audit sample (default rate 0.2): simulated reviewers' gold labels, the experiment's labelled and
+    # corrected (prediction-powered) estimates beside the simulator's truth
+    audit = result["audit"]
+    assert result["audit_rate"] == audit["audit_rate"] == 0.2, audit
+    assert audit["estimator"] == "prediction_powered", audit
+    assert audit["reviews_posted"] > 0 and audit["reviews_stored"] == audit["reviews_posted"], audit
+    assert 0 <= audit["reviews_wrong"] < audit["reviews_posted"], audit
+    assert 0 < audit["audit_units"] <= audit["reviews_posted"], audit
+    for arm in ("control", "treatment"):  # the decision needed the engine's 30 audited units per arm
+        a = audit["arms"][arm]
+        assert 30 <= a["m"] <= a["n"] and a["truth_units"] > 0, audit
+        assert 0.0 <= a["labelled"] <= 1.0 and 0.0 <= a["truth"] <= 1.0 and a["corrected"] is not None, audit
+    lo, hi = audit["corrected_ci"]
+    assert lo <= audit["corrected_diff"] <= hi, audit
+    assert audit["corrected_diff"] > 0 and audit["labelled_ci"] is not None and audit["truth_diff"] is not None, audit
+    assert abs(audit["heldout_diff"] - result["improvement"]) < 1e-9
+    assert "corrected (PPI)" in out.stdout and f"reviewers posted {audit['reviews_posted']} gold labels" in out.stdout
     # the report: self-contained, one plot per section
     html = Path(result["report_path"]).read_text()
     assert html.count("<svg") >= 5 and result["winner_version"] in html
+    assert "Audit sample: labelled against corrected estimates" in html and "corrected (prediction-powered)" in html
     # everything it started is stopped
     assert "stopped the trainer process" in out.stdout and "stopped the processors process" in out.stdout
     assert "stopped the demo's Kafka broker" in out.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentgym.ops.demo.report import CsPoint, DemoReport, HeldOut, RatePoint, render, wilson, write
+from agentgym.ops.demo.report import AuditFigures, CsPoint, DemoReport, HeldOut, RatePoint, render, wilson, write
 from agentgym.ops.exceptions import ReportError
 
 _PLOTS = 6  # success over time, confidence sequence, feedback, labels, training loss, held-out
@@ -164,3 +164,34 @@ def test_write_creates_parent_dirs_atomically(tmp_path: Path) -> None:
     write(_empty(), str(target))
     assert "no data" in target.read_text(encoding="utf-8")
     assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temporary file left behind
+
+
+def _audit() -> AuditFigures:
+    from agentgym.ops.demo.report import AuditArm, AuditFigures
+
+    return AuditFigures(
+        experiment_id="exp-v2", audit_rate=0.2, review_error=0.03, reviews_posted=88, reviews_wrong=3, audit_units=80,
+        estimator="prediction_powered",
+        arms=[AuditArm("control", 200, 40, 0.56, 0.49, (0.40, 0.58), 0.50, 210),
+              AuditArm("treatment", 205, 40, 0.90, 0.81, (0.73, 0.89), 0.80, 212)],
+        labelled_diff=0.34, labelled_ci=(0.25, 0.43), labelled_p=1e-6, corrected_diff=0.32, corrected_ci=(0.12, 0.52),
+        corrected_p=1e-4, truth_diff=0.30, heldout_diff=0.44, heldout_ci=(0.37, 0.51))
+
+
+def test_the_audit_section_shows_labelled_and_corrected_beside_the_truth() -> None:
+    audit = _audit()
+    doc = render(_report(audit=audit))
+    section = doc[doc.index("Audit sample: labelled against corrected"):]
+    section = section[:section.index("</section>")]
+    for text in ("labelled (the labeller", "corrected (prediction-powered)", "truth over the experiment", "held-out",
+                 "+34.0 pp", "[+25.0, +43.0]", "+32.0 pp", "[+12.0, +52.0]", "+30.0 pp", "+44.0 pp",
+                 "88 runs", "3 of them wrongly", "audited 40", "81.0% [73.0%, 89.0%]"):
+        assert text in section, text
+    assert "Audit sample" not in render(_report())  # no audit sample, no section
+    doc = audit.to_dict()
+    assert doc["arms"]["treatment"]["corrected_ci"] == [0.73, 0.89] and doc["corrected_ci"] == [0.12, 0.52]
+    assert doc["corrected_covers_truth"] is True and doc["labelled_covers_truth"] is True
+    audit.labelled_ci = (0.31, 0.37)
+    audit.corrected_p = math.nan
+    doc = audit.to_dict()
+    assert doc["labelled_covers_truth"] is False and doc["corrected_p"] is None
