@@ -291,7 +291,7 @@ def test_every_dashboard_is_grafana_dashboard_json_on_the_provisioned_datasource
             if p["type"] == "row":
                 continue
             assert p["type"] in {"timeseries", "stat", "table", "barchart", "bargauge"}, p["type"]
-            assert p["title"] and p["datasource"] == ref, f"{where}: {p['title']}"
+            assert p["title"] and p["description"] and p["datasource"] == ref, f"{where}: {p['title']}"
             assert p["title"] not in titles, f"{where}: two panels called {p['title']!r}"
             titles.add(p["title"])
             refs = [t["refId"] for t in p["targets"]]
@@ -299,6 +299,9 @@ def test_every_dashboard_is_grafana_dashboard_json_on_the_provisioned_datasource
             for t in p["targets"]:
                 assert t["datasource"] == ref and t["editorType"] == "sql", f"{where}: {p['title']}"
                 assert t["format"] == (0 if p["type"] == "timeseries" else 1), f"{where}: {p['title']}"
+                # the tables are the data source's database's (compose: CLICKHOUSE_DB, test_compose.py)
+                databases = set(re.findall(r"\b(\w+)\.(?:v_\w+|experiences)\b", t["rawSql"]))
+                assert databases == {ds["jsonData"]["defaultDatabase"]}, f"{where}: {p['title']} reads {databases}"
                 # every panel is the picked tenant's: the filter is in its SQL
                 assert "tenant_id = ${tenant:singlequote}" in t["rawSql"] or "(${tenant:singlequote}, '')" in t["rawSql"], p["title"]
         variables = {v["name"]: v for v in b["templating"]["list"]}
