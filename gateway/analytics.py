@@ -40,6 +40,7 @@ from aiohttp import web
 from agentgym.gateway.audit import audit
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import ID_PATTERN, check_id
+from agentgym.gateway.keys import ApiKey
 from agentgym.processors.store.base import Store
 from agentgym.processors.store.chdb_store import directory_owner, parse_chdb_url, read_port_file
 from agentgym.processors.store.exceptions import QueryError, StoreError
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from agentgym.gateway.settings import GatewaySettings
 
 __all__ = ["QueryLimits", "Param", "NamedQuery", "CATALOGUE", "PARAMS", "AnalyticsReader", "ANALYTICS", "bind", "add_routes",
-           "openapi_paths"]
+           "openapi_paths", "run_named", "run_for_key"]
 
 READ = frozenset({"read", "admin"})
 ADMIN = frozenset({"admin"})
@@ -103,6 +104,7 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("agent_id", "only this agent (default: every agent of the tenant)", {"type": "string", "pattern": ID_PATTERN}),
     Param("bucket", "time bucket of the series (default hour)", {"type": "string", "enum": ["hour", "day"]}),
     Param("limit", "most rows answered (default 100; at most the gateway's max_result_rows)", {"type": "integer", "minimum": 1}),
+    Param("experiment_id", "only this experiment (default: every experiment of the tenant)", {"type": "string", "pattern": ID_PATTERN}),
 )}
 _BUCKETS = {"hour": 3600, "day": 86400}
 
@@ -153,6 +155,15 @@ def bind(query: "NamedQuery", given: dict[str, str], tenant_id: str, limits: Que
                 raise ApiError(400, "invalid_parameter", exc.field, exc.reason) from None
         bound["agent_id"] = agent
         echo["agent_id"] = agent or None
+    if "experiment_id" in query.params:
+        experiment = given.get("experiment_id", "")
+        if experiment:
+            try:
+                check_id("experiment_id", experiment)
+            except InvalidIdError as exc:
+                raise ApiError(400, "invalid_parameter", exc.field, exc.reason) from None
+        bound["experiment_id"] = experiment
+        echo["experiment_id"] = experiment or None
     if "bucket" in query.params:
         bucket = given.get("bucket", "hour")
         if bucket not in _BUCKETS:
@@ -304,6 +315,115 @@ WHERE {_WINDOW} AND {_AGENT}
 GROUP BY agent_id, step_kind, step_name
 ORDER BY p95_step_latency_ms DESC, agent_id, step_kind, step_name
 LIMIT {{limit:UInt32}}"""),
+    NamedQuery("overview", "per agent and model version over the window: runs, success rate as labelled, the share "
+               "labelled confidently (confidence >= 0.7), exact latency p50/p95 (linear interpolation), tokens and cost (the dashboard's overview)",
+               ("from", "to", "agent_id", "limit"), f"""
+SELECT agent_id, model_version, count() AS runs,
+    countIf(outcome_label IN ('success', 'failure')) AS labelled_runs, countIf(outcome_label = 'success') AS successful_runs,
+    successful_runs / nullIf(labelled_runs, 0) AS success_rate,
+    countIf(outcome_label IN ('success', 'failure') AND outcome_confidence >= 0.7) AS confident_runs,
+    confident_runs / runs AS confident_share,
+    quantileExactInclusive(0.5)(latency_ms) AS latency_p50_ms, quantileExactInclusive(0.95)(latency_ms) AS latency_p95_ms,
+    sum(total_tokens) AS tokens_total, sum(cost_usd) AS cost_usd_total
+FROM pv_runs{_T}
+WHERE {_WINDOW} AND {_AGENT}
+GROUP BY agent_id, model_version
+ORDER BY agent_id, model_version
+LIMIT {{limit:UInt32}}"""),
+    NamedQuery("feedback_timing", "per agent over the window: runs, runs with feedback, the feedback rate, and the "
+               "seconds from a run to its first feedback (median, p90)", ("from", "to", "agent_id", "limit"), f"""
+SELECT r.agent_id AS agent_id, count() AS runs, countIf(f.first_at IS NOT NULL) AS runs_with_feedback,
+    runs_with_feedback / runs AS feedback_rate,
+    quantileIf(0.5)(dateDiff('millisecond', r.ts, f.first_at) / 1000, f.first_at IS NOT NULL) AS time_to_feedback_p50_s,
+    quantileIf(0.9)(dateDiff('millisecond', r.ts, f.first_at) / 1000, f.first_at IS NOT NULL) AS time_to_feedback_p90_s
+FROM pv_experiences{_T} AS r
+LEFT JOIN
+(
+    SELECT trace_id, min(ts) AS first_at FROM pv_feedback{_T}
+    WHERE ts >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC')  -- a run's feedback comes after it
+    GROUP BY trace_id
+) AS f ON f.trace_id = r.trace_id
+WHERE r.ts >= fromUnixTimestamp64Milli({{from_ms:Int64}}, 'UTC') AND r.ts < fromUnixTimestamp64Milli({{to_ms:Int64}}, 'UTC')
+    AND ({{agent_id:String}} = '' OR r.agent_id = {{agent_id:String}})
+GROUP BY agent_id
+ORDER BY agent_id
+LIMIT {{limit:UInt32}}
+SETTINGS join_use_nulls = 1"""),
+    NamedQuery("labeller_agreement", "per labeller: runs with explicit feedback (thumbs, else a rating: >= 0.6 success, "
+               "<= 0.4 failure) and a success/failure label, and how often the label agrees with it",
+               ("from", "to", "agent_id", "limit"), f"""
+SELECT outcome_labeller AS labeller, count() AS compared, countIf(explicit = outcome_label) AS agreed,
+    agreed / compared AS agreement
+FROM
+(
+    SELECT outcome_labeller, outcome_label,
+        multiIf(thumbs_up > thumbs_down, 'success', thumbs_down > thumbs_up, 'failure',
+                ifNull(mean_rating, 0.5) >= 0.6, 'success', ifNull(mean_rating, 0.5) <= 0.4, 'failure', '') AS explicit
+    FROM pv_runs{_T}
+    WHERE {_WINDOW} AND {_AGENT} AND outcome_label IN ('success', 'failure')
+)
+WHERE explicit != ''
+GROUP BY labeller
+ORDER BY labeller
+LIMIT {{limit:UInt32}}"""),
+    NamedQuery("experiment_snapshots", "the primary metric's statistics snapshots over time (the latest `limit`, oldest "
+               "first): units per arm, the always-valid interval and p-value of each comparison, SRM, both estimates "
+               "when an audit sample exists", ("experiment_id", "limit"), f"""
+SELECT * FROM
+(
+    SELECT experiment_id, ts, metric, arms, comparisons, labelled_comparisons, estimator, audit_units, srm_p_value,
+        status, message, details_json
+    FROM pv_stats_snapshots{_T}
+    WHERE ({{experiment_id:String}} = '' OR experiment_id = {{experiment_id:String}}) AND role = 'primary'
+    ORDER BY ts DESC, event_id DESC
+    LIMIT {{limit:UInt32}}
+)
+ORDER BY experiment_id, ts"""),
+    NamedQuery("experiment_metrics", "each experiment's metrics (primary and guardrails): the latest snapshot's role, "
+               "status, message, details (guardrail verdicts) and units per arm", ("experiment_id", "limit"), f"""
+SELECT experiment_id, metric, argMax(role, ts) AS metric_role, argMax(status, ts) AS metric_status,
+    argMax(message, ts) AS metric_message, argMax(details_json, ts) AS metric_details_json, argMax(arms, ts) AS metric_arms,
+    max(ts) AS snapshot_at
+FROM pv_stats_snapshots{_T}
+WHERE ({{experiment_id:String}} = '' OR experiment_id = {{experiment_id:String}})
+GROUP BY experiment_id, metric
+ORDER BY experiment_id, metric_role DESC, metric
+LIMIT {{limit:UInt32}}"""),
+    NamedQuery("experiment_outcomes", "per decided experiment: the decision (action, winner, reason, evidence), the seconds from "
+               "the first statistics to it, the snapshots of its primary metric and their latest estimate and interval",
+               ("experiment_id", "limit"), f"""
+SELECT d.experiment_id AS experiment_id, d.last_action AS action, d.last_winner AS winner, d.last_reason AS reason,
+    d.last_evidence_json AS evidence_json, d.decided_at AS decided_at, s.first_at AS first_snapshot_at,
+    dateDiff('millisecond', s.first_at, d.decided_at) / 1000 AS time_to_decision_s,
+    s.looks AS snapshots,
+    s.last_estimate AS estimate_at_decision, s.last_ci_low AS ci_low_at_decision, s.last_ci_high AS ci_high_at_decision
+FROM
+(
+    SELECT experiment_id, argMax(action, ts) AS last_action, argMax(winner, ts) AS last_winner, argMax(reason, ts) AS last_reason,
+        argMax(evidence_json, ts) AS last_evidence_json, max(ts) AS decided_at
+    FROM pv_decisions{_T}
+    WHERE ({{experiment_id:String}} = '' OR experiment_id = {{experiment_id:String}}) AND action != 'continue'
+    GROUP BY experiment_id
+) AS d
+LEFT JOIN
+(
+    SELECT experiment_id, count() AS looks, min(ts) AS first_at, argMax(tupleElement(comparisons[1], 'estimate'), ts) AS last_estimate,
+        argMax(tupleElement(comparisons[1], 'ci_low'), ts) AS last_ci_low, argMax(tupleElement(comparisons[1], 'ci_high'), ts) AS last_ci_high
+    FROM pv_stats_snapshots{_T}
+    WHERE ({{experiment_id:String}} = '' OR experiment_id = {{experiment_id:String}}) AND role = 'primary'
+        AND length(comparisons) > 0
+    GROUP BY experiment_id
+) AS s ON s.experiment_id = d.experiment_id
+ORDER BY experiment_id
+LIMIT {{limit:UInt32}}
+SETTINGS join_use_nulls = 1"""),
+    NamedQuery("dead_letters_latest", "the latest dead letters: when, source topic and position, error type, reason, "
+               "processor and payload size", ("from", "to", "limit"), f"""
+SELECT ts, source_topic, source_partition, source_offset, error_type, reason, processor, length(payload) AS payload_bytes
+FROM pv_dead_letters{_T}
+WHERE {_WINDOW}
+ORDER BY ts DESC, event_id
+LIMIT {{limit:UInt32}}"""),
     NamedQuery("audit_log", "the tenant's audit log: admin actions and analytics queries, newest first (scope admin)",
                ("from", "to", "limit"), f"""
 SELECT ts, key_id, action, target, outcome, status, detail, request_id
@@ -386,7 +506,12 @@ def _limit_error(exc: QueryError, limits: QueryLimits) -> ApiError:
 async def run_named(request: web.Request, gw: "Gateway", reader: AnalyticsReader, query: NamedQuery,
                     given: dict[str, str], limits: QueryLimits, now_ms: int) -> dict[str, Any]:
     """Binds ``given`` for the caller's tenant and runs ``query``; the response body (ApiError on refusal)."""
-    key = gw.authenticate(request, READ)
+    return await run_for_key(gw.authenticate(request, READ), reader, query, given, limits, now_ms)
+
+
+async def run_for_key(key: ApiKey, reader: AnalyticsReader, query: NamedQuery, given: dict[str, str],
+                      limits: QueryLimits, now_ms: int) -> dict[str, Any]:
+    """:func:`run_named` for a key already authenticated (the dashboard's session): ``key.tenant_id`` is bound."""
     if not key.scopes & query.scopes:
         raise ApiError(403, "forbidden_scope", "Authorization", f"query {query.name!r} needs the scope {' or '.join(sorted(query.scopes))}")
     bound, echo = bind(query, given, key.tenant_id, limits, now_ms)

@@ -9,6 +9,8 @@
     GET  /v1/annotations/next, POST /v1/annotations/{trace_id}   the audit sample's annotation queue  scope annotate or admin
                                                   (:mod:`agentgym.gateway.annotations`)
     GET  /healthz  /readyz  /metrics  /openapi.json                                        no key
+    /dashboard/...                                the web dashboard: HTML pages, a session cookie holding a read key
+                                                  (:mod:`agentgym.gateway.dashboard`; not in the OpenAPI document)
     /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
 
 Every other request needs ``Authorization: Bearer <key>`` (:mod:`agentgym.gateway.keys`):
@@ -52,6 +54,7 @@ from aiohttp import web
 
 from agentgym.gateway import analytics
 from agentgym.gateway import annotations
+from agentgym.gateway import dashboard
 from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
@@ -134,7 +137,11 @@ class Gateway:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Authorization", "must be 'Bearer <key>'", headers={"WWW-Authenticate": 'Bearer realm="agentgym"'})
-        key = self.keys.verify(token.strip())
+        return self.authorize(request, token.strip(), scopes)
+
+    def authorize(self, request: web.Request, token: str, scopes: frozenset[str]) -> ApiKey:
+        """:meth:`authenticate` for a key that came otherwise (the dashboard's session cookie)."""
+        key = self.keys.verify(token)
         if key is None:
             raise ApiError(401, "unauthorized", "Authorization", "unknown or revoked API key",
                            headers={"WWW-Authenticate": 'Bearer realm="agentgym", error="invalid_token"'})
@@ -300,6 +307,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
         group.add_routes(app, _endpoint, GATEWAY)
     analytics.add_routes(app, _endpoint, settings)
     annotations.add_routes(app, _endpoint)  # the audit sample's annotation queue (reads through the analytics reader)
+    dashboard.add_routes(app, GATEWAY)  # /dashboard/: server-rendered pages over the same data (docs/dashboard.md)
     app.router.add_get("/healthz", _endpoint("healthz", _healthz))
     app.router.add_get("/readyz", _endpoint("readyz", _readyz))
     app.router.add_get("/metrics", _endpoint("metrics", _metrics))

@@ -42,7 +42,7 @@ from agentgym.trainers.registry import STATUSES, ModelRegistry, ModelVersion
 if TYPE_CHECKING:
     from agentgym.gateway.app import Gateway
 
-__all__ = ["Models", "MODELS", "add_routes", "openapi_paths", "openapi_schemas"]
+__all__ = ["Models", "MODELS", "apply", "add_routes", "openapi_paths", "openapi_schemas"]
 
 
 class Models:
@@ -122,20 +122,25 @@ async def _show(request: web.Request, gw: "Gateway") -> web.StreamResponse:
     return json_response(view(await asyncio.to_thread(request.app[MODELS].own, version, key.tenant_id)))
 
 
+async def apply(models: Models, verb: str, version: str, tenant_id: str) -> ModelVersion:
+    """Promotes or retires (``verb``) the tenant's ``version``, as ``POST /v1/models/{version}/{verb}`` and the
+    dashboard's buttons do; ApiError 404 (not the tenant's), 409 (the gate rejected it) or 503."""
+    await asyncio.to_thread(models.own, version, tenant_id)
+    write = {"promote": models.registry.promote, "retire": models.registry.retire}[verb]
+    try:
+        return await asyncio.to_thread(models.change, lambda: write(version))
+    except ModelVersionNotFoundError:
+        raise not_found("model_version", "model version", version) from None
+    except RegistryError as exc:
+        status, code = (409, "conflict") if "rejected" in str(exc) else (503, "unavailable")
+        raise ApiError(status, code, "model_version", str(exc)[:300]) from None
+
+
 def _action(verb: str) -> Callable[[web.Request, "Gateway"], Any]:
     async def handle(request: web.Request, gw: "Gateway") -> web.StreamResponse:
         key = gw.authenticate(request, ADMIN)
         version = path_id(request, "model_version")
-        models = request.app[MODELS]
-        await asyncio.to_thread(models.own, version, key.tenant_id)
-        write = getattr(models.registry, verb)
-        try:
-            mv = await asyncio.to_thread(models.change, lambda: write(version))
-        except ModelVersionNotFoundError:
-            raise not_found("model_version", "model version", version) from None
-        except RegistryError as exc:
-            status, code = (409, "conflict") if "rejected" in str(exc) else (503, "unavailable")
-            raise ApiError(status, code, "model_version", str(exc)[:300]) from None
+        mv = await apply(request.app[MODELS], verb, version, key.tenant_id)
         return json_response(view(mv.record()))
 
     return handle
