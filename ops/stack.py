@@ -194,7 +194,8 @@ class LocalStack:
         return {"kafka": self.bootstrap,
                 "processors": f"http://127.0.0.1:{self.ports['processors'][0]} (ClickHouse, read-only)",
                 "trainer": "(no port; follows gym-datasets-v1)",
-                "gateway": f"http://{self.gateway_host}:{self.ports['gateway'][0]}"}
+                "gateway": f"http://{self.gateway_host}:{self.ports['gateway'][0]}",
+                "dashboard": f"http://{self.gateway_host}:{self.ports['gateway'][0]}/dashboard/ (log in with an API key: read scope)"}
 
     # -- up ----------------------------------------------------------------------------
     def up(self, timeout_s: float = 180.0) -> dict[str, Any]:

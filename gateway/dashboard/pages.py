@@ -232,13 +232,19 @@ class Pages:
     # -- pages --------------------------------------------------------------------------
     async def overview(self, request: web.Request, gw: "Gateway", s: Session) -> web.StreamResponse:
         window, from_ms, to_ms = self.window(request, 1)
-        rows, timing, kinds, agreement, drift = await asyncio.gather(
+        bucket = "hour" if to_ms - from_ms <= 3 * _DAY_MS else "day"
+        rows, series, timing, kinds, agreement, drift = await asyncio.gather(
             self.query(request, gw, s, "overview", **window, limit=1000),
+            self.query(request, gw, s, "runs_over_time", **window, bucket=bucket, limit=QueryLimits.of(gw.settings).max_result_rows),
             self.query(request, gw, s, "feedback_timing", **window, limit=1000),
             self.query(request, gw, s, "feedback_sources", **window, limit=100),
             self.query(request, gw, s, "labeller_agreement", **window, limit=100),
             self.query(request, gw, s, "drift_alerts", **window, limit=50))
-        return self.render(request, "overview.html", s, title="Overview", rows=rows, timing=timing, kinds=kinds,
+        points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+        for r in series:  # one row per agent, version and bucket: a few thousand at most
+            points.setdefault((r["agent_id"], r["model_version"]), []).append((_ts_ms(r["bucket_start"]) or 0, r["runs"]))
+        trends = {k: charts.sparkline(v, width=120, height=28) for k, v in points.items()}
+        return self.render(request, "overview.html", s, title="Overview", rows=rows, trends=trends, bucket=bucket, timing=timing, kinds=kinds,
                            agreement=agreement, drift=drift, from_ms=from_ms, to_ms=to_ms,
                            from_raw=request.query.get("from", ""), to_raw=request.query.get("to", ""))
 

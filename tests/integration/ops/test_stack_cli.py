@@ -62,6 +62,7 @@ def test_up_status_event_second_up_logs_down(tmp_path: Path, unique: str) -> Non
         state = json.loads((home / "stack.json").read_text())
         gateway_url = f"http://127.0.0.1:{env['AGENTGYM_GATEWAY_PORT']}"
         assert gateway_url in r.stdout and f"127.0.0.1:{env['AGENTGYM_KAFKA_PORT']}" in r.stdout
+        assert f"{gateway_url}/dashboard/" in r.stdout  # where the dashboard is
 
         # status: every component up, on the ports it was started on; status needs no environment
         bare = {k: v for k, v in env.items() if not k.startswith("AGENTGYM_")} | {"AGENTGYM_HOME": str(home)}
