@@ -356,6 +356,15 @@ def test_the_experiment_page_has_one_point_per_snapshot_and_the_decision(env: En
     assert decided.one("strong", class_="action").text() == "promote_winner" and "treatment better" in decided.text()
     summary = request(env.served, "GET", "/dashboard/experiments", session=env.a_session).doc
     assert float(summary.one("dd", id="time-to-decision").attrs["data-value"]) == pytest.approx(60.0)
+    # with an audit sample, both estimates: as labelled and corrected (the plot shows the corrected one)
+    audited = samples.stats_snapshot(env.tenant_a, exp_id, ts_ms=T0 + 50_000)
+    audited.update(estimator="prediction_powered", audit_units=30,
+                   labelled_comparisons=[dict(audited["comparisons"][0], estimate=0.3, ci_low=0.1, ci_high=0.5)])
+    insert_records(env.store, "StatsSnapshot", [audited])
+    doc = request(env.served, "GET", path, session=env.a_session).doc
+    assert len(doc.one("svg", id="cs-plot").all("circle", class_="cs-point")) == 5
+    assert doc.one("span", id="estimate-labelled").text().startswith("0.3 [0.1, 0.5]")
+    assert doc.one("span", id="estimate-corrected").text().startswith("0.1 [-0.02, 0.22]")
     # another tenant's experiment does not exist for this session
     theirs = request(env.served, "GET", path, session=env.b_session)
     assert theirs.status == 404 and "no experiment" in theirs.doc.one("p", class_="error").text()
