@@ -126,7 +126,7 @@ class Page:
 def request(served: Served, method: str, path: str, *, session: str | None = None, form: dict[str, str] | None = None,
             headers: dict[str, str] | None = None) -> Page:
     url = urllib.parse.urlsplit(served.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     hdrs = dict(headers or {})
     if session is not None:
         hdrs["Cookie"] = f"{COOKIE}={session}"
@@ -374,7 +374,7 @@ def test_the_experiment_page_has_one_point_per_snapshot_and_the_decision(env: En
 def test_the_dashboards_stream_is_the_experiments_live_stream_behind_the_session(env: Env, bootstrap: str, unique: str) -> None:
     exp_id = call("POST", f"{env.served.url}/v1/experiments", experiment_body(f"live-{unique}"[:60]), auth(env.a_admin))[1]["experiment_id"]
     url = urllib.parse.urlsplit(env.served.url)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=30)
     try:
         conn.request("GET", "/dashboard/experiments/" + urllib.parse.quote(exp_id) + "/stream", headers={"Cookie": f"{COOKIE}={env.a_session}"})
         resp = conn.getresponse()
