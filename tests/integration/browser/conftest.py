@@ -121,7 +121,7 @@ def stack(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             with urllib.request.urlopen(f"{http_url}/?query=SELECT%201", timeout=3) as resp:
                 return resp.read().strip() == b"1"
 
-        wait_for(http_up, 90, "the worker's ClickHouse HTTP interface", worker)
+        wait_for(http_up, 60, "the worker's ClickHouse HTTP interface", worker)
         settings = test_settings(bootstrap, root / "gateway-spool", clickhouse_url=http_url)
         with ServedGateway(settings) as served:
             tenant = f"dash-{os.urandom(4).hex()}"
