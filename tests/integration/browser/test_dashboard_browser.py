@@ -247,11 +247,15 @@ def test_a_decision_appears_live(stack: Stack, page: Any) -> None:
 
 @pytest.mark.timeout(150)
 def test_a_bad_key_is_refused_and_no_page_is_reachable_without_logging_in(stack: Stack, page: Any) -> None:
-    for path in ("/dashboard/", "/dashboard/experiments", "/dashboard/models", "/dashboard/datasets", "/dashboard/dead-letters"):
+    for path in ("/dashboard/", "/dashboard/experiments", f"/dashboard/experiments/{stack.tenant}%3Aany", "/dashboard/models",
+                 "/dashboard/datasets", "/dashboard/dead-letters"):
         page.goto(f"{stack.url}{path}")
         assert urllib.parse.urlsplit(page.url).path == "/dashboard/login", (path, page.url)
         assert page.locator("#tenant").count() == 0
     screenshot(page, "login")
+    # nor the live stream: without a session it answers no event
+    stream = page.request.get(f"{stack.url}/dashboard/experiments/{stack.tenant}%3Aany/stream", max_redirects=0)
+    assert stream.status != 200 and "text/event-stream" not in stream.headers.get("content-type", ""), stream.status
 
     response = login(page, stack, "agk_not-a-key")
     assert response.status == 401
