@@ -8,8 +8,10 @@ nothing; ``down`` leaves no process of any component's process group behind.
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.parse
@@ -91,6 +93,17 @@ def test_up_status_event_second_up_logs_down(tmp_path: Path, unique: str) -> Non
 
         st = wait_for(caught_up, 60, "status to show the sink's lag on gym-experiences-v1 at 0")
         assert st["last_event"] is not None
+
+        # the dashboard, logged in with the key `up` printed, shows the agent's two runs: nothing else needed
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+        login = urllib.request.Request(f"{gateway_url}/dashboard/login", urllib.parse.urlencode({"api_key": key}).encode(),
+                                       method="POST", headers={"Origin": gateway_url})
+        with browser.open(login, timeout=30) as resp:  # 303 to the overview, followed with the session cookie
+            assert resp.url == f"{gateway_url}/dashboard/" and resp.status == 200
+            page = resp.read().decode()
+        runs = re.findall(rf'<tr[^>]*data-agent="{agent}"[^>]*>\s*<td>[^<]*</td><td>[^<]*</td>\s*'
+                          r'<td data-metric="runs" data-value="([0-9.]+)"', page)
+        assert runs and sum(float(n) for n in runs) == 2, page[:3000]  # one row per model version
 
         # a second up says so and changes nothing
         r2 = _cli(env, "up")
