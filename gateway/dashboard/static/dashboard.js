@@ -186,7 +186,12 @@
     });
     source.addEventListener("decision", function (event) {
       var decision = JSON.parse(event.data);
-      if (decision.action !== "continue") showDecision(decision);
+      if (decision.action === "continue") return;
+      showDecision(decision);
+      // the configuration follows the decision (config.py's transitions): show where it is going
+      var next = {promote_winner: "concluded", rollback: "rolled_back", stop: "stopped"}[decision.action];
+      var status = document.getElementById("status");
+      if (status && next && status.textContent !== next) status.textContent = next + " (decided; the configuration follows)";
     });
     // EventSource reconnects by itself; until its next `ready`, the plot is not live
     source.addEventListener("error", function () { svg.setAttribute("data-live", "reconnecting"); });

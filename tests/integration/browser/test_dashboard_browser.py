@@ -236,7 +236,10 @@ def test_a_decision_appears_live(stack: Stack, page: Any) -> None:
         page.wait_for_function("() => document.querySelector('#decision').innerText.trim() !== ''", timeout=60_000)
         assert page.evaluate("window.__agentgymNoReload === true"), "the page reloaded"
         shown = page.locator("#decision").inner_text()
+        status = page.locator("#status").inner_text()
         screenshot(page, "experiment-decided")
+
+    assert status.startswith("concluded"), status  # the status follows the decision without a reload
 
     assert "treatment" in shown and "promot" in shown.lower(), shown
     # the decision the page showed is the one the processor recorded
