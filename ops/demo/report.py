@@ -475,7 +475,7 @@ def _audit_section(report: DemoReport) -> str:
     if a is None:
         return ""
     caption = (f"Reviewers labelled {a.reviews_posted} runs of the audit sample ({a.audit_rate:.0%} of units, chosen by hash) "
-               f"with the simulator's truth, {a.reviews_wrong} of them wrongly (error rate {a.review_error:.0%}). "
+               f"with the simulator's truth, {a.reviews_wrong} of them wrongly (their error rate is set to {a.review_error:.0%}). "
                "The labelled estimate tests the labeller's labels; the corrected one (prediction-powered inference: "
                "labels' mean plus the audit sample's mean correction gold − label) is what the decision used. "
                "Intervals of the differences are the experiment's confidence sequences at its last look; the truth is "
