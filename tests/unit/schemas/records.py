@@ -96,6 +96,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "TenantPlan": {
         "event_id": "p-1", "tenant_id": "acme", "plan": "pro", "max_agents": 5, "max_runs_per_month": 10_000,
         "rate_per_s": None, "burst": None, "updated_ms": 1_700_000_000_000,
+        "masking": {"enabled": True, "detectors": None, "fields": ["input", "output", "steps", "comment", "correction"],
+                    "patterns": {"order_id": r"\bORD-\d{6}\b"}, "hash": True,
+                    "agents": {"internal": {"enabled": False, "detectors": None, "fields": None, "patterns": {},
+                                            "hash": False}}},
     },
     "TenantUsage": {
         "event_id": "acme|2026-12|r1|1700000000000", "usage_key": "acme|2026-12|r1", "tenant_id": "acme",
