@@ -100,6 +100,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                     "patterns": {"order_id": r"\bORD-\d{6}\b"}, "hash": True,
                     "agents": {"internal": {"enabled": False, "detectors": None, "fields": None, "patterns": {},
                                             "hash": False}}},
+        "retention": {"events_days": 30, "outcomes_days": None, "stats_days": 365, "datasets_days": 90,
+                      "models_days": None},
     },
     "TenantUsage": {
         "event_id": "acme|2026-12|r1|1700000000000", "usage_key": "acme|2026-12|r1", "tenant_id": "acme",
