@@ -12,6 +12,7 @@
     /dashboard/...                                the web dashboard: HTML pages, a session cookie holding a read key
                                                   (:mod:`agentgym.gateway.dashboard`; not in the OpenAPI document)
     /v1/experiments, /v1/datasets, /v1/models, /v1/training-jobs   resource routes (their own modules)  scope read / admin
+    POST/GET /v1/privacy/deletions                delete a user's data (:mod:`agentgym.gateway.privacy`)  scope admin
 
 Every other request needs ``Authorization: Bearer <key>`` (:mod:`agentgym.gateway.keys`):
 401 without a valid key, 403 without the scope or when a body field or the
@@ -59,6 +60,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import privacy as privacy_routes
 from agentgym.gateway import synth as synth_routes
 from agentgym.gateway.audit import AUDITOR, KEY_SLOT, Auditor
 from agentgym.gateway import otlp
@@ -80,7 +82,7 @@ from agentgym.producers.settings import ProducerSettings
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
 
-__all__ = ["Gateway", "create_app", "make_runner", "run"]
+__all__ = ["Gateway", "create_app", "make_runner", "make_site", "run"]
 
 log = logging.getLogger("agentgym.gateway")
 access_log = logging.getLogger("agentgym.gateway.access")
@@ -303,7 +305,7 @@ def create_app(settings: GatewaySettings | None = None, *, worker: int = 0) -> w
         app.router.add_post(path, _endpoint(route, handler))
     app.router.add_get("/v1/experiments/{experiment_id}/assignment", _endpoint("assignment", _assignment))
     otlp.add_routes(app, _endpoint)  # POST /v1/traces: OTLP/HTTP
-    for group in (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes):  # each builds its state after the Gateway's
+    for group in (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes, privacy_routes):  # each builds its state after the Gateway's
         group.add_routes(app, _endpoint, GATEWAY)
     analytics.add_routes(app, _endpoint, settings)
     annotations.add_routes(app, _endpoint)  # the audit sample's annotation queue (reads through the analytics reader)
@@ -330,17 +332,24 @@ def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     return web.AppRunner(app, auto_decompress=False, access_log=None, **kwargs)
 
 
+def make_site(runner: web.AppRunner, settings: GatewaySettings, host: str | None = None,
+              reuse_port: bool | None = None) -> web.TCPSite:
+    """The listening site: https when ``settings`` name a certificate (``AGENTGYM_GATEWAY_TLS_*``), else http."""
+    return web.TCPSite(runner, host or settings.host, settings.port, reuse_port=reuse_port,
+                       ssl_context=settings.ssl_context())
+
+
 async def _serve(settings: GatewaySettings, worker: int, reuse_port: bool) -> None:
     runner = make_runner(create_app(settings, worker=worker), handle_signals=True)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port or None)
+    site = make_site(runner, settings, reuse_port=reuse_port or None)
     await site.start()
     # what startup built (modules, schemas, followers' first records) lives as long as the
     # process: out of the collector's sight, a full collection no longer walks it (~25 ms
     # here, a stall every request waiting at that moment would see in its latency)
     gc.collect()
     gc.freeze()
-    log.info("gateway worker %d on http://%s:%d", worker, settings.host, settings.port)
+    log.info("gateway worker %d on %s://%s:%d", worker, settings.scheme, settings.host, settings.port)
     try:
         await asyncio.Event().wait()
     finally:

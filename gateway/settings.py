@@ -9,12 +9,14 @@ Documented in ``docs/configuration.md``.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from agentgym.gateway.tls import server_ssl_context
 from agentgym.producers.settings import SharedSettings
 
 __all__ = ["GatewaySettings"]
@@ -72,12 +74,38 @@ class GatewaySettings(SharedSettings):
         400, ge=1, description="widest from..to window of an analytics query, days (400) (>= 1)")
     max_streams: int = Field(
         100, ge=1, le=10000, description="open live experiment streams (Server-Sent Events) per process (503) (1-10000)")
+    tls_cert: Path | None = Field(
+        None,
+        description="serve https: the server's certificate, a PEM file (intermediate certificates after it); needs "
+        "`AGENTGYM_GATEWAY_TLS_KEY`. Unset: plain http (behind a TLS-terminating balancer). See docs/privacy.md",
+        json_schema_extra={"doc_default": "unset (http)"},
+    )
+    tls_key: Path | None = Field(
+        None, description="the unencrypted PEM private key of `AGENTGYM_GATEWAY_TLS_CERT`",
+        json_schema_extra={"doc_default": "unset"},
+    )
+    tls_client_ca: Path | None = Field(
+        None,
+        description="with TLS: require every client to present a certificate signed by this CA (PEM; mutual TLS), "
+        "on top of its API key",
+        json_schema_extra={"doc_default": "unset (no client certificate asked)"},
+    )
 
     @model_validator(mode="after")
     def _spool_under_home(self) -> "GatewaySettings":
         if self.spool_dir is None:
             self.spool_dir = Path(self.under_home("gateway-spool"))
+        self.ssl_context()  # a missing, unreadable or mismatched TLS file fails here, naming its variable
         return self
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The server's TLS context from ``tls_cert``/``tls_key``/``tls_client_ca``; None: plain http."""
+        return server_ssl_context(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with a certificate, else ``http``."""
+        return "https" if self.tls_cert is not None else "http"
 
     @property
     def spool_root(self) -> Path:

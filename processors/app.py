@@ -94,13 +94,15 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
     return app
 
 
-def broker_credentials(settings: ProcessorSettings) -> faust.SASLCredentials | None:
+def broker_credentials(settings: ProcessorSettings) -> faust.SASLCredentials | faust.SSLCredentials | None:
     """Faust's ``broker_credentials`` for ``AGENTGYM_KAFKA_*`` (None for PLAINTEXT); aiokafka underneath."""
     if settings.kafka_security_protocol == "PLAINTEXT":
         return None
+    conf = aiokafka_security(settings)
+    if settings.kafka_security_protocol == "SSL":
+        return faust.SSLCredentials(conf["ssl_context"])
     from faust.types.auth import SASLMechanism
 
-    conf = aiokafka_security(settings)
     return faust.SASLCredentials(
         username=conf["sasl_plain_username"], password=conf["sasl_plain_password"],
         mechanism=SASLMechanism(conf["sasl_mechanism"]), ssl_context=conf.get("ssl_context"),  # an SSL context: SASL_SSL

@@ -580,6 +580,11 @@ class AgentGym:
                 self._ratelog.log(logging.WARNING, "down",
                                   "agentgym: Kafka at %s is unreachable; events go to the spool in %s and are sent "
                                   "when it is back", self.settings.bootstrap_servers, self._spool.root)
+        elif err.code() == KafkaError._SSL:  # e.g. a broker certificate no CA of AGENTGYM_KAFKA_SSL_CA signed
+            self._ratelog.log(logging.ERROR, "tls",
+                              "agentgym: TLS with Kafka at %s failed: %s (AGENTGYM_KAFKA_SSL_CA must name the CA that "
+                              "signed the broker's certificate); events go to the spool", self.settings.bootstrap_servers,
+                              err.str())
         else:
             log.debug("agentgym: Kafka: %s", err.str())
 

@@ -33,7 +33,11 @@ def _error_cb(bootstrap_servers: str, timeout_s: float) -> Callable[[Any], None]
     def on_error(err: Any) -> None:
         from confluent_kafka import KafkaError
 
-        if err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+        if err.code() == KafkaError._SSL:  # e.g. a broker certificate no CA of AGENTGYM_KAFKA_SSL_CA signed
+            _unreachable.log(logging.ERROR, f"tls {bootstrap_servers}",
+                             "agentgym: TLS with Kafka at %s failed: %s (AGENTGYM_KAFKA_SSL_CA must name the CA that "
+                             "signed the broker's certificate)", bootstrap_servers, err.str())
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             _unreachable.log(logging.WARNING, bootstrap_servers,
                              "agentgym: Kafka at %s is unreachable; records wait for it up to %.0fs, then this "
                              "operation fails with DeliveryError and nothing is written", bootstrap_servers, timeout_s)

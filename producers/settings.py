@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "SharedSettings", "ProducerSettings", "default_home", "env_variable", "parse_choices", "avro_enum_symbols", "PREFIX",
+    "readable_file",
 ]
 
 PREFIX = "AGENTGYM_"
@@ -67,6 +68,24 @@ def avro_enum_symbols(record: str, field: str) -> tuple[str, ...]:
                 if isinstance(member, dict) and member.get("type") == "enum":
                     return tuple(member["symbols"])
     raise LookupError(f"{record}.{field} is not an enum field")
+
+
+def readable_file(path: Path, variable: str) -> Path:
+    """``path`` when it is a file this process can read; else a ``ValueError`` naming ``variable`` and why.
+
+    Used for certificates and keys, whose absence should fail at start-up, not at the first connection.
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ValueError(f"{variable}: {p}: no such file")
+    if not p.is_file():
+        raise ValueError(f"{variable}: {p}: not a file")
+    try:
+        with open(p, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise ValueError(f"{variable}: {p}: not readable ({exc.strerror})") from None
+    return p
 
 
 def env_variable(cls: type[BaseSettings], field_name: str) -> str:
@@ -130,11 +149,12 @@ class SharedSettings(BaseSettings):
         description="Kafka bootstrap servers, `host:port[,host:port...]`. In `compose.yaml` the containers use "
         "`kafka:29092`; on the host the compose broker and the local broker are at the default.",
     )
-    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
         "PLAINTEXT",
         validation_alias=f"{PREFIX}KAFKA_SECURITY_PROTOCOL",
-        description="how every component talks to Kafka: `PLAINTEXT` (no authentication), `SASL_PLAINTEXT` or "
-        "`SASL_SSL` (SASL/SCRAM as `AGENTGYM_KAFKA_USERNAME`; see docs/security.md)",
+        description="how every component talks to Kafka: `PLAINTEXT` (no authentication, no encryption), `SSL` (TLS, "
+        "the broker verified against `AGENTGYM_KAFKA_SSL_CA`), `SASL_PLAINTEXT` or `SASL_SSL` (SASL/SCRAM as "
+        "`AGENTGYM_KAFKA_USERNAME`, without or with TLS; see docs/security.md and docs/privacy.md)",
     )
     kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
         "SCRAM-SHA-256",
@@ -152,6 +172,26 @@ class SharedSettings(BaseSettings):
         SecretStr(""),
         validation_alias=f"{PREFIX}KAFKA_PASSWORD",
         description="the SCRAM password of `AGENTGYM_KAFKA_USERNAME`",
+        json_schema_extra={"doc_default": "unset"},
+    )
+    kafka_ssl_ca: Path | None = Field(
+        None,
+        validation_alias=f"{PREFIX}KAFKA_SSL_CA",
+        description="with `SSL`/`SASL_SSL`: a PEM file of the CA certificate(s) the broker's certificate is verified "
+        "against (its host name too); unset, the system's CAs",
+        json_schema_extra={"doc_default": "unset (system CAs)"},
+    )
+    kafka_ssl_cert: Path | None = Field(
+        None,
+        validation_alias=f"{PREFIX}KAFKA_SSL_CERT",
+        description="with `SSL`/`SASL_SSL`: this component's client certificate (PEM, chain allowed), for a broker "
+        "that requires one (mutual TLS); needs `AGENTGYM_KAFKA_SSL_KEY`",
+        json_schema_extra={"doc_default": "unset (no client certificate)"},
+    )
+    kafka_ssl_key: Path | None = Field(
+        None,
+        validation_alias=f"{PREFIX}KAFKA_SSL_KEY",
+        description="the unencrypted PEM private key of `AGENTGYM_KAFKA_SSL_CERT`",
         json_schema_extra={"doc_default": "unset"},
     )
     tenant_id: str = Field(
@@ -202,12 +242,29 @@ class SharedSettings(BaseSettings):
             )
         if not self.dataset_store:
             self.dataset_store = self.under_home("datasets")
-        if self.kafka_security_protocol != "PLAINTEXT" and not self.kafka_username:
+        if self.kafka_security_protocol.startswith("SASL_") and not self.kafka_username:
             raise ValueError(
                 f"{PREFIX}KAFKA_USERNAME (kafka_username) is required when {PREFIX}KAFKA_SECURITY_PROTOCOL is "
                 f"{self.kafka_security_protocol!r}"
             )
+        self._check_kafka_tls_files()
         return self
+
+    def _check_kafka_tls_files(self) -> None:
+        """The TLS files exist, are readable and fit the protocol (a file without TLS would encrypt nothing)."""
+        files = {"SSL_CA": self.kafka_ssl_ca, "SSL_CERT": self.kafka_ssl_cert, "SSL_KEY": self.kafka_ssl_key}
+        given = [f"{PREFIX}KAFKA_{k}" for k, v in files.items() if v is not None]
+        if given and not self.kafka_security_protocol.endswith("SSL"):
+            raise ValueError(
+                f"{', '.join(given)} set but {PREFIX}KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol!r}: "
+                "TLS files apply to `SSL` or `SASL_SSL` only"
+            )
+        if (self.kafka_ssl_cert is None) != (self.kafka_ssl_key is None):
+            raise ValueError(f"{PREFIX}KAFKA_SSL_CERT (kafka_ssl_cert) and {PREFIX}KAFKA_SSL_KEY (kafka_ssl_key) go "
+                             "together: a client certificate needs its private key")
+        for name, path in files.items():
+            if path is not None:
+                readable_file(path, f"{PREFIX}KAFKA_{name} (kafka_{name.lower()})")
 
     def under_home(self, name: str) -> str:
         """The path of ``name`` under :attr:`home`, absolute."""

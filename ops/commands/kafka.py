@@ -9,14 +9,15 @@ import click
 
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.acls import SERVICE_GRANTS, apply_acls
-from agentgym.ops.kafka.broker import KafkaBroker, load_or_create_passwords
+from agentgym.ops.kafka.broker import BrokerTLS, KafkaBroker, load_or_create_passwords
 from agentgym.ops.settings import StackSettings
 from agentgym.producers.admin import ensure_topics
 from agentgym.producers.kafka_security import client_security
 
 
-def _broker(port: int | None, data_dir: Path | None, sasl: bool = False) -> KafkaBroker:
-    """The broker of the settings; with SASL when asked to or when its data directory was formatted with it."""
+def _broker(port: int | None, data_dir: Path | None, sasl: bool = False, tls: BrokerTLS | None = None) -> KafkaBroker:
+    """The broker of the settings; with SASL when asked to or when its data directory was formatted with it;
+    with TLS when given or when it last started with it (``tls.json``)."""
     overrides: dict[str, object] = {}
     if port is not None:
         overrides["kafka_port"] = port
@@ -25,6 +26,7 @@ def _broker(port: int | None, data_dir: Path | None, sasl: bool = False) -> Kafk
     broker = KafkaBroker.from_settings(StackSettings(**overrides))
     if sasl or (broker.data_dir / "sasl-principals").exists():
         broker.sasl = load_or_create_passwords(broker.data_dir)
+    broker.tls = tls or BrokerTLS.load(broker.data_dir)
     return broker
 
 
@@ -44,9 +46,28 @@ def kafka() -> None:
 @click.option("--wait", "wait_s", type=float, default=90.0, show_default=True, help="seconds to wait for metadata")
 @click.option("--sasl", is_flag=True,
               help="SASL/SCRAM with one principal per service and ACLs (a new data directory; see docs/security.md)")
-def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool) -> None:
+@click.option("--tls", is_flag=True,
+              help="TLS on the client listener (SSL, or SASL_SSL with --sasl); needs --tls-cert, --tls-key and --tls-ca "
+                   "(see docs/privacy.md)")
+@click.option("--tls-cert", type=click.Path(path_type=Path), default=None,
+              help="the broker's PEM certificate, valid for 127.0.0.1 (with --tls)")
+@click.option("--tls-key", type=click.Path(path_type=Path), default=None,
+              help="its unencrypted PKCS#8 PEM private key (with --tls)")
+@click.option("--tls-ca", type=click.Path(path_type=Path), default=None,
+              help="the PEM CA that signed it; clients set AGENTGYM_KAFKA_SSL_CA to it (with --tls)")
+@click.option("--tls-client-auth", is_flag=True, help="require client certificates signed by --tls-ca (mutual TLS)")
+def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool, tls: bool, tls_cert: Path | None,
+          tls_key: Path | None, tls_ca: Path | None, tls_client_auth: bool) -> None:
     """Start the broker (provisioning and formatting on first use) and create the topics."""
-    broker = _broker(port, data_dir, sasl)
+    files = {"--tls-cert": tls_cert, "--tls-key": tls_key, "--tls-ca": tls_ca}
+    if not tls and (any(files.values()) or tls_client_auth):
+        raise click.UsageError("--tls-cert, --tls-key, --tls-ca and --tls-client-auth need --tls")
+    missing = [opt for opt, v in files.items() if v is None]
+    if tls and missing:
+        raise click.UsageError(f"--tls needs {', '.join(missing)} (PEM files; docs/privacy.md shows how to make a CA "
+                               "and a certificate for 127.0.0.1 with openssl)")
+    broker_tls = BrokerTLS(tls_cert, tls_key, tls_ca, tls_client_auth) if tls else None  # type: ignore[arg-type]
+    broker = _broker(port, data_dir, sasl, broker_tls)
     try:
         st = broker.start(wait_s=wait_s)
         created = ensure_topics(st.bootstrap_servers, security=broker.client_security())
@@ -56,8 +77,13 @@ def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool) ->
     click.echo(f"kafka running: pid {st.pid}, bootstrap {st.bootstrap_servers}, data {st.data_dir}")
     if broker.sasl is not None:
         click.echo(f"SASL/SCRAM: principals {', '.join(broker.sasl)}, passwords in {broker.data_dir / 'sasl-users.json'}; "
-                   "connect a component with AGENTGYM_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT, "
+                   f"connect a component with AGENTGYM_KAFKA_SECURITY_PROTOCOL={broker.security_protocol}, "
                    "AGENTGYM_KAFKA_USERNAME=<principal>, AGENTGYM_KAFKA_PASSWORD=<its password>")
+    if broker.tls is not None:
+        click.echo(f"TLS ({broker.security_protocol}): connect a component with AGENTGYM_KAFKA_SECURITY_PROTOCOL="
+                   f"{broker.security_protocol}, AGENTGYM_KAFKA_SSL_CA={broker.tls.ca}"
+                   + (", AGENTGYM_KAFKA_SSL_CERT=<its certificate>, AGENTGYM_KAFKA_SSL_KEY=<its key>"
+                      if broker.tls.client_auth else ""))
     if created:
         click.echo(f"created topics: {', '.join(created)}")
 

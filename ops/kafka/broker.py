@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -24,8 +25,10 @@ from typing import Any
 
 from agentgym.ops.exceptions import MissingToolError, StackError
 from agentgym.ops.kafka.acls import ADMIN, SERVICE_GRANTS, apply_acls, generate_passwords
+from agentgym.producers.settings import readable_file
 
-__all__ = ["KafkaBroker", "BrokerStatus", "free_port", "resolve_jars", "load_or_create_passwords", "SCRAM_MECHANISMS"]
+__all__ = ["KafkaBroker", "BrokerStatus", "BrokerTLS", "free_port", "resolve_jars", "load_or_create_passwords",
+           "SCRAM_MECHANISMS"]
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 """The SASL mechanisms the broker's client listener accepts when it runs with ``sasl``."""
@@ -55,6 +58,63 @@ def load_or_create_passwords(data_dir: Path | str) -> dict[str, str]:
     return users
 
 _HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class BrokerTLS:
+    """The broker's TLS files (PEM): its certificate and key, and the CA its clients trust.
+
+    Attributes:
+        cert: the broker's certificate (its chain after it), valid for 127.0.0.1 (an IP
+            subject alternative name): clients verify the host name.
+        key: its private key, unencrypted PKCS#8 (``-----BEGIN PRIVATE KEY-----``), what
+            Kafka's PEM key store reads.
+        ca: the CA certificate(s) that signed ``cert``: the broker's trust store (it checks
+            client certificates against it) and what clients get as ``AGENTGYM_KAFKA_SSL_CA``.
+        client_auth: require a client certificate signed by ``ca`` (mutual TLS).
+    """
+
+    cert: Path
+    key: Path
+    ca: Path
+    client_auth: bool = False
+
+    def check(self) -> "BrokerTLS":
+        """The files exist, are readable, PEM, and the key is the certificate's; else ``StackError`` naming the option."""
+        try:
+            files = {opt: readable_file(p, opt) for opt, p in (("--tls-cert", self.cert), ("--tls-key", self.key),
+                                                                 ("--tls-ca", self.ca))}
+        except ValueError as exc:
+            raise StackError(str(exc)) from None
+        if b"-----BEGIN PRIVATE KEY-----" not in files["--tls-key"].read_bytes():
+            raise StackError(f"--tls-key: {self.key}: Kafka reads unencrypted PKCS#8 PEM keys (-----BEGIN PRIVATE KEY-----); "
+                             f"convert it: openssl pkcs8 -topk8 -nocrypt -in {self.key} -out key-pkcs8.pem")
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ctx.load_cert_chain(str(files["--tls-cert"]), str(files["--tls-key"]))
+        except ssl.SSLError as exc:
+            raise StackError(f"--tls-cert/--tls-key: {self.cert}, {self.key}: not a PEM certificate and its private key "
+                             f"({exc.reason or exc.args[-1]})") from None
+        try:
+            ctx.load_verify_locations(cafile=str(files["--tls-ca"]))
+        except ssl.SSLError as exc:
+            raise StackError(f"--tls-ca: {self.ca}: not a PEM CA certificate ({exc.reason or exc.args[-1]})") from None
+        return BrokerTLS(files["--tls-cert"].resolve(), files["--tls-key"].resolve(), files["--tls-ca"].resolve(),
+                         self.client_auth)
+
+    def save(self, data_dir: Path) -> None:
+        """Remembered in ``<data_dir>/tls.json``: ``kafka status``/``stop`` find the broker's TLS there."""
+        (data_dir / "tls.json").write_text(json.dumps({"cert": str(self.cert), "key": str(self.key), "ca": str(self.ca),
+                                                       "client_auth": self.client_auth}, indent=1))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "BrokerTLS | None":
+        """What :meth:`save` remembered for ``data_dir``, or None (a broker without TLS)."""
+        try:
+            raw = json.loads((data_dir / "tls.json").read_text())
+        except FileNotFoundError:
+            return None
+        return cls(Path(raw["cert"]), Path(raw["key"]), Path(raw["ca"]), bool(raw.get("client_auth", False)))
 
 
 def free_port() -> int:
@@ -130,6 +190,8 @@ class KafkaBroker:
             the ACLs of :data:`agentgym.ops.kafka.acls.SERVICE_GRANTS`. The controller
             listener (loopback) takes SASL/PLAIN as ``admin`` only. Credentials are written
             at format time: a data directory formatted without SASL cannot start with it.
+        tls: given, the client listener speaks TLS (``SSL``, or ``SASL_SSL`` with ``sasl``)
+            with these files; the controller listener stays on loopback without it.
     """
 
     def __init__(
@@ -141,6 +203,7 @@ class KafkaBroker:
         jar_cache: Path | str | None = None,
         heap: str = "512m",
         sasl: Mapping[str, str] | None = None,
+        tls: BrokerTLS | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -149,6 +212,7 @@ class KafkaBroker:
         self.jar_cache = Path(jar_cache) if jar_cache else Path.home() / ".cache" / "agentgym" / "kafka"
         self.heap = heap
         self.sasl = dict(sasl) if sasl is not None else None
+        self.tls = tls
         if self.sasl is not None:
             if ADMIN not in self.sasl:
                 raise StackError(f"sasl: the super user {ADMIN!r} needs a password")
@@ -170,15 +234,27 @@ class KafkaBroker:
 
     @property
     def security_protocol(self) -> str:
-        """``SASL_PLAINTEXT`` with ``sasl``, else ``PLAINTEXT``."""
-        return "SASL_PLAINTEXT" if self.sasl is not None else "PLAINTEXT"
+        """The client listener's protocol: ``PLAINTEXT``, ``SSL`` (``tls``), ``SASL_PLAINTEXT`` (``sasl``) or ``SASL_SSL`` (both)."""
+        if self.sasl is not None:
+            return "SASL_SSL" if self.tls is not None else "SASL_PLAINTEXT"
+        return "SSL" if self.tls is not None else "PLAINTEXT"
 
     def client_security(self, principal: str = ADMIN, mechanism: str = "SCRAM-SHA-256") -> dict[str, Any]:
-        """The librdkafka settings that authenticate to this broker as ``principal`` (``{}`` without ``sasl``)."""
-        if self.sasl is None:
-            return {}
-        return {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": mechanism,
-                "sasl.username": principal, "sasl.password": self.sasl[principal]}
+        """The librdkafka settings that connect to this broker as ``principal`` (``{}`` for PLAINTEXT).
+
+        With ``tls`` the CA is trusted, and with ``client_auth`` the broker's own certificate is
+        presented (an operator's tool on the broker's machine; services get their own).
+        """
+        out: dict[str, Any] = {}
+        if self.sasl is not None:
+            out |= {"sasl.mechanism": mechanism, "sasl.username": principal, "sasl.password": self.sasl[principal]}
+        if self.tls is not None:
+            out["ssl.ca.location"] = str(self.tls.ca)
+            if self.tls.client_auth:
+                out |= {"ssl.certificate.location": str(self.tls.cert), "ssl.key.location": str(self.tls.key)}
+        if out:
+            out["security.protocol"] = self.security_protocol
+        return out
 
     def client_env(self, principal: str) -> dict[str, str]:
         """The ``AGENTGYM_KAFKA_*`` variables (and bootstrap servers) that connect a component as ``principal``."""
@@ -186,6 +262,8 @@ class KafkaBroker:
         if self.sasl is not None:
             env |= {"AGENTGYM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-256", "AGENTGYM_KAFKA_USERNAME": principal,
                     "AGENTGYM_KAFKA_PASSWORD": self.sasl[principal]}
+        if self.tls is not None:
+            env["AGENTGYM_KAFKA_SSL_CA"] = str(self.tls.ca)
         return env
 
     @property
@@ -197,25 +275,33 @@ class KafkaBroker:
         return self.data_dir / "broker.log"
 
     def _listener_properties(self) -> list[str]:
-        if self.sasl is None:
-            return [
-                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
-                "controller.listener.names=CONTROLLER",
-                "inter.broker.listener.name=PLAINTEXT",
-                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        client = self.security_protocol  # the listener is named after its protocol
+        controller = "SASL_PLAINTEXT" if self.sasl is not None else "PLAINTEXT"
+        props = [
+            f"listeners={client}://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            f"advertised.listeners={client}://127.0.0.1:{self.port}",
+            "controller.listener.names=CONTROLLER",
+            f"inter.broker.listener.name={client}",
+            f"listener.security.protocol.map={client}:{client},CONTROLLER:{controller}",
+        ]
+        if self.tls is not None:
+            # KIP-651: PEM key and trust stores; the key store file holds the key, then the chain
+            props += [
+                "ssl.keystore.type=PEM",
+                f"ssl.keystore.location={self._keystore}",
+                "ssl.truststore.type=PEM",
+                f"ssl.truststore.location={self.tls.ca}",
+                f"ssl.client.auth={'required' if self.tls.client_auth else 'none'}",
+                "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
             ]
+        if self.sasl is None:
+            return props
         pw = self.sasl[ADMIN]
         scram = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" password="{pw}";'
-        return [
-            f"listeners=SASL_PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            f"advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{self.port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=SASL_PLAINTEXT",
-            "listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        return props + [
             f"sasl.enabled.mechanisms={','.join(SCRAM_MECHANISMS)}",
             "sasl.mechanism.inter.broker.protocol=SCRAM-SHA-256",
-            *(f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config={scram}" for m in SCRAM_MECHANISMS),
+            *(f"listener.name.{client.lower()}.{m.lower()}.sasl.jaas.config={scram}" for m in SCRAM_MECHANISMS),
             # the controller cannot check SCRAM (its credentials live in the metadata it
             # serves): its listener takes PLAIN, as the super user only
             "sasl.mechanism.controller.protocol=PLAIN",
@@ -226,6 +312,17 @@ class KafkaBroker:
             f"super.users=User:{ADMIN}",
             "allow.everyone.if.no.acl.found=false",
         ]
+
+    @property
+    def _keystore(self) -> Path:
+        return self.data_dir / "tls-keystore.pem"
+
+    def _write_keystore(self) -> None:
+        """The PEM key store Kafka reads: the private key, then the certificate chain (mode 0600)."""
+        assert self.tls is not None
+        fd = os.open(self._keystore, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.tls.key.read_text().strip() + "\n" + self.tls.cert.read_text().strip() + "\n")
 
     def _properties(self) -> str:
         logs = self.data_dir / "logs"
@@ -296,6 +393,13 @@ class KafkaBroker:
             return self.status()
         libs = resolve_jars(self.version, self.jar_cache, quiet=quiet)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls is not None:
+            self.tls = self.tls.check()
+            self._write_keystore()
+            self.tls.save(self.data_dir)
+        else:
+            (self.data_dir / "tls.json").unlink(missing_ok=True)
+            self._keystore.unlink(missing_ok=True)
         props = self.data_dir / "server.properties"
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin password with sasl
         with os.fdopen(fd, "w") as f:
