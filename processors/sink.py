@@ -15,7 +15,12 @@ Guarantees:
   read the ``v_*`` views, so a replay after a crash changes nothing they see;
 * bad input never stops the worker: undecodable or invalid messages become
   DeadLetter records on ``gym-deadletter-v1`` (with the reason) and land in the
-  ``dead_letters`` table.
+  ``dead_letters`` table;
+* deleted users stay deleted: before its first batch the sink reads the compacted
+  ``gym-deletions-v1`` to its end (:class:`~agentgym.processors.deletions.DeletionLog`), and it
+  never inserts an event of a deleted user or trace, on a replay from the beginning
+  included; it applies each new deletion request to the store (and the dataset store) and
+  records the result on that topic (:mod:`agentgym.processors.deletions`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 
 from agentgym.processors.avro_batch import container, select_list
+from agentgym.processors.deletions import DELETIONS_TOPIC, TRACE_RECORDS, DeletionLog, applied_record, apply_deletion
 from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
@@ -104,6 +110,8 @@ class SinkStats:
     insert_retries: int = 0
     commits: int = 0
     legacy_framed: int = 0  # events framed with the pre-spec (big-endian) fingerprint, still read
+    skipped_deleted: int = 0  # events of deleted users or traces not inserted
+    deletions_applied: int = 0
 
 
 class ClickHouseSink:
@@ -118,6 +126,9 @@ class ClickHouseSink:
         specs: the topics to sink (default: all of them).
         consumer_config: extra librdkafka consumer settings.
         security: librdkafka security settings for both clients (default: from ``AGENTGYM_KAFKA_*``).
+        deletions: follow ``gym-deletions-v1``: skip deleted users' events and, when the sink stores
+            experiences, apply new deletion requests (default on; off only for tests of other topics).
+        datasets_url: the dataset store whose datasets a deletion rewrites (None: datasets are left alone).
     """
 
     def __init__(
@@ -131,6 +142,8 @@ class ClickHouseSink:
         specs: Iterable[TopicSpec] | None = None,
         consumer_config: dict[str, Any] | None = None,
         security: dict[str, Any] | None = None,
+        deletions: bool = True,
+        datasets_url: str | None = None,
     ) -> None:
         self.store = store
         self.batch_size = batch_size
@@ -172,6 +185,11 @@ class ClickHouseSink:
         self._latest = {name: self.codec.schemas.latest(name) for name in self.codec.schemas.names}
         self._select: dict[str, tuple[list[str], list[str]]] = {}
         self._tmpdir = Path(tempfile.mkdtemp(prefix="agentgym-sink-"))
+        self._deletions = DeletionLog(bootstrap_servers, security=security) if deletions else None
+        self._deletions_read = False
+        # only a sink that stores the runs applies deletions (it owns the rows they delete)
+        self._applies = any(s.record == "Experience" for s in self.specs.values())
+        self.datasets_url = datasets_url
 
     # -- one batch -------------------------------------------------------------
     def _collect(self) -> list[Message]:
@@ -184,8 +202,37 @@ class ClickHouseSink:
             msgs.extend(self._consumer.consume(self.batch_size - len(msgs), timeout))
         return msgs
 
+    def _follow_deletions(self) -> None:
+        """Reads new deletion records (all of them before the first batch) and applies new requests."""
+        if self._deletions is None:
+            return
+        if not self._deletions_read:
+            self._deletions.catch_up(to_end=True)
+            self._deletions_read = True
+            pending = [r for r in self._deletions.records.values() if r["status"] == "requested"]
+        else:
+            pending = [self._deletions.records[r["subject"]] for r in self._deletions.catch_up() if r["status"] == "requested"]
+        if not self._applies:
+            return
+        for record in {r["event_id"]: r for r in pending}.values():
+            if record["status"] != "requested":
+                continue
+            applied = apply_deletion(self.store, record, self.datasets_url)
+            for manifest in applied["_manifests"]:  # the rewritten datasets, announced again (same event id: replaces the row)
+                self._producer.produce(TOPICS["datasets"].name, self.codec.encode("DatasetReady", manifest.announcement()),
+                                       manifest.dataset_id.encode())
+            out = applied_record(applied)
+            self._producer.produce(DELETIONS_TOPIC, self.codec.encode("Deletion", out), out["subject"].encode())
+            while self._producer.flush(10) > 0:
+                log.warning("sink: waiting for Kafka to acknowledge an applied deletion")
+            self._deletions.set.add(out)
+            self.stats.deletions_applied += 1
+            log.info("sink: deletion %s applied (tenant %s): %s row(s) deleted, %d dataset(s) rewritten", out["event_id"],
+                     out["tenant_id"], sum(out["deleted_rows"].values()), len(out["datasets"]))
+
     def process_batch(self) -> int:
         """Consumes one batch, inserts it, commits its offsets. Returns messages handled."""
+        self._follow_deletions()
         msgs = []
         for m in self._collect():
             err = m.error()
@@ -246,6 +293,9 @@ class ClickHouseSink:
         if reason is not None:
             dead.append(self._dead_letter(m, "InvalidEvent", reason))
             return
+        if self._deletions is not None and self._deletions.set.skips(record_name, record):
+            self.stats.skipped_deleted += 1
+            return
         out.setdefault(record_name, []).append(record)
 
     def _undecodable(self, m: Message, record: str) -> dict[str, Any]:
@@ -294,10 +344,20 @@ class ClickHouseSink:
         if record not in self._select:
             self._select[record] = select_list(record)
         cols, exprs = self._select[record]
+        where = [f"{check} = ''"] if bad else []
+        params: dict[str, Any] = {}
+        keep = self._deletions.set.sql_keep(record) if self._deletions is not None and record in TRACE_RECORDS else None
+        skipped = 0
+        if keep is not None:  # events of deleted users and traces are not inserted (a replay included)
+            cond, params = keep
+            skipped = int(self.store.query(f"SELECT countIf(NOT ({cond})) FROM {source}", params).scalar() or 0)
+            if skipped:
+                where.append(cond)
         sql = (f"INSERT INTO {self.store.database}.{_TABLE_OF[record]} ({', '.join(cols)}) "
-               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {check} = ''" if bad else ""))
-        self._retrying(_TABLE_OF[record], lambda: self.store.command(sql))
-        self.stats.rows[_TABLE_OF[record]] = self.stats.rows.get(_TABLE_OF[record], 0) + len(ms) - len(bad)
+               f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {' AND '.join(where)}" if where else ""))
+        self._retrying(_TABLE_OF[record], lambda: self.store.command(sql, params if skipped else None))
+        self.stats.skipped_deleted += skipped
+        self.stats.rows[_TABLE_OF[record]] = self.stats.rows.get(_TABLE_OF[record], 0) + len(ms) - len(bad) - skipped
         return dead
 
     def _dead_letter(self, m: Message, error_type: str, reason: str) -> dict[str, Any]:
@@ -388,6 +448,8 @@ class ClickHouseSink:
             self._consumer.close()
         finally:
             self._producer.flush(10)
+            if self._deletions is not None:
+                self._deletions.close()
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
 
@@ -432,6 +494,7 @@ def register(app: Any, settings: Any) -> None:
                     "heartbeat.interval.ms": int(HEARTBEAT_INTERVAL_S * 1000),
                 },
                 security=librdkafka_security(settings),
+                datasets_url=settings.dataset_store,
             )
             loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)

@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from agentgym.producers.assignment import Assignment
 from agentgym.producers.exceptions import ConfigError, InvalidEventError
 from agentgym.producers.kafka_security import librdkafka_security
 from agentgym.producers.follower import ExperimentFollower
+from agentgym.producers.masking import Masker, MaskingConfigError, MaskingPolicy
 from agentgym.producers.ratelog import RateLimitedLog, RateLimitFilter
 from agentgym.producers.run import Run
 from agentgym.producers.settings import ProducerSettings
@@ -108,6 +109,11 @@ class AgentGym:
         tenant_id: tenant of every event (env ``AGENTGYM_TENANT_ID``).
         agent_id: this agent's id (env ``AGENTGYM_AGENT_ID``).
         settings: a full :class:`ProducerSettings`; explicit arguments override it.
+        mask_hook: a callable ``str -> str`` run on every scanned text after the built-in
+            detectors (``AGENTGYM_MASK_*``), before the event leaves the process; with
+            ``mask_enabled=False`` nothing runs, the hook included.
+        masking: a whole :class:`~agentgym.producers.masking.MaskingPolicy` instead of the
+            ``mask_*`` settings (the HTTP gateway passes an inactive one and masks per tenant and agent itself).
         **overrides: any other :class:`ProducerSettings` field (``spool_dir``,
             ``delivery_timeout_s``, ``kafka_config``, ...).
 
@@ -123,6 +129,8 @@ class AgentGym:
         agent_id: str | None = None,
         *,
         settings: ProducerSettings | None = None,
+        mask_hook: Callable[[str], str] | None = None,
+        masking: MaskingPolicy | None = None,
         **overrides: Any,
     ) -> None:
         explicit = {k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("tenant_id", tenant_id), ("agent_id", agent_id)) if v is not None}
@@ -136,6 +144,12 @@ class AgentGym:
             raise ConfigError(f"invalid AgentGym settings: {exc}") from exc
         self.settings = settings
         self.tenant_id = settings.tenant_id
+        try:
+            self.masking = masking if masking is not None else self._masking_policy(settings, mask_hook)
+        except MaskingConfigError as exc:
+            raise ConfigError(f"invalid AgentGym masking: {exc}") from exc
+        self._mask_experience = self.masking.mask_experience if self.masking.active else None
+        self._mask_feedback = self.masking.mask_feedback if self.masking.active else None
         self.agent_id = settings.agent_id
         registry = None
         if settings.schema_registry_url:
@@ -176,6 +190,15 @@ class AgentGym:
         atexit.register(self.close)
 
     # -- configuration --------------------------------------------------------
+    @staticmethod
+    def _masking_policy(s: ProducerSettings, hook: Callable[[str], str] | None) -> MaskingPolicy:
+        if not s.mask_enabled:
+            return MaskingPolicy(None, (), None)
+        key = s.mask_hash_key.get_secret_value()
+        detectors = [d for d in s.mask_detectors.split(",") if d.strip()]
+        masker = Masker(detectors, s.mask_patterns, key or None) if detectors or s.mask_patterns else None
+        return MaskingPolicy(masker, s.mask_fields.split(","), hook)
+
     def _kafka_config(self, s: ProducerSettings) -> dict[str, Any]:
         extra = dict(s.kafka_config)
         for key, want in _PINNED.items():
@@ -354,6 +377,7 @@ class AgentGym:
             assignment = assignment.as_record()  # type: ignore[union-attr]
         ids = os.urandom(32).hex()
         trace_id = trace_id or ids[:32]
+        record: dict[str, Any]
         # Fast path: arguments go to the encoder as given (it checks every type and
         # fills defaults); only when that fails are they normalised — strings to
         # messages, objects to JSON text, metadata values to str — and, if still
@@ -383,12 +407,15 @@ class AgentGym:
         }
         if steps and type(steps) is not list:
             record["steps"] = list(steps)
+        if self._mask_experience is not None:  # before encoding: the raw values never leave the process
+            self._mask_experience(record)
         try:
             value = self._encode("Experience", record)
         except SchemaValidationError:
-            record["input"] = _messages(input, "input")
+            # normalised from the record, which holds the masked values
+            record["input"] = _messages(record["input"], "input")
             record["steps"] = [Run.step_record(s, i) for i, s in enumerate(record["steps"])]
-            record["metadata"] = _str_map(metadata, "metadata", "Experience")
+            record["metadata"] = _str_map(record["metadata"], "metadata", "Experience")
             if assignment is not None and not isinstance(assignment, Mapping):
                 raise InvalidEventError("Experience", "assignment", f"expected a mapping, got {type(assignment).__name__}") from None
             record["assignment"] = dict(assignment) if assignment else None
@@ -498,6 +525,8 @@ class AgentGym:
             "user_id": user_id,
             "metadata": _str_map(metadata, "metadata", "Feedback"),
         }
+        if self._mask_feedback is not None:
+            self._mask_feedback(record)
         return event_id, self._encode_checked("Feedback", record)
 
     def run(

@@ -18,6 +18,8 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_vali
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentgym.producers.masking import Masker, MaskingConfigError, parse_fields
+
 __all__ = [
     "SharedSettings", "ProducerSettings", "default_home", "env_variable", "parse_choices", "avro_enum_symbols", "PREFIX",
     "readable_file",
@@ -309,8 +311,45 @@ class ProducerSettings(SharedSettings):
         description="largest encoded event (key included) accepted; bigger is an `InvalidEventError` at the call "
         "(librdkafka's `message.max.bytes`; keep it at or below the broker's limit) (1000 to 10^9)",
     )
+    mask_enabled: bool = Field(
+        True,
+        description="mask personal data and secrets in the agent's process, before an event leaves it (docs/privacy.md); "
+        "`false`: events go as recorded",
+    )
+    mask_detectors: str = Field(
+        "email,phone,api_key,credit_card",
+        description="comma-separated built-in detectors: `email`, `phone`, `api_key` (API keys, tokens, private keys, "
+        "`password=...`), `credit_card` (Luhn-checked), `ip_address`; empty: none (custom patterns and the hook only)",
+    )
+    mask_fields: str = Field(
+        "input,output,steps,error,comment,correction",
+        description="comma-separated fields scanned: `input` (messages), `output`, `steps` (each step's input and "
+        "output), `error` (the run's and the steps' errors), `comment`, `correction` (feedback), `metadata` (values)",
+    )
+    mask_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="custom detectors, a JSON object name -> regex; a match becomes `<NAME>`",
+        json_schema_extra={"doc_default": "`{}`"},
+    )
+    mask_hash_key: SecretStr = Field(
+        SecretStr(""),
+        description="when set, each placeholder carries the first 8 hex digits of HMAC-SHA256(key, value) "
+        "(`<EMAIL:3f9a1c2b>`), so equal values still join; keep it secret (one per tenant)",
+        json_schema_extra={"doc_default": "unset (plain placeholders)"},
+    )
     follow_experiments: bool = Field(
         False,
         description="follow the live experiment configurations (a background consumer of `gym-experiments-v1`) from "
         "the moment the client starts; otherwise the first `assign()` starts it, and clients that never assign start none",
     )
+
+    @model_validator(mode="after")
+    def _masking(self) -> "ProducerSettings":
+        for variable, check in ((f"{PREFIX}MASK_DETECTORS", lambda: Masker(self.mask_detectors.split(","))),
+                                (f"{PREFIX}MASK_PATTERNS", lambda: Masker((), self.mask_patterns)),
+                                (f"{PREFIX}MASK_FIELDS", lambda: parse_fields(self.mask_fields))):
+            try:
+                check()
+            except MaskingConfigError as exc:
+                raise ValueError(f"{variable}: {exc}") from None
+        return self

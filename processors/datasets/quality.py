@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agentgym.processors.datasets.exceptions import ScrubberConfigError
+from agentgym.producers.masking import BUILTIN_PATTERNS, Masker, MaskingConfigError
 
 __all__ = [
     "BUILTIN_PATTERNS",
@@ -43,52 +44,9 @@ __all__ = [
     "split_of",
 ]
 
-# (regex, replacement). Order matters: a private key block before key=value pairs.
-BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
-    "api_key": [
-        (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", "<PRIVATE_KEY>"),
-        (r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}", "<API_KEY>"),  # OpenAI, Anthropic
-        (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "<API_KEY>"),  # AWS access key id
-        (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", "<API_KEY>"),  # GitHub tokens
-        (r"\bgithub_pat_[A-Za-z0-9_]{40,}\b", "<API_KEY>"),
-        (r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", "<API_KEY>"),  # Slack
-        (r"\bAIza[0-9A-Za-z_\-]{35}\b", "<API_KEY>"),  # Google
-        (r"\bhf_[A-Za-z0-9]{30,}\b", "<API_KEY>"),  # Hugging Face
-        (r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}", "<TOKEN>"),  # JWT
-        (r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{16,}=*", "Bearer <TOKEN>"),
-        (r"(?i)\b(api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd|pwd)(\s*[:=]\s*)[\"']?[^\s\"',;]{6,}[\"']?",
-         r"\1\2<SECRET>"),
-    ],
-    "email": [(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b", "<EMAIL>")],
-    # at least 9 digits in phone shapes: +44 20 7946 0958, (555) 123-4567, 555.123.4567, +14155552671
-    # (not part of a longer digit run: a card-shaped number is not a phone number)
-    "phone": [(r"(?<![\w+])(?<!\d[\s.\-])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}"
-               r"(?!\w)(?![\s.\-]?\d)", "<PHONE>"),
-              (r"(?<![\w+])\+\d{10,14}(?!\w)", "<PHONE>")],
-    "credit_card": [(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)", "<CARD>")],  # confirmed with the Luhn check below
-    "ip_address": [(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b", "<IP>")],
-}
-
-
-_PRIORITY = ("api_key", "credit_card", "email", "phone", "ip_address")
-_CHECKED = {"credit_card": (13, 19), "phone": (9, 15)}  # digit counts a match must have
-
-
-def _luhn_ok(digits: str) -> bool:
-    """The Luhn checksum of a card number (ISO/IEC 7812-1, annex B)."""
-    total, parity = 0, len(digits) % 2
-    for i, ch in enumerate(digits):
-        d = ord(ch) - 48
-        if i % 2 == parity:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
 class Scrubber:
-    """Replaces secrets and personal data in text.
+    """Replaces secrets and personal data in text: the ingestion masker's detectors
+    (:class:`agentgym.producers.masking.Masker`), counting what it replaced.
 
     Args:
         enabled: names of built-in scrubbers (:data:`BUILTIN_PATTERNS`), in order.
@@ -103,43 +61,23 @@ class Scrubber:
         unknown = [n for n in enabled if n not in BUILTIN_PATTERNS]
         if unknown:
             raise ScrubberConfigError(f"unknown scrubber(s) {unknown}; known: {sorted(BUILTIN_PATTERNS)}")
-        self._rules: list[tuple[str, re.Pattern[str], str]] = []
-        # a fixed order whatever the configuration: keys first (a key can hold an '@' or
-        # digit runs), card numbers before phone numbers (a card's digit groups look like one)
-        for name in [n for n in _PRIORITY if n in enabled]:
-            for pattern, repl in BUILTIN_PATTERNS[name]:
-                self._rules.append((name, re.compile(pattern), repl))
         for name, pattern in (extra or {}).items():
             try:
-                self._rules.append((name, re.compile(pattern), f"<{name.upper()}>"))
+                re.compile(pattern)
             except re.error as exc:
                 raise ScrubberConfigError(f"scrub pattern {name!r} is not a valid regex: {exc}") from None
+        try:
+            self._masker = Masker(enabled, extra)
+        except MaskingConfigError as exc:
+            raise ScrubberConfigError(str(exc)) from None
 
     @property
     def names(self) -> list[str]:
-        return list(dict.fromkeys(n for n, _, _ in self._rules))
-
-    @staticmethod
-    def _checked(m: re.Match[str], name: str, repl: str, counts: dict[str, int]) -> str:
-        """Replaces a card or phone match only when its digit count (and for cards the Luhn check) fits."""
-        digits = re.sub(r"\D", "", m.group(0))
-        low, high = _CHECKED[name]
-        if low <= len(digits) <= high and (name != "credit_card" or _luhn_ok(digits)):
-            counts[name] = counts.get(name, 0) + 1
-            return repl
-        return m.group(0)
+        return self._masker.names
 
     def scrub(self, text: str) -> tuple[str, dict[str, int]]:
         """``text`` with every match replaced, and how many matches each scrubber replaced."""
-        counts: dict[str, int] = {}
-        for name, rx, repl in self._rules:
-            if name in _CHECKED:
-                text = rx.sub(lambda m, name=name, repl=repl: self._checked(m, name, repl, counts), text)  # type: ignore[misc]
-                continue
-            text, n = rx.subn(repl, text)
-            if n:
-                counts[name] = counts.get(name, 0) + n
-        return text, counts
+        return self._masker.scrub(text)
 
 
 def normalize(text: str) -> str:

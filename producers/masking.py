@@ -1,0 +1,463 @@
+"""Masking of personal data and secrets: the detectors, and the maskers the SDK and the API run.
+
+Pure: no Kafka, no schemas, no files. The lowest layer that needs it (the SDK masks before an
+event leaves the agent's process; the API masks per tenant and agent; the dataset builder's
+:class:`~agentgym.processors.datasets.quality.Scrubber` is a :class:`Masker`).
+
+* :data:`BUILTIN_PATTERNS`: the built-in detectors (``email``, ``phone``, ``api_key``,
+  ``credit_card`` (Luhn-checked), ``ip_address``), each a list of (regex, placeholder).
+* :class:`Masker`: replaces what the detectors (and custom regexes) find by a typed
+  placeholder (``<EMAIL>``, ``<PHONE>``, ``<API_KEY>``, ``<CARD>`` ...), optionally with a
+  keyed hash of the value (HMAC-SHA256 with a tenant secret, 8 hex digits: ``<EMAIL:3f9a1c2b>``),
+  so equal values still join.
+* :class:`MaskingPolicy`: a masker, the fields it scans and an optional Python hook, applied to
+  Experience and Feedback records (plain dicts shaped as the Avro schemas) before encoding.
+
+Speed: every detector's pattern has a cheap necessary condition (a substring such as ``@`` or
+``sk-``, a lower-cased keyword, or one short digit-run regex) checked first; a pattern runs only
+where its condition holds. Most text holds none, and costs a few substring scans in C.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "BUILTIN_PATTERNS", "DETECTORS", "DEFAULT_DETECTORS", "FIELDS", "DEFAULT_FIELDS", "MaskingConfigError", "Masker",
+    "MaskingPolicy", "parse_fields", "parse_detectors",
+]
+
+
+class MaskingConfigError(ValueError):
+    """An unknown detector or field name, or a custom pattern whose regex does not compile."""
+
+
+# (regex, replacement). Order matters: a private key block before key=value pairs.
+BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
+    "api_key": [
+        (r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----", "<PRIVATE_KEY>"),
+        (r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-]{16,}", "<API_KEY>"),  # OpenAI, Anthropic
+        (r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", "<API_KEY>"),  # AWS access key id
+        (r"\bgh[pousr]_[A-Za-z0-9]{30,}\b", "<API_KEY>"),  # GitHub tokens
+        (r"\bgithub_pat_[A-Za-z0-9_]{40,}\b", "<API_KEY>"),
+        (r"\bxox[abposr]-[A-Za-z0-9\-]{10,}", "<API_KEY>"),  # Slack
+        (r"\bAIza[0-9A-Za-z_\-]{35}\b", "<API_KEY>"),  # Google
+        (r"\bhf_[A-Za-z0-9]{30,}\b", "<API_KEY>"),  # Hugging Face
+        (r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}", "<TOKEN>"),  # JWT
+        (r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{16,}=*", "Bearer <TOKEN>"),
+        (r"(?i)(?<![<\w])(api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd|pwd)(\s*[:=]\s*)[\"']?[^\s\"',;]{6,}[\"']?",
+         r"\1\2<SECRET>"),
+    ],
+    "email": [(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b", "<EMAIL>")],
+    # at least 9 digits in phone shapes: +44 20 7946 0958, (555) 123-4567, 555.123.4567, +14155552671
+    # (not part of a longer digit run: a card-shaped number is not a phone number)
+    "phone": [(r"(?<![\w+])(?<!\d[\s.\-])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}"
+               r"(?!\w)(?![\s.\-]?\d)", "<PHONE>"),
+              (r"(?<![\w+])\+\d{10,14}(?!\w)", "<PHONE>")],
+    "credit_card": [(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)", "<CARD>")],  # confirmed with the Luhn check below
+    "ip_address": [(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b", "<IP>")],
+}
+
+# The cheap necessary condition of each built-in pattern, in the order of BUILTIN_PATTERNS:
+# (kind, sentinels, needles). The pattern runs only where one of the single-character sentinels
+# occurs (a memchr in C; "" : no sentinel) and then one of the needles: ("in", ...) a substring of
+# the text, ("lower", ...) of the lower-cased text; ("digits", ...) :func:`_digit_run` holds (phone
+# and card numbers); ("dots", ...) a digit, a dot and a digit (IP addresses).
+_GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
+    "api_key": [
+        ("in", "-", ("-----BEGIN",)), ("in", "-", ("sk-",)), ("in", "A", ("AKIA", "ASIA")),
+        ("in", "_", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")), ("in", "_", ("github_pat_",)), ("in", "-", ("xox",)),
+        ("in", "A", ("AIza",)), ("in", "_", ("hf_",)), ("in", "J", ("eyJ",)),
+        ("in", "", ("earer", "EARER")), ("lower", ":=", ("api", "secret", "token", "passw", "pwd")),
+    ],
+    "email": [("in", "@", ("@",))],
+    "phone": [("digits", "", ("digits",)), ("in", "+", ("+",))],
+    "credit_card": [("digits", "", ("digits",))],
+    "ip_address": [("dots", ".", ("dots",))],
+}
+
+# Every phone and card number has 7 digits in a row, or a digit, a separator and a digit, or a digit
+# and ')'. Checked on the UTF-8 bytes with digits mapped to b"0" and separators to b" " (a table
+# lookup and three substring searches in C: a regex for it scans ten times slower). ASCII digits only.
+_DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if chr(c) in " \t\n\r\f\v.-" else c
+                     for c in range(256))
+
+
+def _digit_run(text: str) -> bool:
+    b = text.encode("utf-8", "surrogatepass").translate(_DIGIT_TABLE)
+    return b"0000000" in b or b"0 0" in b or b"0)" in b
+
+
+_DOTTED = re.compile(r"\d\.\d")  # IP addresses
+
+DETECTORS = ("email", "phone", "api_key", "credit_card", "ip_address")
+"""The built-in detectors' names."""
+DEFAULT_DETECTORS = ("email", "phone", "api_key", "credit_card")
+"""On unless configured otherwise (IP addresses are off: version strings and internal hosts look like them)."""
+FIELDS = ("input", "output", "steps", "error", "comment", "correction", "metadata")
+"""What a policy can scan: an Experience's input messages, output, steps' inputs/outputs/errors, the run's error;
+a Feedback's comment and correction; both records' metadata values."""
+DEFAULT_FIELDS = ("input", "output", "steps", "error", "comment", "correction")
+"""Scanned unless configured otherwise: every free text a user or a model wrote. Metadata is not: it holds the
+agent's own keys (channel, locale, ids it filters and joins on)."""
+
+_PRIORITY = ("api_key", "credit_card", "email", "phone", "ip_address")
+_CHECKED = {"credit_card": (13, 19), "phone": (9, 15)}  # digit counts a match must have
+_NON_DIGIT = re.compile(r"\D")
+
+
+def _luhn_ok(digits: str) -> bool:
+    """The Luhn checksum of a card number (ISO/IEC 7812-1, annex B)."""
+    total, parity = 0, len(digits) % 2
+    for i, ch in enumerate(digits):
+        d = ord(ch) - 48
+        if i % 2 == parity:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _choices(values: Iterable[str] | str, allowed: Sequence[str], what: str) -> tuple[str, ...]:
+    entries = [v.strip() for v in (values.split(",") if isinstance(values, str) else values)]
+    entries = list(dict.fromkeys(e for e in entries if e))
+    unknown = [e for e in entries if e not in allowed]
+    if unknown:
+        raise MaskingConfigError(f"unknown {what}(s) {unknown}; known: {list(allowed)}")
+    return tuple(entries)
+
+
+def parse_detectors(values: Iterable[str] | str) -> tuple[str, ...]:
+    """Built-in detector names (a list or comma-separated text), checked."""
+    return _choices(values, DETECTORS, "masking detector")
+
+
+def parse_fields(values: Iterable[str] | str) -> tuple[str, ...]:
+    """Field names (a list or comma-separated text), checked against :data:`FIELDS`."""
+    return _choices(values, FIELDS, "masking field")
+
+
+class _Rule:
+    __slots__ = ("name", "rx", "repl", "gate", "sentinels", "needles", "checked", "literal")
+
+    def __init__(self, name: str, pattern: re.Pattern[str], repl: str, gate: tuple[str, str, tuple[str, ...]] | None) -> None:
+        self.name = name
+        self.rx = pattern
+        self.repl = repl
+        self.gate = gate[0] if gate else None
+        self.sentinels = gate[1] if gate else ""
+        self.needles = frozenset(gate[2]) if gate else frozenset()
+        self.checked = _CHECKED.get(name)
+        self.literal = "\\" not in repl  # no group references: the placeholder as is
+
+
+class Masker:
+    """Replaces secrets and personal data in text by typed placeholders.
+
+    Args:
+        detectors: built-in detectors (:data:`DETECTORS`) to run; applied in a fixed order
+            whatever the order given (keys first, card numbers before phone numbers).
+        patterns: custom detectors, name -> regex; a match becomes ``<NAME>`` (upper case).
+        hash_key: when given, each placeholder carries the first 8 hex digits of
+            HMAC-SHA256(hash_key, value): ``<EMAIL:3f9a1c2b>``. The value is normalised first
+            (emails lower-cased, phone and card numbers reduced to their digits), so the same
+            address or number written two ways hashes alike.
+
+    Raises:
+        MaskingConfigError: an unknown detector, or a custom regex that does not compile
+            (the message names the pattern).
+    """
+
+    def __init__(self, detectors: Iterable[str] = DEFAULT_DETECTORS, patterns: Mapping[str, str] | None = None,
+                 hash_key: bytes | str | None = None) -> None:
+        enabled = set(parse_detectors(detectors))
+        self.detectors = tuple(n for n in _PRIORITY if n in enabled)
+        self.patterns = dict(patterns or {})
+        self._key = hash_key.encode() if isinstance(hash_key, str) else hash_key
+        self._rules: list[_Rule] = []
+        for name in self.detectors:
+            for (pattern, repl), gate in zip(BUILTIN_PATTERNS[name], _GATES[name]):
+                self._rules.append(_Rule(name, re.compile(pattern), repl, gate))
+        for name, pattern in self.patterns.items():
+            if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+                raise MaskingConfigError(f"masking pattern name {name!r}: letters, digits, '_', '.' and '-' only")
+            try:
+                rx = re.compile(pattern)
+            except (re.error, TypeError) as exc:
+                raise MaskingConfigError(f"masking pattern {name!r} is not a valid regex: {exc}") from None
+            self._rules.append(_Rule(name, rx, f"<{name.upper()}>", None))
+        gated = [r for r in self._rules if r.gate is not None]
+        # sentinel character -> the needles (needle, in the lower-cased text?) to look for once it occurs
+        by_sentinel: dict[str, set[tuple[str, bool]]] = {}
+        for r in gated:
+            if r.gate in ("in", "lower"):
+                for c in r.sentinels or "\0":
+                    by_sentinel.setdefault(c, set()).update((n, r.gate == "lower") for n in r.needles)
+        self._unsentinelled = tuple(sorted(n for n, _ in by_sentinel.pop("\0", set())))
+        self._by_sentinel = tuple((c, tuple(sorted(ns))) for c, ns in sorted(by_sentinel.items()))
+        self._digit_gate = any(r.gate == "digits" for r in gated)
+        self._dot_gate = any(r.gate == "dots" for r in gated)
+        self._ungated = any(r.gate is None for r in self._rules)
+
+    @property
+    def names(self) -> list[str]:
+        """The detectors that run, built-in then custom."""
+        return list(dict.fromkeys(r.name for r in self._rules))
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def _digest(self, name: str, value: str) -> str:
+        if name == "email":
+            value = value.lower()
+        elif name in _CHECKED:
+            value = _NON_DIGIT.sub("", value)
+        return hmac.new(self._key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:8]  # type: ignore[arg-type]
+
+    def _replacement(self, rule: _Rule, m: re.Match[str], counts: dict[str, int] | None) -> str:
+        if rule.checked is not None:
+            digits = _NON_DIGIT.sub("", m.group(0))
+            low, high = rule.checked
+            if not (low <= len(digits) <= high and (rule.name != "credit_card" or _luhn_ok(digits))):
+                return m.group(0)
+        if counts is not None:
+            counts[rule.name] = counts.get(rule.name, 0) + 1
+        out = rule.repl if rule.literal else m.expand(rule.repl)
+        if self._key is not None:
+            # key=value: hash the value, not the key's name
+            value = m.group(0)[m.end(2) - m.start(0):].strip("\"'") if m.re.groups >= 2 and rule.gate else m.group(0)
+            out = f"{out[:-1]}:{self._digest(rule.name, value)}>"
+        return out
+
+    def hits(self, text: str) -> set[str]:
+        """The pre-check: the necessary conditions that hold in ``text`` (empty: no built-in detector can match)."""
+        hits = {n for n in self._unsentinelled if n in text}
+        low: str | None = None
+        for c, needles in self._by_sentinel:
+            if c in text:
+                for n, lower in needles:
+                    if lower:
+                        if low is None:
+                            low = text.lower()
+                        if n in low:
+                            hits.add(n)
+                    elif n in text:
+                        hits.add(n)
+        if self._digit_gate and _digit_run(text):
+            hits.add("digits")
+        if self._dot_gate and "." in text and _DOTTED.search(text) is not None:
+            hits.add("dots")
+        return hits
+
+    @property
+    def always(self) -> bool:
+        """Whether some detector (a custom pattern) has no pre-check and runs on every text."""
+        return self._ungated
+
+    def _run(self, text: str, counts: dict[str, int] | None) -> str:
+        hits = self.hits(text)
+        if not hits and not self._ungated:
+            return text
+        for rule in self._rules:
+            if rule.gate is not None and hits.isdisjoint(rule.needles):
+                continue
+            if rule.checked is None and rule.literal and self._key is None and counts is None:
+                text = rule.rx.sub(rule.repl, text)
+            else:
+                text = rule.rx.sub(functools.partial(self._replacement, rule, counts=counts), text)
+        return text
+
+    def mask(self, text: str) -> str:
+        """``text`` with every detected value replaced by its placeholder."""
+        return self._run(text, None)
+
+    def scrub(self, text: str) -> tuple[str, dict[str, int]]:
+        """``text`` masked, and how many values each detector replaced."""
+        counts: dict[str, int] = {}
+        return self._run(text, counts), counts
+
+
+def _mask_json(value: Any, mask: Callable[[str], str]) -> Any:
+    """Every string leaf of a JSON-like value masked (a new value; the given one is not changed)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, Mapping):
+        return {k: _mask_json(v, mask) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_mask_json(v, mask) for v in value]
+    return value
+
+
+class MaskingPolicy:
+    """What is masked where: a :class:`Masker`, the fields it scans, and an optional hook.
+
+    Args:
+        masker: the detectors (None: no detectors, the hook alone).
+        fields: which fields are scanned (:data:`FIELDS`).
+        hook: a Python callable ``str -> str`` run on every scanned text after the detectors
+            (the SDK only: it cannot travel in a configuration record).
+
+    The ``mask_*`` methods change the record dict given (the SDK's own, fresh per event) and
+    never the caller's objects inside it: a message, step or metadata mapping that is masked
+    is replaced by a masked copy.
+    """
+
+    def __init__(self, masker: Masker | None, fields: Iterable[str] = DEFAULT_FIELDS,
+                 hook: Callable[[str], str] | None = None) -> None:
+        if hook is not None and not callable(hook):
+            raise MaskingConfigError(f"masking hook must be a callable str -> str, got {type(hook).__name__}")
+        self.masker = masker if masker else None
+        self.fields = frozenset(parse_fields(fields))
+        self.hook = hook
+        if self.masker is not None and hook is not None:
+            m, h = self.masker.mask, hook
+            self.text: Callable[[str], str] = lambda t: _hooked(h, m(t))
+        elif self.masker is not None:
+            self.text = self.masker.mask
+        elif hook is not None:
+            self.text = lambda t: _hooked(hook, t)
+        else:
+            self.text = lambda t: t
+        self.active = bool(self.fields) and (self.masker is not None or hook is not None)
+
+    def _str(self, value: Any) -> Any:
+        return self.text(value) if isinstance(value, str) else value
+
+    def _messages(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, Mapping):
+            return {**value, "content": self._str(value.get("content"))} if "content" in value else value
+        if isinstance(value, (list, tuple)):
+            return [self._messages(m) if isinstance(m, Mapping) else m for m in value]
+        return value
+
+    def _payload(self, value: Any) -> Any:
+        """A step's input or output: JSON text (masked as text: JSON's escapes keep the values' shapes) or an object."""
+        if value is None or isinstance(value, (int, float, bool)):
+            return value
+        return _mask_json(value, self.text)
+
+    def _metadata(self, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: self.text(v if isinstance(v, str) else str(v)) for k, v in value.items()}
+        return value
+
+    def _clean(self, texts: list[str]) -> bool:
+        """The event-level pre-check: no detector can match any of ``texts`` (and no hook or custom pattern must run)."""
+        m = self.masker
+        return self.hook is None and m is not None and not m.always and not m.hits("\n".join(texts))
+
+    def _experience_texts(self, record: dict[str, Any]) -> list[str] | None:
+        """The scanned texts of an Experience when all are plain strings (None: some are objects)."""
+        f = self.fields
+        texts: list[str] = []
+        if "input" in f:
+            value = record.get("input")
+            if isinstance(value, str):
+                texts.append(value)
+            elif type(value) is list:
+                for m in value:
+                    c = m.get("content") if type(m) is dict else None
+                    if type(c) is not str:
+                        return None
+                    texts.append(c)
+            elif value is not None:
+                return None
+        for name in ("output", "error"):
+            if name in f:
+                value = record.get(name)
+                if type(value) is str:
+                    texts.append(value)
+                elif value is not None:
+                    return None
+        steps = record.get("steps")
+        if steps and ("steps" in f or "error" in f):
+            if type(steps) is not list:
+                return None
+            names = (("input", "output") if "steps" in f else ()) + (("error",) if "error" in f else ())
+            for step in steps:
+                if type(step) is not dict:
+                    return None
+                for k in names:
+                    v = step.get(k)
+                    if type(v) is str:
+                        texts.append(v)
+                    elif v is not None:
+                        return None
+        if "metadata" in f and record.get("metadata"):
+            meta = record["metadata"]
+            if type(meta) is not dict:
+                return None
+            texts.extend(v if type(v) is str else str(v) for v in meta.values())
+        return texts
+
+    def mask_experience(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Masks an Experience record (input, output, steps, error, metadata as configured)."""
+        if not self.active:
+            return record
+        texts = self._experience_texts(record)
+        if texts is not None and self._clean(texts):
+            return record  # the common case: one pre-check over the whole event, nothing copied
+        f = self.fields
+        if "input" in f:
+            record["input"] = self._messages(record.get("input"))
+        if "output" in f:
+            record["output"] = self._str(record.get("output"))
+        if "error" in f:
+            record["error"] = self._str(record.get("error"))
+        if ("steps" in f or "error" in f) and record.get("steps"):
+            steps = []
+            for s in record["steps"]:
+                if isinstance(s, Mapping):
+                    s = dict(s)
+                    if "steps" in f:
+                        for k in ("input", "output"):
+                            if k in s:
+                                s[k] = self._payload(s[k])
+                    if "error" in f and "error" in s:
+                        s["error"] = self._str(s["error"])
+                steps.append(s)
+            record["steps"] = steps
+        if "metadata" in f and record.get("metadata"):
+            record["metadata"] = self._metadata(record["metadata"])
+        return record
+
+    def mask_feedback(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Masks a Feedback record (comment, correction, metadata as configured)."""
+        if not self.active:
+            return record
+        f = self.fields
+        texts = [v for n in ("comment", "correction") if n in f and isinstance(v := record.get(n), str)]
+        if "metadata" in f and isinstance(record.get("metadata"), Mapping):
+            texts.extend(v if isinstance(v, str) else str(v) for v in record["metadata"].values())
+        if self._clean(texts):
+            return record
+        for name in ("comment", "correction"):
+            if name in f:
+                record[name] = self._str(record.get(name))
+        if "metadata" in f and record.get("metadata"):
+            record["metadata"] = self._metadata(record["metadata"])
+        return record
+
+    def mask_json_text(self, text: str) -> str:
+        """A JSON document's string values masked, re-serialised (text that is not JSON: masked as text)."""
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return self.text(text)
+        return json.dumps(_mask_json(value, self.text), ensure_ascii=False)
+
+
+def _hooked(hook: Callable[[str], str], text: str) -> str:
+    out = hook(text)
+    if not isinstance(out, str):
+        raise MaskingConfigError(f"masking hook returned {type(out).__name__}, expected str")
+    return out
