@@ -16,6 +16,7 @@ import pytest
 
 from agentgym.ops.kafka.broker import KafkaBroker, free_port
 from agentgym.ops.settings import StackSettings
+from tests.tls import TestPKI, make_test_pki
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,6 +54,12 @@ def bootstrap(kafka_broker: KafkaBroker) -> str:
 
     ensure_topics(kafka_broker.bootstrap_servers)
     return kafka_broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    """A test CA with a server certificate for 127.0.0.1/localhost and a client certificate (openssl CLI)."""
+    return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -13,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from agentgym.gateway.app import GATEWAY, Gateway, create_app, make_runner
+from agentgym.gateway.app import GATEWAY, Gateway, create_app, make_runner, make_site
 from agentgym.gateway.keys import create_key
 from agentgym.gateway.settings import GatewaySettings
 from agentgym.ops.kafka.broker import free_port
@@ -32,8 +32,9 @@ class Served:
 class ServedGateway:
     """Runs ``create_app(settings)`` with the gateway's runner on a free port, in a thread."""
 
-    def __init__(self, settings: GatewaySettings) -> None:
+    def __init__(self, settings: GatewaySettings, client_context: ssl.SSLContext | None = None) -> None:
         self.settings = settings.model_copy(update={"port": free_port()})
+        self.client_context = client_context  # trusts the test CA when the settings serve https
         self.app = create_app(self.settings)
         self.loop = asyncio.new_event_loop()
         self.runner = make_runner(self.app)
@@ -43,7 +44,7 @@ class ServedGateway:
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
         self.loop.run_until_complete(self.runner.setup())
-        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.settings.port).start())
+        self.loop.run_until_complete(make_site(self.runner, self.settings, host="127.0.0.1").start())
         self._ready.set()
         self.loop.run_forever()
         pending = asyncio.all_tasks(self.loop)  # connection handlers the shutdown left behind
@@ -55,8 +56,8 @@ class ServedGateway:
     def __enter__(self) -> Served:
         self._thread.start()
         assert self._ready.wait(60), "the gateway did not start"
-        url = f"http://127.0.0.1:{self.settings.port}"
-        wait_for(lambda: call("GET", f"{url}/readyz")[0] == 200, 60, "the gateway's readiness")
+        url = f"{self.settings.scheme}://127.0.0.1:{self.settings.port}"
+        wait_for(lambda: call("GET", f"{url}/readyz", context=self.client_context)[0] == 200, 60, "the gateway's readiness")
         return Served(url, self.app[GATEWAY], self.settings)
 
     def __exit__(self, *exc: object) -> None:
@@ -82,13 +83,13 @@ def served(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
-         timeout_s: float = 15.0) -> tuple[int, Any, dict[str, str]]:
-    """(status, JSON body or text, headers) of one request."""
+         timeout_s: float = 15.0, context: ssl.SSLContext | None = None) -> tuple[int, Any, dict[str, str]]:
+    """(status, JSON body or text, headers) of one request (``context``: the client's TLS, for https)."""
     data = None if body is None else body if isinstance(body, bytes) else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method,
                                  headers={**({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
     try:
-        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=context) as resp:
             status, raw, hdrs = resp.status, resp.read(), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         status, raw, hdrs = exc.code, exc.read(), dict(exc.headers)
