@@ -25,9 +25,13 @@ from typing import Any
 from agentgym.gateway.exceptions import PlanError
 from agentgym.gateway.follower import CompactedFollower
 from agentgym.gateway.ids import check_id
+from agentgym.processors.retention import Retention
 from agentgym.producers.records import RecordProducer, read_topic
 
-__all__ = ["Plan", "PLANS", "plan_record", "plan_from_record", "TenantPlans", "set_plan", "list_plans"]
+__all__ = [
+    "Plan", "PLANS", "plan_record", "plan_from_record", "TenantPlans", "set_plan", "list_plans", "latest_plan",
+    "set_retention",
+]
 
 _TOPIC = "tenants"
 
@@ -52,8 +56,10 @@ PLANS: dict[str, Plan] = {
 
 
 def plan_record(tenant_id: str, plan: str, *, max_agents: int | None = None, max_runs_per_month: int | None = None,
-                rate_per_s: float | None = None, burst: float | None = None) -> dict[str, Any]:
-    """A ``TenantPlan`` record: the named plan's limits, overridden where given."""
+                rate_per_s: float | None = None, burst: float | None = None,
+                retention: Retention | None = None) -> dict[str, Any]:
+    """A ``TenantPlan`` record: the named plan's limits, overridden where given; ``retention``: the
+    tenant's own retention (None, or days left None: the platform's defaults)."""
     check_id("tenant_id", tenant_id)
     base = PLANS.get(plan)
     if base is None and plan != "custom":
@@ -70,6 +76,7 @@ def plan_record(tenant_id: str, plan: str, *, max_agents: int | None = None, max
         "max_agents": max_agents if max_agents is not None else (base.max_agents if base else None),
         "max_runs_per_month": max_runs_per_month if max_runs_per_month is not None else (base.max_runs_per_month if base else None),
         "rate_per_s": rate_per_s, "burst": burst, "updated_ms": time.time_ns() // 1_000_000,
+        "retention": None if retention is None or retention.is_default else retention.record(),
     }
 
 
@@ -109,7 +116,13 @@ class TenantPlans:
 
 
 def set_plan(bootstrap_servers: str, tenant_id: str, plan: str, **limits: Any) -> dict[str, Any]:
-    """Writes a tenant's plan (``limits``: see :func:`plan_record`) and waits for Kafka to hold it."""
+    """Writes a tenant's plan (``limits``: see :func:`plan_record`) and waits for Kafka to hold it.
+
+    Without ``retention`` in ``limits`` the tenant's current retention is kept.
+    """
+    if "retention" not in limits:
+        current = latest_plan(bootstrap_servers, tenant_id)
+        limits["retention"] = Retention(**current["retention"]) if current and current.get("retention") else None
     record = plan_record(tenant_id, plan, **limits)
     with RecordProducer(bootstrap_servers) as producer:
         producer.send(_TOPIC, record)
@@ -122,3 +135,44 @@ def list_plans(bootstrap_servers: str) -> list[dict[str, Any]]:
     for r in read_topic(bootstrap_servers, _TOPIC):
         latest[r["tenant_id"]] = r
     return sorted(latest.values(), key=lambda r: r["tenant_id"])
+
+
+def latest_plan(bootstrap_servers: str, tenant_id: str) -> dict[str, Any] | None:
+    """The tenant's latest plan record; None when it has none."""
+    check_id("tenant_id", tenant_id)
+    latest = None
+    for r in read_topic(bootstrap_servers, _TOPIC):
+        if r["tenant_id"] == tenant_id:
+            latest = r
+    return latest
+
+
+def set_retention(bootstrap_servers: str, tenant_id: str, default_plan: str = "free", *, reset: bool = False,
+                  **days: int | None) -> dict[str, Any]:
+    """Sets a tenant's own retention (``events_days=30``, ...; see :class:`Retention`), keeping the rest of its plan.
+
+    Days not given keep their current value; ``reset`` first returns every kind to the platform's
+    default. A tenant without a plan record gets one with ``default_plan`` (the plan it had).
+
+    Raises:
+        PlanError: an unknown kind, or days out of range (the message names the field).
+    """
+    current = latest_plan(bootstrap_servers, tenant_id)
+    own = {} if reset or current is None or current.get("retention") is None else dict(current["retention"])
+    for name, value in days.items():
+        if name not in Retention.__dataclass_fields__:
+            raise PlanError(f"retention has no field {name!r}; fields: {', '.join(Retention.__dataclass_fields__)}")
+        if value is not None:
+            own[name] = value
+    try:
+        retention = Retention(**own)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    if current is None:
+        record = plan_record(tenant_id, default_plan, retention=retention)
+    else:
+        record = dict(current, event_id=os.urandom(16).hex(), updated_ms=time.time_ns() // 1_000_000,
+                      retention=None if retention.is_default else retention.record())
+    with RecordProducer(bootstrap_servers) as producer:
+        producer.send(_TOPIC, record)
+    return record

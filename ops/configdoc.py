@@ -43,6 +43,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("OTLP span assembly", "agentgym.processors.otel.settings:OtelSettings"),
     ("ClickHouse store", "agentgym.processors.store.settings:StoreSettings"),
     ("Dataset builder", "agentgym.processors.datasets.settings:DatasetSettings"),
+    ("Retention", "agentgym.processors.retention:RetentionSettings"),
     ("Training jobs", "agentgym.trainers.settings:TrainSettings"),
     ("Validation gate and candidate experiments", "agentgym.trainers.settings:GateSettings"),
     ("Trainer service", "agentgym.trainers.settings:TrainerServiceSettings"),

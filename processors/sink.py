@@ -40,6 +40,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from agentgym.processors.avro_batch import container, select_list
 from agentgym.processors.deletions import DELETIONS_TOPIC, TRACE_RECORDS, DeletionLog, applied_record, apply_deletion
 from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
+from agentgym.processors.retention import RetentionLoop
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
 from agentgym.processors.store.exceptions import InsertAbandonedError
@@ -475,6 +476,7 @@ def register(app: Any, settings: Any) -> None:
         _thread: threading.Thread | None = None
         _http: Any = None
         _store: Store | None = None
+        _retention: Any = None
 
         async def on_start(self) -> None:
             self._store = open_store()
@@ -499,6 +501,8 @@ def register(app: Any, settings: Any) -> None:
             loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)
             self._thread.start()
+            # per-tenant retention: ClickHouse's TTLs follow gym-tenants-v1; the event topics' retention.ms
+            self._retention = RetentionLoop().start()
 
         def _run(self, loop: asyncio.AbstractEventLoop) -> None:
             assert self._sink is not None
@@ -509,6 +513,8 @@ def register(app: Any, settings: Any) -> None:
                 asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
 
         async def on_stop(self) -> None:
+            if self._retention is not None:
+                await asyncio.get_running_loop().run_in_executor(None, self._retention.stop)
             if self._sink is not None:
                 self._sink.stop()
             if self._thread is not None:

@@ -11,7 +11,7 @@ from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import TopicUnavailableError
 from agentgym.schemas.topics import TOPICS, TopicSpec
 
-__all__ = ["ensure_topics", "create_topics"]
+__all__ = ["ensure_topics", "create_topics", "set_topic_retention", "EVENT_TOPICS"]
 
 
 def create_topics(
@@ -75,3 +75,32 @@ def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = No
     specs = list(specs or TOPICS.values())
     return create_topics(bootstrap_servers, {s.name: (s.partitions, s.config()) for s in specs}, timeout_s, wait=False,
                          security=security)
+
+
+EVENT_TOPICS = ("experiences", "feedback", "outcomes", "otel-spans")
+"""The topics that carry tenants' raw events (their ``retention.ms`` is the platform's event retention)."""
+
+
+def set_topic_retention(bootstrap_servers: str, retention_ms: int, bases: Iterable[str] = EVENT_TOPICS,
+                        timeout_s: float = 30.0, *, security: Mapping[str, Any] | None = None) -> dict[str, int]:
+    """Sets ``retention.ms`` of existing topics (the event topics by default); returns topic -> the value set.
+
+    Kafka's retention is per topic, and the topics are shared by tenants: one value applies to
+    every tenant's events (docs/privacy.md, Retention). Other settings of the topics are left
+    as they are (an incremental alter). A topic that does not exist yet is skipped.
+    """
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+
+    import logging
+
+    if retention_ms < 1:
+        raise ValueError(f"retention_ms must be >= 1, got {retention_ms}")
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka"),
+                         **client_security(security)})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    names = [TOPICS[b].name for b in bases if TOPICS[b].name in existing]
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry("retention.ms", str(retention_ms), incremental_operation=AlterConfigOpType.SET)]) for name in names]
+    for fut in (admin.incremental_alter_configs(resources).values() if resources else ()):
+        fut.result(timeout_s)
+    return {name: retention_ms for name in names}

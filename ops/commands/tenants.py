@@ -1,4 +1,5 @@
-"""``agentgym tenants set|list|usage|plans``: tenant plans on ``gym-tenants-v1``, usage on ``gym-tenant-usage-v1``."""
+"""``agentgym tenants set|list|retention|usage|plans``: tenant plans (and retention) on ``gym-tenants-v1``, usage on
+``gym-tenant-usage-v1``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import json
 import click
 
 from agentgym.gateway.exceptions import GatewayError
-from agentgym.gateway.plans import PLANS, list_plans, set_plan
+from agentgym.gateway.plans import PLANS, latest_plan, list_plans, set_plan, set_retention
 from agentgym.gateway.settings import GatewaySettings
 from agentgym.gateway.usage import read_usage
+from agentgym.processors.retention import KINDS, Retention, RetentionSettings
 
 __all__ = ["tenants"]
 
@@ -26,7 +28,7 @@ def _limit(v: object) -> str:
 
 @click.group()
 def tenants() -> None:
-    """Tenant plans: agents, runs per month and request rate; what each tenant used."""
+    """Tenant plans: agents, runs per month, request rate and retention; what each tenant used."""
 
 
 @tenants.command("set")
@@ -62,10 +64,56 @@ def list_(bootstrap: str | None, as_json: bool) -> None:
     if not rows:
         click.echo("no tenant plans (every tenant has the gateway's default plan)")
         return
-    click.echo(f"{'tenant':<24} {'plan':<12} {'agents':>10} {'runs/month':>12} {'rate/s':>8} {'burst':>8}")
+    click.echo(f"{'tenant':<24} {'plan':<12} {'agents':>10} {'runs/month':>12} {'rate/s':>8} {'burst':>8}  retention (days)")
     for r in rows:
         click.echo(f"{r['tenant_id']:<24} {r['plan']:<12} {_limit(r['max_agents']):>10} {_limit(r['max_runs_per_month']):>12} "
-                   f"{_limit(r['rate_per_s']):>8} {_limit(r['burst']):>8}")
+                   f"{_limit(r['rate_per_s']):>8} {_limit(r['burst']):>8}  {_retention_summary(r.get('retention'))}")
+
+
+def _retention_summary(retention: dict[str, int | None] | None) -> str:
+    own = {k: v for k, v in (retention or {}).items() if v is not None}
+    return " ".join(f"{k.removesuffix('_days')}={v}" for k, v in own.items()) or "default"
+
+
+@tenants.command()
+@_BOOTSTRAP
+@click.argument("tenant")
+@click.option("--events-days", type=int, default=None, help="raw events in ClickHouse (experiences, feedback, dead letters)")
+@click.option("--outcomes-days", type=int, default=None, help="outcomes (labels) in ClickHouse")
+@click.option("--stats-days", type=int, default=None, help="experiment statistics snapshots in ClickHouse")
+@click.option("--datasets-days", type=int, default=None, help="dataset files and their ClickHouse rows")
+@click.option("--models-days", type=int, default=None, help="adapter files of models neither champion nor candidate")
+@click.option("--reset", is_flag=True, help="back to the platform's defaults (before the days given, if any)")
+@click.option("--json", "as_json", is_flag=True, help="print the effective retention as JSON")
+def retention(bootstrap: str | None, tenant: str, events_days: int | None, outcomes_days: int | None,
+              stats_days: int | None, datasets_days: int | None, models_days: int | None, reset: bool,
+              as_json: bool) -> None:
+    """Show a tenant's retention, or set it with the options (days; the rest of its plan is kept).
+
+    The worker applies a change to ClickHouse within AGENTGYM_RETENTION_INTERVAL_S, the trainer
+    service to dataset and model files; the defaults are AGENTGYM_RETENTION_*_DAYS (docs/privacy.md).
+    """
+    days = {"events_days": events_days, "outcomes_days": outcomes_days, "stats_days": stats_days,
+            "datasets_days": datasets_days, "models_days": models_days}
+    servers = _bootstrap(bootstrap)
+    try:
+        if reset or any(v is not None for v in days.values()):
+            record = set_retention(servers, tenant, GatewaySettings().default_plan, reset=reset, **days)
+        else:
+            record = latest_plan(servers, tenant)
+        own = Retention(**((record or {}).get("retention") or {}))
+    except (GatewayError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    defaults = RetentionSettings().defaults
+    effective = own.over(defaults)
+    if as_json:
+        click.echo(json.dumps({"tenant_id": tenant, **effective.record(),
+                               "own": {k: v for k, v in own.record().items() if v is not None}}))
+        return
+    click.echo(f"tenant {tenant}: retention in days")
+    for kind in KINDS:
+        source = "tenant" if own.days(kind) is not None else "default"
+        click.echo(f"  {kind:<10} {effective.days(kind):>6}  ({source})")
 
 
 @tenants.command()

@@ -12,7 +12,9 @@ from typing import Any
 
 import click
 
+from agentgym.processors.retention import RetentionSettings
 from agentgym.trainers.jobs import JobStore
+from agentgym.trainers.retention import FileRetentionLoop
 from agentgym.trainers.service import TrainerService
 from agentgym.trainers.settings import TrainSettings, TrainerServiceSettings
 
@@ -47,10 +49,15 @@ def run(bootstrap: str | None, poll_s: float, auto_promote: bool | None) -> None
     click.echo(f"trainer: consuming gym-datasets-v1 as {settings.trainer_group}; jobs in {settings.trainer_jobs_dir}")
     if settings.trainer_auto_promote:
         click.echo(f"trainer: applying gym-decisions-v1 to the model registry as {settings.trainer_promoter_group}")
+    # expired dataset and model files of every tenant are deleted alongside (docs/privacy.md)
+    retention = RetentionSettings(**({"bootstrap_servers": bootstrap} if bootstrap else {}))
+    expiry = FileRetentionLoop(retention, TrainSettings().model_store, stop).start()
     try:
         service.run(stop, poll_s)
     finally:
+        stop.set()
         service.close()
+        expiry.join()
 
 
 @trainer.command()

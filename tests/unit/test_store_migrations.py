@@ -82,8 +82,9 @@ def test_migrations_create_every_table_view_and_rollup(store: ChdbStore) -> None
     assert tables["rollup_hourly"] == "AggregatingMergeTree"
     assert tables["mv_rollup_hourly"] == "MaterializedView"
     assert tables["schema_migrations"] == "ReplacingMergeTree"
+    assert tables["tenant_retention"] == "Join"  # 0011: each tenant's retention, read by the expires_at defaults
     versions = [v for (v,) in store.query("SELECT version FROM schema_migrations FINAL ORDER BY version").rows]
-    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert versions == [m.version for m in load_migrations()] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
 
 
 def test_migrating_again_is_a_no_op(store: ChdbStore) -> None:
@@ -100,7 +101,7 @@ def test_a_new_database_gets_every_migration_and_an_edited_one_is_refused(store:
     shutil.copytree(SQL_DIR, sql_dir)
     database = f"agentgym_{unique}"
     try:
-        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+        assert migrate(store, database, sql_dir) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
         assert RAW_TABLES <= set(_tables(store, database))
         # the views of that database read that database's tables
         assert store.query(f"SELECT count() FROM {database}.v_runs").scalar() == 0
@@ -127,8 +128,9 @@ def test_a_failing_statement_names_the_migration(store: ChdbStore, unique: str, 
 def test_arrow_schemas_match_the_tables_column_order(store: ChdbStore) -> None:
     for record_name, table in TABLES.items():
         described = store.query(f"DESCRIBE TABLE {table}").named_rows()
-        # every column a record fills: all but inserted_at (set by the server) and computed ones
-        insertable = [d["name"] for d in described if d["default_type"] in ("", "DEFAULT") and d["name"] != "inserted_at"]
+        # every column a record fills: all but inserted_at and expires_at (set by the server) and computed ones
+        insertable = [d["name"] for d in described
+                      if d["default_type"] in ("", "DEFAULT") and d["name"] not in ("inserted_at", "expires_at")]
         assert list(COLUMNS[record_name]) == insertable, record_name
         assert ARROW_SCHEMAS[record_name].names == insertable, record_name
 
