@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "datasets": ("agentgym.ops.commands.datasets:datasets", "finished fine-tuning datasets: list, show, export, build"),
     "train": ("agentgym.ops.commands.train:train", "fine-tune a LoRA adapter on a dataset with Ray Train"),
     "models": ("agentgym.ops.commands.models:models", "the model registry: list, show, promote, retire"),
+    "privacy": ("agentgym.ops.commands.privacy:privacy", "privacy: delete a user's data (delete, deletions)"),
     "trainer": ("agentgym.ops.commands.trainer:trainer", "the trainer service: run, jobs"),
     "up": ("agentgym.ops.commands.stack:up", "start the local stack in the background (broker, processors, trainer, API)"),
     "status": ("agentgym.ops.commands.stack:status", "the local stack: components, consumer lag, events/s, spool"),

@@ -74,6 +74,9 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec("api-keys", "ApiKey", "key_id", 1, "", compacted=True),
         TopicSpec("tenants", "TenantPlan", "tenant_id", 1, "", compacted=True),
         TopicSpec("tenant-usage", "TenantUsage", "usage_key", 1, "", compacted=True),
+        # privacy: one record per deleted user (requested, then applied by the store's owner); every reader of
+        # the event topics skips what it names (agentgym.processors.deletions); not materialised: the sink applies it
+        TopicSpec("deletions", "Deletion", "subject", 1, "", compacted=True),
     )
 }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -25,10 +25,12 @@ from agentgym.producers.records import RecordProducer, read_topic
 from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
 from agentgym.schemas.ids import validate_id
 
-__all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for"]
+__all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for", "DELETED_DATA_FLAG"]
 
 Status = Literal["candidate", "champion", "retired", "rejected"]
 STATUSES: tuple[Status, ...] = ("candidate", "champion", "retired", "rejected")
+DELETED_DATA_FLAG = "privacy.trained_on_deleted_data"
+"""``hyperparameters`` key of a version trained on data a user's deletion later removed: the deletion ids."""
 
 
 def base_version_for(agent_id: str, base_model: str) -> str:
@@ -158,6 +160,35 @@ class ModelRegistry:
         mv = self.get(model_version)
         merged = {**mv.metrics, **(metrics or {})}
         return self._send(replace(mv, status=status, metrics=merged, updated_ms=max(self._now(), mv.updated_ms + 1)))
+
+    def flag_deleted_data(self, tenant_id: str, dataset_ids: Sequence[str], deletion_id: str) -> list[ModelVersion]:
+        """Flags the tenant's versions trained on any of ``dataset_ids`` (a user's data was deleted from them),
+        and the versions fine-tuned from a flagged one, under :data:`DELETED_DATA_FLAG` in ``hyperparameters``
+        (the deletion ids, comma-separated). Idempotent: a version already flagged for ``deletion_id`` is not rewritten.
+
+        Returns:
+            The versions flagged by this deletion (newly or before).
+
+        Raises:
+            RegistryError: the registry could not be read or written.
+        """
+        versions = self.versions(tenant_id)
+        tainted = {mv.model_version for mv in versions if mv.dataset_id and mv.dataset_id in set(dataset_ids)}
+        grew = True
+        while grew:  # an adapter trained from a tainted parent carries its weights
+            more = {mv.model_version for mv in versions if mv.parent_version in tainted} - tainted
+            tainted |= more
+            grew = bool(more)
+        out = []
+        for mv in versions:
+            if mv.model_version not in tainted:
+                continue
+            ids = [x for x in mv.hyperparameters.get(DELETED_DATA_FLAG, "").split(",") if x]
+            if deletion_id not in ids:
+                mv = self._send(replace(mv, hyperparameters={**mv.hyperparameters, DELETED_DATA_FLAG: ",".join([*ids, deletion_id])},
+                                        updated_ms=max(self._now(), mv.updated_ms + 1)))
+            out.append(mv)
+        return out
 
     def promote(self, model_version: str) -> ModelVersion:
         """Makes a version the champion of its agent, retiring the previous champion."""

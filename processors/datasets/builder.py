@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from agentgym.processors.deletions import DeletionLog
 from agentgym.processors.store.base import Store
 from agentgym.processors.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
 from agentgym.processors.datasets.quality import LengthLimits, Scrubber
@@ -64,7 +65,8 @@ SETTINGS join_use_nulls = 1
 # the runs of one tenant and agent, newest label first, most confident first
 _RUNS_SQL = """
 SELECT e.trace_id, e.input.role, e.input.content, e.output, o.label, o.confidence, o.labeller, o.labeller_version,
-       o.corrected_output, o.model_version, toUnixTimestamp64Milli(o.inserted_at) AS labelled_ms
+       o.corrected_output, o.model_version, toUnixTimestamp64Milli(o.inserted_at) AS labelled_ms,
+       e.user_id, toUnixTimestamp64Milli(e.ts) AS started_ms
 FROM v_outcomes_latest AS o
 INNER JOIN v_experiences AS e ON e.tenant_id = o.tenant_id AND e.trace_id = o.trace_id
 WHERE o.tenant_id = {tenant:String} AND o.agent_id = {agent:String}
@@ -107,12 +109,15 @@ class DatasetBuilder:
         settings: thresholds, filters and the dataset store.
         announce: called with each finished manifest (e.g. produce DatasetReady); None: no announcement.
         clock: milliseconds since the epoch (tests pass their own).
+        deletions: the deletions topic's reader (:class:`~agentgym.processors.deletions.DeletionLog`): runs of
+            deleted users and traces never enter a dataset, even before the store has applied the deletion.
     """
 
     store: Store
     settings: DatasetSettings = field(default_factory=lambda: DatasetSettings())
     announce: Callable[[Manifest], None] | None = None
     clock: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    deletions: DeletionLog | None = None
     _watermarks: dict[tuple[str, str], int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -157,6 +162,11 @@ class DatasetBuilder:
             "tenant": tenant_id, "agent": agent_id, "min_confidence": self.settings.dataset_min_confidence,
             "cutoff_ms": cutoff_ms, "since_ms": since, "limit": self.settings.dataset_max_examples,
         }).rows
+        if self.deletions is not None:
+            self.deletions.catch_up(to_end=True, timeout_s=10.0)
+            gone = self.deletions.set
+            rows = [r for r in rows if not gone.skips("Experience", {"tenant_id": tenant_id, "trace_id": r[0], "user_id": r[11],
+                                                                    "timestamp_ms": r[12]})]
         return [
             LabelledRun(
                 tenant_id=tenant_id, agent_id=agent_id, trace_id=r[0],

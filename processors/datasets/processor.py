@@ -16,6 +16,7 @@ import logging
 from typing import Any
 
 from agentgym.processors.datasets.builder import DatasetBuilder
+from agentgym.processors.deletions import DeletionLog
 from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.processors.datasets.store import Manifest
 from agentgym.processors.store import StoreError, open_reader
@@ -48,7 +49,8 @@ def register(app: Any, processor_settings: Any) -> None:
         def announce(manifest: Manifest) -> None:
             producer.send("datasets", manifest.announcement())
 
-        builder = state["builder"] = DatasetBuilder(store, settings, announce=announce)
+        deletions = DeletionLog(settings.bootstrap_servers)  # deleted users' runs never enter a dataset
+        builder = state["builder"] = DatasetBuilder(store, settings, announce=announce, deletions=deletions)
         return builder
 
     def _check() -> int:
