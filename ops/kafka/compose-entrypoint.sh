@@ -36,10 +36,19 @@ rm -f "$format_props"
 
 # for the healthcheck and for operators inside the container (kafka-topics.sh --command-config)
 umask 077
+client_protocol=SASL_PLAINTEXT
+if [[ -n "${TLS_CERT_FILE:-}" ]]; then
+  # TLS (compose.tls.yaml): Kafka's PEM key store holds the private key, then the certificate chain
+  cat "${TLS_KEY_FILE:?TLS_KEY_FILE is not set}" "$TLS_CERT_FILE" > /tmp/agentgym-keystore.pem
+  client_protocol=SASL_SSL
+fi
 cat > /tmp/admin-client.properties <<PROPS
-security.protocol=SASL_PLAINTEXT
+security.protocol=${client_protocol}
 sasl.mechanism=SCRAM-SHA-256
 sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="${SCRAM_ADMIN_PASSWORD}";
 PROPS
+if [[ -n "${TLS_CA_FILE:-}" ]]; then
+  printf 'ssl.truststore.type=PEM\nssl.truststore.location=%s\n' "$TLS_CA_FILE" >> /tmp/admin-client.properties
+fi
 
 exec /etc/kafka/docker/run
