@@ -71,6 +71,7 @@ from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind, Prepared, prepar
 from agentgym.gateway.keys import ApiKey, KeyRing
 from agentgym.gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from agentgym.gateway.openapi import openapi_document
+from agentgym.gateway.masking import TenantMaskers
 from agentgym.gateway.plans import TenantPlans
 from agentgym.gateway.ratelimit import TokenBuckets
 from agentgym.gateway.settings import GatewaySettings
@@ -110,8 +111,9 @@ class Gateway:
         self.buckets = TokenBuckets()
         self.client = AgentGym(settings=ProducerSettings(
             bootstrap_servers=settings.bootstrap_servers, tenant_id="gateway", agent_id="gateway",
-            spool_dir=settings.spool_root / f"worker-{worker}"))
+            spool_dir=settings.spool_root / f"worker-{worker}", mask_enabled=False))  # masked per tenant and agent
         self.keys = KeyRing(settings.bootstrap_servers).start()
+        self.maskers = TenantMaskers(settings.bootstrap_servers, settings.mask_secret.get_secret_value()).start()
         self.plans = TenantPlans(settings.bootstrap_servers, settings.default_plan).start()
         self.usage = UsageMeter(settings.bootstrap_servers).start()
         self.experiments = ExperimentFollower(settings.bootstrap_servers).start()
@@ -120,11 +122,12 @@ class Gateway:
 
     def waiting(self) -> list[str]:
         """The followers not yet read to their ends (empty: ready)."""
-        parts = {"api_keys": self.keys.ready, "plans": self.plans.ready, "usage": self.usage.ready, "experiments": self.experiments.ready}
+        parts = {"api_keys": self.keys.ready, "plans": self.plans.ready, "usage": self.usage.ready, "experiments": self.experiments.ready,
+                 "masking": self.maskers.ready}
         return [name for name, ok in parts.items() if not ok]
 
     def close(self) -> None:
-        for part in (self.keys, self.plans, self.usage, self.experiments):
+        for part in (self.keys, self.plans, self.usage, self.experiments, self.maskers):
             part.close()
         self.publish_usage()
         self.client.close()
@@ -228,7 +231,8 @@ def _ingest(kind: Kind) -> Handler:
                 check_id("X-AgentGym-Agent", header_agent)
             except InvalidIdError as exc:
                 raise ApiError(400, "invalid_event", exc.field, exc.reason) from None
-        prepared = prepare(gw.client, kind, events, key.tenant_id, header_agent, s.max_event_bytes, batched)
+        prepared = prepare(gw.client, kind, events, key.tenant_id, header_agent, s.max_event_bytes, batched,
+                           masking=lambda agent: gw.maskers.policy(key.tenant_id, agent))
         if kind is EXPERIENCE:
             gw.check_plan(key.tenant_id, prepared)
         send = gw.client.send_encoded

@@ -13,12 +13,14 @@ a field of the record, never a client or a path.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
 from agentgym.producers.client import AgentGym
+from agentgym.producers.masking import MaskingPolicy
 from agentgym.schemas.exceptions import SchemaValidationError
 from agentgym.schemas.topics import TOPICS
 
@@ -57,13 +59,17 @@ class Prepared:
 
 
 def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_id: str, header_agent: str | None,
-            max_event_bytes: int, batched: bool) -> list[Prepared]:
-    """Validates and encodes every event; raises :class:`ApiError` (with the event's index) at the first bad one."""
+            max_event_bytes: int, batched: bool, masking: Callable[[str], MaskingPolicy] | None = None) -> list[Prepared]:
+    """Validates, masks and encodes every event; raises :class:`ApiError` (with the event's index) at the first bad one.
+
+    ``masking``: agent id -> the tenant's masking policy for that agent (None: no masking), applied
+    to the event's fields before it is encoded (docs/privacy.md).
+    """
     out = []
     for i, event in enumerate(events):
         index = i if batched else None
         try:
-            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes))
+            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes, masking))
         except ApiError as exc:
             exc.index = index
             raise
@@ -75,7 +81,7 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
 
 
 def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, header_agent: str | None,
-         max_event_bytes: int) -> Prepared:
+         max_event_bytes: int, masking: Callable[[str], MaskingPolicy] | None = None) -> Prepared:
     named = event.pop("tenant_id", None)
     if named is not None and named != tenant_id:
         raise ApiError(403, "forbidden_tenant", "tenant_id", "names another tenant than the API key's")
@@ -90,6 +96,9 @@ def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, he
     for name in ("trace_id", "event_id"):
         if name in event and event[name] is not None:
             check_id(name, event[name])
+    if masking is not None:  # the body's fields carry the record's names (input, output, steps, error, comment, ...)
+        policy = masking(agent_id)
+        (policy.mask_feedback if kind is FEEDBACK else policy.mask_experience)(event)
     try:
         if kind is FEEDBACK:
             trace_id = event.pop("trace_id")

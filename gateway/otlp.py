@@ -332,6 +332,10 @@ async def _export(request: web.Request, gw: "Gateway", as_json: bool) -> web.Res
     mapped = map_request(decode_request(raw, content_type), key.tenant_id, header_agent,
                          max_attribute_bytes=gw.settings.otlp_max_attribute_bytes)
     records: list[tuple[str, bytes]] = []
+    for batch in mapped.traces.values():  # masked before encoding, as the API's events (docs/privacy.md)
+        policy = gw.maskers.policy(key.tenant_id, batch["agent_id"])
+        for span in batch["spans"]:
+            policy.mask_span(span)
     try:
         for trace_id, batch in mapped.traces.items():
             records += [(trace_id, v) for v in _records(gw.codec, batch, gw.settings.max_event_bytes, mapped.reject)]
@@ -363,6 +367,7 @@ def _encode_feedback(gw: "Gateway", tenant_id: str, events: list[dict[str, Any]]
         trace_id = args.pop("trace_id")
         try:
             check_id("agentgym.feedback.trace_id", trace_id)
+            gw.maskers.policy(tenant_id, args["agent_id"]).mask_feedback(args)
             _, value = gw.client.encode_feedback(trace_id, tenant_id=tenant_id, **args)
         except (InvalidIdError, SchemaValidationError, TypeError, ValueError) as exc:  # InvalidEventError names the field
             field_name = getattr(exc, "field", "") or "event"

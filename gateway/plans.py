@@ -118,12 +118,14 @@ class TenantPlans:
 def set_plan(bootstrap_servers: str, tenant_id: str, plan: str, **limits: Any) -> dict[str, Any]:
     """Writes a tenant's plan (``limits``: see :func:`plan_record`) and waits for Kafka to hold it.
 
-    Without ``retention`` in ``limits`` the tenant's current retention is kept.
+    Without ``retention`` in ``limits`` the tenant's current retention is kept; its masking policy always is.
     """
+    current = latest_plan(bootstrap_servers, tenant_id)
     if "retention" not in limits:
-        current = latest_plan(bootstrap_servers, tenant_id)
         limits["retention"] = Retention(**current["retention"]) if current and current.get("retention") else None
     record = plan_record(tenant_id, plan, **limits)
+    if current is not None and current.get("masking") is not None:
+        record["masking"] = current["masking"]
     with RecordProducer(bootstrap_servers) as producer:
         producer.send(_TOPIC, record)
     return record

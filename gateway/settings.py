@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from agentgym.gateway.tls import server_ssl_context
@@ -56,6 +56,13 @@ class GatewaySettings(SharedSettings):
     rate_per_s: float = Field(
         200.0, gt=0, description="token bucket per API key: requests per second, unless the tenant's plan sets one (> 0)")
     burst: float = Field(400.0, ge=1, description="token bucket per API key: burst, unless the tenant's plan sets one (>= 1)")
+    mask_secret: SecretStr = Field(
+        SecretStr(""),
+        description="secret from which each tenant's masking hash key is derived (HMAC-SHA256(secret, tenant)), for "
+        "tenants whose masking policy asks for hashed placeholders (`<EMAIL:3f9a1c2b>`); unset: plain placeholders "
+        "(docs/privacy.md). Give every replica the same one",
+        json_schema_extra={"doc_default": "unset"},
+    )
     default_plan: Literal["free", "pro", "business", "enterprise"] = Field(
         "free", description="plan of a tenant without a plan record (`agentgym tenants set` gives one)")
     usage_report_s: float = Field(1.0, gt=0, description="how often a worker publishes its usage counts, seconds (> 0)")

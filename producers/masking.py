@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -51,7 +50,7 @@ BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
         (r"\bhf_[A-Za-z0-9]{30,}\b", "<API_KEY>"),  # Hugging Face
         (r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}", "<TOKEN>"),  # JWT
         (r"(?i)\bbearer\s+[A-Za-z0-9._~+/\-]{16,}=*", "Bearer <TOKEN>"),
-        (r"(?i)(?<![<\w])(api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd|pwd)(\s*[:=]\s*)[\"']?[^\s\"',;]{6,}[\"']?",
+        (r"(?i)(?<![<\w])(api[_-]?key|secret|access[_-]?token|auth[_-]?token|password|passwd|pwd)(\s*[:=]\s*)(?![\"']?<)[\"']?[^\s\"',;]{6,}[\"']?",
          r"\1\2<SECRET>"),
     ],
     "email": [(r"\b[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}\b", "<EMAIL>")],
@@ -413,7 +412,7 @@ class MaskingPolicy:
             record["output"] = self._str(record.get("output"))
         if "error" in f:
             record["error"] = self._str(record.get("error"))
-        if ("steps" in f or "error" in f) and record.get("steps"):
+        if ("steps" in f or "error" in f) and isinstance(record.get("steps"), (list, tuple)):
             steps = []
             for s in record["steps"]:
                 if isinstance(s, Mapping):
@@ -447,13 +446,24 @@ class MaskingPolicy:
             record["metadata"] = self._metadata(record["metadata"])
         return record
 
-    def mask_json_text(self, text: str) -> str:
-        """A JSON document's string values masked, re-serialised (text that is not JSON: masked as text)."""
-        try:
-            value = json.loads(text)
-        except ValueError:
-            return self.text(text)
-        return json.dumps(_mask_json(value, self.text), ensure_ascii=False)
+    def mask_span(self, span: dict[str, Any]) -> dict[str, Any]:
+        """Masks a mapped OTLP span (an ``OtelSpans`` span): what it sent (``input_messages``, ``input``) when
+        ``input`` or ``steps`` is scanned, what it answered (``output_messages``, ``output``) when ``output`` or
+        ``steps`` is (a span becomes the run's input and output, and a step), its ``error`` when ``error`` is."""
+        if not self.active:
+            return span
+        f = self.fields
+        sides = ((("input_messages", "input") if "input" in f or "steps" in f else ())
+                 + (("output_messages", "output") if "output" in f or "steps" in f else ()))
+        for name in sides:
+            value = span.get(name)
+            if isinstance(value, str):
+                span[name] = self.text(value)
+            elif isinstance(value, list):
+                span[name] = self._messages(value)
+        if "error" in f:
+            span["error"] = self._str(span.get("error"))
+        return span
 
 
 def _hooked(hook: Callable[[str], str], text: str) -> str:

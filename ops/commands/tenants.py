@@ -1,13 +1,15 @@
-"""``agentgym tenants set|list|retention|usage|plans``: tenant plans (and retention) on ``gym-tenants-v1``, usage on
+"""``agentgym tenants set|list|retention|masking|usage|plans``: tenant plans (and retention) on ``gym-tenants-v1``, usage on
 ``gym-tenant-usage-v1``."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from agentgym.gateway.exceptions import GatewayError
+from agentgym.gateway.masking import DEFAULT_POLICY, policy_record, set_masking, tenant_key
 from agentgym.gateway.plans import PLANS, latest_plan, list_plans, set_plan, set_retention
 from agentgym.gateway.settings import GatewaySettings
 from agentgym.gateway.usage import read_usage
@@ -136,3 +138,73 @@ def plans() -> None:
     """The built-in plans."""
     for p in PLANS.values():
         click.echo(f"{p.name:<12} {_limit(p.max_agents):>10} agents {_limit(p.max_runs_per_month):>12} runs/month")
+
+
+def _policy_summary(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "defaults (built-in detectors on the default fields, plain placeholders)"
+    if not p.get("enabled", True):
+        return "off"
+    det = ",".join(p["detectors"]) if p.get("detectors") is not None else "default detectors"
+    fields = ",".join(p["fields"]) if p.get("fields") is not None else "default fields"
+    pats = f", patterns {', '.join(sorted(p['patterns']))}" if p.get("patterns") else ""
+    return f"on: {det} on {fields}{pats}{', hashed placeholders' if p.get('hash') else ''}"
+
+
+@tenants.command()
+@_BOOTSTRAP
+@click.argument("tenant")
+@click.option("--agent", default=None, help="set this agent's own policy (it replaces the tenant's for the agent)")
+@click.option("--on/--off", "enabled", default=None, help="masking on or off")
+@click.option("--detectors", default=None, help="comma-separated built-in detectors: email, phone, api_key, credit_card, ip_address ('' none)")
+@click.option("--fields", default=None, help="comma-separated fields: input, output, steps, error, comment, correction, metadata")
+@click.option("--pattern", "patterns", multiple=True, metavar="NAME=REGEX", help="a custom detector (repeatable; replaces the current ones)")
+@click.option("--hash/--no-hash", "hashed", default=None, help="placeholders with a keyed hash (<EMAIL:3f9a1c2b>; needs AGENTGYM_GATEWAY_MASK_SECRET)")
+@click.option("--reset", is_flag=True, help="remove the policy (the tenant: the gateway's defaults; an agent: the tenant's)")
+def masking(bootstrap: str | None, tenant: str, agent: str | None, enabled: bool | None, detectors: str | None,
+            fields: str | None, patterns: tuple[str, ...], hashed: bool | None, reset: bool) -> None:
+    """Show or set a tenant's (or agent's) masking at ingestion in the API (docs/privacy.md).
+
+    Without options it shows the policy; options change only what they name."""
+    server = _bootstrap(bootstrap)
+    current = (latest_plan(server, tenant) or {}).get("masking")
+    changes = enabled is not None or detectors is not None or fields is not None or patterns or hashed is not None
+    if not changes and not reset:
+        click.echo(f"tenant {tenant}: {_policy_summary(current)}")
+        for name, p in sorted(((current or {}).get("agents") or {}).items()):
+            click.echo(f"  agent {name}: {_policy_summary(p)}")
+        return
+    try:
+        if reset:
+            policy = None
+        else:
+            base = dict(((current or {}).get("agents") or {}).get(agent) or current or DEFAULT_POLICY) if agent else dict(current or DEFAULT_POLICY)
+            base.pop("agents", None)
+            if patterns:
+                pairs = [p.split("=", 1) for p in patterns]
+                bad = [p for p, pair in zip(patterns, pairs) if len(pair) != 2 or not pair[0]]
+                if bad:
+                    raise click.BadParameter(f"{bad[0]!r} is not NAME=REGEX", param_hint="--pattern")
+                base["patterns"] = dict(pairs)  # type: ignore[arg-type]
+            policy = policy_record(enabled=base["enabled"] if enabled is None else enabled,
+                                   detectors=base["detectors"] if detectors is None else detectors,
+                                   fields=base["fields"] if fields is None else fields,
+                                   patterns=base["patterns"], hash=base["hash"] if hashed is None else hashed)
+        r = set_masking(server, tenant, policy, agent_id=agent, default_plan=GatewaySettings().default_plan)
+    except GatewayError as exc:
+        raise click.ClickException(str(exc)) from None
+    written = r["masking"]
+    shown = ((written or {}).get("agents") or {}).get(agent) if agent else written
+    click.echo(f"tenant {tenant}{f' agent {agent}' if agent else ''}: "
+               f"{_policy_summary(shown) if shown is not None or not agent else 'the tenant policy'}")
+
+
+@tenants.command("masking-key")
+@click.argument("tenant")
+def masking_key(tenant: str) -> None:
+    """Print the tenant's masking hash key (from AGENTGYM_GATEWAY_MASK_SECRET), for its SDKs' AGENTGYM_MASK_HASH_KEY,
+    so placeholders hashed by the SDK and by the API join."""
+    secret = GatewaySettings().mask_secret.get_secret_value()
+    if not secret:
+        raise click.ClickException("AGENTGYM_GATEWAY_MASK_SECRET is unset: there is no key to derive")
+    click.echo(tenant_key(secret, tenant).decode())

@@ -1,0 +1,156 @@
+"""Masking at ingestion (agentgym.producers.masking, the API's per-tenant policies): pure, no Kafka."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import tempfile
+import time
+
+import orjson
+import pytest
+
+from agentgym import AgentGym
+from agentgym.gateway.exceptions import PlanError
+from agentgym.gateway.masking import build_policy, policy_record, tenant_key
+from agentgym.gateway.otlp import JSON, decode_request, map_request
+from agentgym.producers.exceptions import ConfigError
+from agentgym.producers.masking import DEFAULT_FIELDS, Masker, MaskingConfigError, MaskingPolicy
+from agentgym.schemas.codec import AvroCodec
+
+
+@pytest.mark.parametrize(("detector", "text", "masked"), [
+    # true positives
+    ("email", "write to John.Doe+tag@mail.example.co.uk today", "write to <EMAIL> today"),
+    ("phone", "call +44 20 7946 0958 now", "call <PHONE> now"),
+    ("phone", "or (555) 123-4567.", "or <PHONE>."),
+    ("phone", "or 555.123.4567", "or <PHONE>"),
+    ("phone", "whatsapp +14155552671", "whatsapp <PHONE>"),
+    ("credit_card", "card 4111 1111 1111 1111 exp", "card <CARD> exp"),
+    ("credit_card", "card 5500-0000-0000-0004", "card <CARD>"),
+    ("credit_card", "card 378282246310005", "card <CARD>"),
+    ("api_key", "key sk-proj-abcdefghijklmnopqrstuv1234", "key <API_KEY>"),
+    ("api_key", "aws AKIAIOSFODNN7EXAMPLE here", "aws <API_KEY> here"),
+    ("api_key", "token ghp_" + "a" * 36, "token <API_KEY>"),
+    ("api_key", "Authorization: Bearer abcdefghijklmnop0123456789", "Authorization: Bearer <TOKEN>"),
+    ("api_key", "password=hunter2hunter", "password=<SECRET>"),
+    ("api_key", "API_KEY: 'abcdef123456'", "API_KEY: <SECRET>"),
+    ("api_key", "-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----", "<PRIVATE_KEY>"),
+    ("ip_address", "from 192.168.10.254 at", "from <IP> at"),
+    # near misses: left as they are
+    ("email", "user at example dot com, @handle, a@b", "user at example dot com, @handle, a@b"),
+    ("phone", "order 48213 shipped, 12345678 units", "order 48213 shipped, 12345678 units"),
+    ("phone", "on 2026-12-03 at 10:30", "on 2026-12-03 at 10:30"),
+    ("credit_card", "card 4111 1111 1111 1112 fails Luhn", "card 4111 1111 1111 1112 fails Luhn"),
+    ("credit_card", "id 1234567890123456789012 too long", "id 1234567890123456789012 too long"),
+    ("api_key", "sk-short and the skeleton key", "sk-short and the skeleton key"),
+    ("api_key", "my password is long", "my password is long"),
+    ("ip_address", "version 1.2.3 and 999.1.1.1", "version 1.2.3 and 999.1.1.1"),
+])
+def test_each_detector_finds_its_values_and_leaves_near_misses(detector: str, text: str, masked: str) -> None:
+    assert Masker([detector]).mask(text) == masked
+
+
+def test_defaults_mask_every_kind_and_count_them() -> None:
+    text = "I'm bob@example.com, +1 415 555 2671, card 4111-1111-1111-1111, key sk-abcdefghijklmnop1234, host 10.0.0.1"
+    out, counts = Masker().scrub(text)
+    assert out == "I'm <EMAIL>, <PHONE>, card <CARD>, key <API_KEY>, host 10.0.0.1"  # IP addresses: off by default
+    assert counts == {"email": 1, "phone": 1, "credit_card": 1, "api_key": 1}
+    assert Masker().mask("nothing to see in order 100042 of 2026-12-03") == "nothing to see in order 100042 of 2026-12-03"
+
+
+def test_custom_patterns_and_bad_configuration() -> None:
+    m = Masker(["email"], {"order_id": r"\bORD-\d{6}\b"})
+    assert m.mask("ORD-123456 for a@b.io, ORD-12") == "<ORDER_ID> for <EMAIL>, ORD-12"
+    assert m.names == ["email", "order_id"]
+    with pytest.raises(MaskingConfigError, match="'ssn'"):
+        Masker(["email", "ssn"])
+    with pytest.raises(MaskingConfigError, match="pattern 'bad' is not a valid regex"):
+        Masker([], {"bad": "("})
+    with pytest.raises(MaskingConfigError, match="pattern name"):
+        Masker([], {"a b": "x"})
+
+
+def test_keyed_hash_is_stable_per_secret_and_differs_across_secrets() -> None:
+    a1, a2, b = Masker(hash_key=b"tenant-a"), Masker(hash_key=b"tenant-a"), Masker(hash_key=b"tenant-b")
+    text = "from Bob@Example.com"
+    assert a1.mask(text) == a2.mask(text)
+    expected = hmac.new(b"tenant-a", b"bob@example.com", hashlib.sha256).hexdigest()[:8]  # emails hashed lower-cased
+    assert a1.mask(text) == f"from <EMAIL:{expected}>"
+    assert b.mask(text) != a1.mask(text) and b.mask(text).startswith("from <EMAIL:")
+    # the same number written two ways joins; different numbers do not
+    assert a1.mask("+1 415 555 2671") == a1.mask("+14155552671") != a1.mask("+14155552672")
+    # key=value hashes the value, and a placeholder is never masked again
+    once = a1.mask("password=hunter2hunter and api_key=abcdefgh")
+    assert once.startswith("password=<SECRET:") and "api_key=<SECRET:" in once
+    assert a1.mask(once) == once
+
+
+def test_policy_masks_the_configured_fields_without_touching_the_callers_objects() -> None:
+    policy = MaskingPolicy(Masker(), DEFAULT_FIELDS)
+    messages = [{"role": "user", "content": "I'm a@b.io"}]
+    step = {"name": "s", "kind": "tool", "input": {"to": ["c@d.io"]}, "output": '{"phone": "+14155552671"}', "error": "no x@y.io"}
+    record = {"input": messages, "output": "mail e@f.io", "error": "e@f.io failed", "steps": [step],
+              "metadata": {"m": "g@h.io"}}
+    policy.mask_experience(record)
+    assert record["input"][0]["content"] == "I'm <EMAIL>" and record["output"] == "mail <EMAIL>"
+    assert record["error"] == "<EMAIL> failed"
+    assert record["steps"][0]["input"] == {"to": ["<EMAIL>"]} and record["steps"][0]["output"] == '{"phone": "<PHONE>"}'
+    assert record["steps"][0]["error"] == "no <EMAIL>"
+    assert record["metadata"] == {"m": "g@h.io"}  # metadata: not scanned by default
+    assert messages[0]["content"] == "I'm a@b.io" and step["input"] == {"to": ["c@d.io"]}  # the caller's objects
+    only_meta = MaskingPolicy(Masker(), ["metadata", "comment"])
+    fb = only_meta.mask_feedback({"comment": "a@b.io", "correction": "c@d.io", "metadata": {"k": "e@f.io", "n": 3}})
+    assert fb == {"comment": "<EMAIL>", "correction": "c@d.io", "metadata": {"k": "<EMAIL>", "n": "3"}}
+    with pytest.raises(MaskingConfigError, match="masking field"):
+        MaskingPolicy(Masker(), ["input", "body"])
+
+
+def test_the_sdk_masks_before_encoding_with_settings_and_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = AvroCodec()
+    monkeypatch.setenv("AGENTGYM_MASK_PATTERNS", '{"ticket": "TKT-\\\\d+"}')
+    monkeypatch.setenv("AGENTGYM_MASK_HASH_KEY", "k1")
+    gym = AgentGym("127.0.0.1:1", "t", "a", spool_dir=tempfile.mkdtemp(), mask_hook=lambda s: s.replace("Alice", "<NAME>"))
+    try:
+        tid, value = gym.encode_experience(input="Alice a@b.io TKT-42", output=None, model_name="m", model_version="v",
+                                           latency_ms=1.0, metadata={"k": "a@b.io"})
+        rec = codec.decode(value).record
+        h = hmac.new(b"k1", b"a@b.io", hashlib.sha256).hexdigest()[:8]
+        assert rec["input"][0]["content"] == f"<NAME> <EMAIL:{h}> <TICKET:{hmac.new(b'k1', b'TKT-42', hashlib.sha256).hexdigest()[:8]}>"
+        assert rec["metadata"] == {"k": "a@b.io"}
+        _, fb = gym.encode_feedback(tid, correction="Alice's card is 4111 1111 1111 1111")
+        assert codec.decode(fb).record["correction"].startswith("<NAME>'s card is <CARD:")
+    finally:
+        gym.close(0.1)
+    off = AgentGym("127.0.0.1:1", "t", "a", spool_dir=tempfile.mkdtemp(), mask_enabled=False, mask_hook=lambda s: "X")
+    try:
+        _, value = off.encode_experience(input="a@b.io", output=None, model_name="m", model_version="v", latency_ms=1.0)
+        assert codec.decode(value).record["input"][0]["content"] == "a@b.io"
+    finally:
+        off.close(0.1)
+    with pytest.raises(ConfigError, match="AGENTGYM_MASK_DETECTORS"):
+        AgentGym("127.0.0.1:1", "t", "a", spool_dir=tempfile.mkdtemp(), mask_detectors="email,passport")
+
+
+def test_the_apis_policies_validate_derive_tenant_keys_and_mask_otlp_spans() -> None:
+    with pytest.raises(PlanError, match="masking field"):
+        policy_record(fields="input,body")
+    with pytest.raises(PlanError, match="'x' is not a valid regex"):
+        policy_record(patterns={"x": "["})
+    assert tenant_key("s", "acme") == tenant_key("s", "acme") != tenant_key("s", "other")
+    assert tenant_key("s", "acme") != tenant_key("t", "acme")
+    hashed = build_policy(policy_record(hash=True), "acme", "s")
+    assert hashed.text("a@b.io") == f"<EMAIL:{hmac.new(tenant_key('s', 'acme'), b'a@b.io', hashlib.sha256).hexdigest()[:8]}>"
+    assert not build_policy(policy_record(enabled=False), "acme", "s").active
+    assert build_policy(policy_record(hash=True), "acme", "").text("a@b.io") == "<EMAIL>"  # no secret: plain placeholders
+    now = time.time_ns()
+    span = {"traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174", "name": "chat m",
+            "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000),
+            "attributes": [{"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+                           {"key": "gen_ai.prompt.0.role", "value": {"stringValue": "user"}},
+                           {"key": "gen_ai.prompt.0.content", "value": {"stringValue": "I'm a@b.io"}},
+                           {"key": "gen_ai.completion.0.role", "value": {"stringValue": "assistant"}},
+                           {"key": "gen_ai.completion.0.content", "value": {"stringValue": "call +14155552671"}}]}
+    mapped = map_request(decode_request(orjson.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}), JSON), "acme", "bot")
+    s = build_policy(None, "acme", "").mask_span(next(iter(mapped.traces.values()))["spans"][0])
+    assert s["input_messages"][0]["content"] == "I'm <EMAIL>" and s["output_messages"][0]["content"] == "call <PHONE>"
