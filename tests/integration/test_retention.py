@@ -228,3 +228,38 @@ def test_retention_days_out_of_range_are_refused_by_name() -> None:
         Retention(models_days=0)
     with pytest.raises(ValueError, match="AGENTGYM_RETENTION_EVENTS_DAYS|retention_events_days"):
         RetentionSettings(retention_events_days=20_000)
+
+
+def _http_count(port: int, sql: str) -> int:
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/?query={urllib.parse.quote(sql)}", timeout=10) as r:
+        return int(r.read().decode().strip())
+
+
+@pytest.mark.timeout(180)
+def test_the_worker_applies_a_retention_set_on_the_topic(bootstrap: str, tmp_path: Path, unique: str) -> None:
+    from agentgym.gateway.plans import set_retention
+    from agentgym.producers.records import RecordProducer
+    from tests.workers import Worker, wait_for, worker_env
+
+    short, other = f"wshort_{unique}", f"wother_{unique}"
+    old = samples.now_ms() - 3 * DAY_MS
+    with RecordProducer(bootstrap) as producer:
+        for record in (samples.experience(short, ts_ms=old), samples.experience(short), samples.experience(other, ts_ms=old)):
+            producer.send("experiences", record)
+    env = worker_env(bootstrap, tmp_path / "home", f"ret-{unique}", "sink", AGENTGYM_RETENTION_INTERVAL_S="0.5")
+    worker = Worker(env, tmp_path / "worker.log").start()
+    port = int(env["AGENTGYM_HTTP_PORT"])
+    count = "SELECT count() FROM experiences WHERE tenant_id = '{}'"
+    try:
+        wait_for(lambda: _http_count(port, count.format(short)) == 2 and _http_count(port, count.format(other)) == 1,
+                 120, "the sink to store the runs", worker)
+        set_retention(bootstrap, short, events_days=1)
+        wait_for(lambda: _http_count(port, count.format(short)) == 1, 60, "the worker to apply the retention", worker)
+        assert _http_count(port, count.format(other)) == 1
+    finally:
+        code = worker.stop()
+    assert code == 0, worker.tail()
+    assert "retention: retention.ms=604800000 on gym-experiences-v1" in worker.log.read_text(errors="replace")
