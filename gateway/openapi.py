@@ -15,6 +15,7 @@ from agentgym.gateway import datasets as datasets_routes
 from agentgym.gateway import experiments as experiments_routes
 from agentgym.gateway import jobs as jobs_routes
 from agentgym.gateway import models as models_routes
+from agentgym.gateway import privacy as privacy_routes
 from agentgym.gateway import synth as synth_routes
 from agentgym.gateway import otlp
 from agentgym.gateway.ids import ID_PATTERN
@@ -114,7 +115,7 @@ def _plain(summary: str, schema: dict[str, Any], extra: dict[str, Any] | None = 
         "200": {"description": "ok", "content": {content_type: {"schema": schema}}}, **(extra or {})}}}
 
 
-_GROUPS = (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes)  # the resource route groups
+_GROUPS = (experiments_routes, datasets_routes, models_routes, jobs_routes, synth_routes, privacy_routes)  # the resource route groups
 
 
 def openapi_document() -> dict[str, Any]:

@@ -30,7 +30,8 @@ from tests.integration.gateway.conftest import Served, ServedGateway, auth, call
 from tests.store_samples import decision, stats_snapshot
 from tests.workers import wait_for
 
-ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs", "/v1/annotations")
+ROUTE_PREFIXES = ("/v1/experiments", "/v1/datasets", "/v1/models", "/v1/training-jobs", "/v1/synthetic-jobs", "/v1/annotations",
+                  "/v1/privacy/deletions")
 
 
 @dataclass
@@ -338,6 +339,8 @@ def _matrix(w: World) -> list[tuple[str, str, Any]]:
         # naming B's experiment, refused before any read of the store (tests/integration/gateway/test_annotations.py
         # checks the store-scoped refusal of another tenant's trace without it)
         ("POST", "/v1/annotations/b-trace", {"success": True, "experiment_id": e}),
+        # deleting a user of B's: the tenant is the key's, a body naming B is refused
+        ("POST", "/v1/privacy/deletions", {"user_id": "u1", "tenant_id": w.tenant_b}),
     ]
 
 
@@ -352,6 +355,8 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
     assert documented - lists <= covered, f"routes missing from the isolation matrix: {sorted(documented - lists - covered)}"
     b_views = [f"/v1/experiments/{w.b_experiment}", f"/v1/models/{w.b_model}", f"/v1/datasets/{w.b_dataset.dataset_id}",
                f"/v1/training-jobs/{w.b_job}", f"/v1/synthetic-jobs/{w.b_synth_job}", "/v1/training-jobs"]
+    status, deletion, _ = call("POST", url + "/v1/privacy/deletions", {"user_id": "secret-user-of-b"}, auth(w.b))
+    assert status == 202 and deletion["tenant_id"] == w.tenant_b, deletion
     before = [call("GET", url + v, headers=auth(w.b)) for v in b_views]
     assert all(status == 200 for status, _, _ in before), [(v, status, answer) for v, (status, answer, _) in zip(b_views, before) if status != 200]
     secrets = (w.b_experiment, w.b_dataset.dataset_id, w.b_dataset.checksum, w.b_model, w.b_job, w.b_synth_job, w.tenant_b, "secret")
@@ -362,7 +367,8 @@ def test_isolation_matrix_tenant_a_against_tenant_b(world: World) -> None:
             sent = path + json.dumps(body)  # an answer may name what the request sent, nothing else of B's
             assert not [s for s in secrets if s in json.dumps(answer) and s not in sent], (method, path, answer)
     for prefix, field in (("/v1/experiments", "experiments"), ("/v1/datasets", "datasets"), ("/v1/models", "models"),
-                          ("/v1/training-jobs", "jobs"), ("/v1/synthetic-jobs", "jobs")):  # (/v1/annotations has no list)
+                          ("/v1/training-jobs", "jobs"), ("/v1/synthetic-jobs", "jobs"),
+                          ("/v1/privacy/deletions", "deletions")):  # (/v1/annotations has no list)
         status, answer, _ = call("GET", url + prefix, headers=auth(w.a))
         assert status == 200 and not any(s in json.dumps(answer) for s in secrets), prefix
     # and nothing of B's changed
