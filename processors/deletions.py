@@ -34,7 +34,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from agentgym.processors.datasets.store import SPLITS, DatasetStore, Manifest
 from agentgym.processors.store.base import Store
+from agentgym.producers.kafka_security import client_security
+from agentgym.producers.records import RecordProducer
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
@@ -138,8 +141,6 @@ class DeletionLog:
 
     def __init__(self, bootstrap_servers: str, *, security: Mapping[str, Any] | None = None) -> None:
         from confluent_kafka import Consumer
-
-        from agentgym.producers.kafka_security import client_security
 
         self.topic = DELETIONS_TOPIC
         self.set = DeletionSet()
@@ -257,14 +258,12 @@ def apply_deletion(store: Store, record: Mapping[str, Any], datasets_url: str | 
             "_manifests": datasets}
 
 
-def rewrite_datasets(url: str, tenant_id: str, traces: set[str], deletion_id: str) -> list[Any]:
+def rewrite_datasets(url: str, tenant_id: str, traces: set[str], deletion_id: str) -> list[Manifest]:
     """Rewrites the tenant's datasets that hold any of ``traces`` without those rows; returns the new manifests.
 
     A rewritten dataset keeps its id, gets new shards and a new checksum, its lineage loses
     the traces, and ``counts["deleted_for_privacy"]`` adds the rows removed.
     """
-    from agentgym.processors.datasets.store import SPLITS, DatasetStore
-
     if not traces:
         return []
     store = DatasetStore(url)
@@ -312,8 +311,6 @@ def send_request(bootstrap_servers: str, record: Mapping[str, Any], *, security:
     Raises:
         DeliveryError: Kafka did not acknowledge it.
     """
-    from agentgym.producers.records import RecordProducer
-
     producer = RecordProducer(bootstrap_servers, linger_ms=0, security=security)
     try:
         producer.send("deletions", dict(record))

@@ -32,14 +32,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentgym.processors.deletions import DeletionLog
 from agentgym.processors.store.base import Store
 from agentgym.processors.datasets.examples import BuildResult, LabelledRun, PreferencePair, QualityConfig, SftExample, build_examples
 from agentgym.processors.datasets.quality import LengthLimits, Scrubber
 from agentgym.processors.datasets.store import DatasetStore, Manifest
 from agentgym.processors.datasets.settings import DatasetSettings
+
+if TYPE_CHECKING:  # (a runtime import would be circular: deletions rewrites datasets)
+    from agentgym.processors.deletions import DeletionLog
 
 __all__ = ["DatasetBuilder", "PendingLabels", "dataset_id_for", "KINDS"]
 
