@@ -57,7 +57,7 @@ def _env(broker: KafkaBroker, pki: TestPKI) -> dict[str, str]:
             "AGENTGYM_KAFKA_SSL_KEY": str(pki.client_key)}
 
 
-def _metadata(broker: KafkaBroker, timeout_s: float = 2.0, **conf: Any) -> tuple[list[KafkaError], bool]:
+def _metadata(broker: KafkaBroker, timeout_s: float = 1.5, **conf: Any) -> tuple[list[KafkaError], bool]:
     """librdkafka's errors while asking ``broker`` for metadata with ``conf``, and whether it answered in time.
 
     A refused handshake fails within milliseconds; ``timeout_s`` only bounds the wait for that.
@@ -174,3 +174,50 @@ def test_the_api_can_require_client_certificates(tls_broker: KafkaBroker, test_p
         without_cert = ssl.create_default_context(cafile=str(test_pki.ca))
         with pytest.raises((urllib.error.URLError, ConnectionError, ssl.SSLError)):
             call("GET", f"{served.url}/readyz", context=without_cert)
+
+
+def test_sasl_and_tls_together_serve_sasl_ssl(test_pki: TestPKI, tmp_path: Path) -> None:
+    """``kafka start --sasl --tls``: SCRAM inside TLS; the SDK writes as ``sdk``, librdkafka and aiokafka read as ``processors``."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from agentgym.ops.kafka.broker import load_or_create_passwords
+    from agentgym.producers.kafka_security import aiokafka_security, librdkafka_security
+    from agentgym.producers.records import read_topic
+    from agentgym.producers.settings import SharedSettings
+
+    runner = CliRunner(env={"AGENTGYM_KAFKA_CONTROLLER_PORT": str(free_port())})
+    args = ["--port", str(free_port()), "--data-dir", str(tmp_path / "kafka")]
+    res = runner.invoke(main, ["kafka", "start", "--sasl", "--tls", "--tls-cert", str(test_pki.server_cert), "--tls-key",
+                               str(test_pki.server_key), "--tls-ca", str(test_pki.ca), *args])
+    assert res.exit_code == 0, res.output
+    try:
+        assert "AGENTGYM_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in res.output
+        bootstrap, users = f"127.0.0.1:{args[1]}", load_or_create_passwords(tmp_path / "kafka")
+        with AgentGym(bootstrap, "t-sasl-ssl", "bot", spool_dir=tmp_path / "spool", kafka_security_protocol="SASL_SSL",
+                      kafka_username="sdk", kafka_password=users["sdk"], kafka_ssl_ca=test_pki.ca) as gym:
+            trace = gym.record_experience(input="q", output="a", model_name="m", model_version="v1", latency_ms=1.0)
+            assert gym.flush(20) == 0 and gym.stats["spooled"] == 0
+        processors = SharedSettings(kafka_security_protocol="SASL_SSL", kafka_username="processors",
+                                    kafka_password=users["processors"], kafka_ssl_ca=test_pki.ca)
+        got = read_topic(bootstrap, "experiences", match=lambda r: r["trace_id"] == trace,
+                         security=librdkafka_security(processors))
+        assert [r["trace_id"] for r in got] == [trace]
+
+        async def aiokafka_topics(conf: dict[str, Any]) -> set[str]:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, **conf)
+            await consumer.start()
+            try:
+                return set(await consumer.topics())
+            finally:
+                await consumer.stop()
+
+        assert "gym-experiences-v1" in asyncio.run(aiokafka_topics(aiokafka_security(processors)))
+        # SASL without TLS against the SASL_SSL listener gets nothing
+        plain = {**librdkafka_security(processors), "security.protocol": "SASL_PLAINTEXT"}
+        plain = {k: v for k, v in plain.items() if not k.startswith("ssl.")}
+        assert not _metadata(KafkaBroker(tmp_path / "kafka", port=int(args[1])), **plain)[1]
+    finally:
+        res = runner.invoke(main, ["kafka", "stop", *args])
+        assert res.exit_code == 0 and "kafka stopped" in res.output, res.output
