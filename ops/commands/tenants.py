@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import click
+from confluent_kafka import KafkaException
 
 from agentgym.gateway.exceptions import GatewayError
 from agentgym.gateway.masking import DEFAULT_POLICY, policy_record, set_masking, tenant_key
@@ -14,6 +15,7 @@ from agentgym.gateway.plans import PLANS, latest_plan, list_plans, set_plan, set
 from agentgym.gateway.settings import GatewaySettings
 from agentgym.gateway.usage import read_usage
 from agentgym.processors.retention import KINDS, Retention, RetentionSettings
+from agentgym.producers.exceptions import BrokerError
 
 __all__ = ["tenants"]
 
@@ -104,8 +106,10 @@ def retention(bootstrap: str | None, tenant: str, events_days: int | None, outco
         else:
             record = latest_plan(servers, tenant)
         own = Retention(**((record or {}).get("retention") or {}))
-    except (GatewayError, ValueError) as exc:
+    except (GatewayError, ValueError, BrokerError) as exc:
         raise click.ClickException(str(exc)) from None
+    except KafkaException as exc:
+        raise click.ClickException(f"Kafka at {servers}: {exc.args[0].str() if exc.args else exc}") from None
     defaults = RetentionSettings().defaults
     effective = own.over(defaults)
     if as_json:
