@@ -66,14 +66,14 @@ BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
 # The cheap necessary condition of each built-in pattern, in the order of BUILTIN_PATTERNS:
 # (kind, sentinels, needles). The pattern runs only where one of the single-character sentinels
 # occurs (a memchr in C; "" : no sentinel) and then one of the needles: ("in", ...) a substring of
-# the text, ("lower", ...) of the lower-cased text; ("digits", ...) :func:`_digit_run` holds (phone
-# and card numbers); ("dots", ...) a digit, a dot and a digit (IP addresses).
+# the text, ("lower", ...) of the lower-cased text; ("digits", ...) :func:`_digit_run` holds (phone and
+# card numbers); ("dots", ...) a digit, a dot and a digit (IP addresses).
 _GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "api_key": [
         ("in", "-", ("-----BEGIN",)), ("in", "-", ("sk-",)), ("in", "A", ("AKIA", "ASIA")),
         ("in", "_", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")), ("in", "_", ("github_pat_",)), ("in", "-", ("xox",)),
         ("in", "A", ("AIza",)), ("in", "_", ("hf_",)), ("in", "J", ("eyJ",)),
-        ("in", "", ("earer", "EARER")), ("lower", ":=", ("api", "secret", "token", "passw", "pwd")),
+        ("lower", "", ("bearer",)), ("lower", ":=", ("key", "secret", "token", "pass", "pwd")),
     ],
     "email": [("in", "@", ("@",))],
     "phone": [("digits", "", ("digits",)), ("in", "+", ("+",))],
@@ -88,9 +88,13 @@ _DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if c
                      for c in range(256))
 
 
+_DIGIT_SHAPES = re.compile(rb"0(?:000000|\)| 0)")  # a literal first byte: sre scans for it fast
+
+
 def _digit_run(text: str) -> bool:
-    b = text.encode("utf-8", "surrogatepass").translate(_DIGIT_TABLE)
-    return b"0000000" in b or b"0 0" in b or b"0)" in b
+    return _DIGIT_SHAPES.search(text.encode("utf-8", "surrogatepass").translate(_DIGIT_TABLE)) is not None
+
+
 
 
 _DOTTED = re.compile(r"\d\.\d")  # IP addresses
@@ -198,8 +202,8 @@ class Masker:
         for r in gated:
             if r.gate in ("in", "lower"):
                 for c in r.sentinels or "\0":
-                    by_sentinel.setdefault(c, set()).update((n, r.gate == "lower") for n in r.needles)
-        self._unsentinelled = tuple(sorted(n for n, _ in by_sentinel.pop("\0", set())))
+                    by_sentinel.setdefault(c, set()).update((n, r.gate != "in") for n in r.needles)
+        self._unsentinelled = tuple(sorted(by_sentinel.pop("\0", set())))
         self._by_sentinel = tuple((c, tuple(sorted(ns))) for c, ns in sorted(by_sentinel.items()))
         self._digit_gate = any(r.gate == "digits" for r in gated)
         self._dot_gate = any(r.gate == "dots" for r in gated)
@@ -237,10 +241,10 @@ class Masker:
 
     def hits(self, text: str) -> set[str]:
         """The pre-check: the necessary conditions that hold in ``text`` (empty: no built-in detector can match)."""
-        hits = {n for n in self._unsentinelled if n in text}
+        hits: set[str] = set()
         low: str | None = None
-        for c, needles in self._by_sentinel:
-            if c in text:
+        for c, needles in (("", self._unsentinelled), *self._by_sentinel):
+            if c in text:  # "" is in every text
                 for n, lower in needles:
                     if lower:
                         if low is None:

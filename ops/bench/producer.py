@@ -6,12 +6,18 @@ Measures, against a real broker and in the same run, for ~1 KiB experiences:
 * **hand**: the minimum a user could write instead — fastavro schemaless encoding of
   the same record plus a raw produce;
 * **sdk**: ``AgentGym.record_experience`` (validation, ids, single-object framing,
-  spool-on-failure).
+  spool-on-failure), masking off;
+* **sdk masked**: the same with masking at ingestion on, the defaults (the built-in detectors
+  on input, output, steps, errors; docs/privacy.md): the realistic events hold no personal
+  data, so this measures the pre-check every event pays;
+* **sdk masked, PII**: the same with an email address and a phone number in every user message
+  (the detectors run and replace them).
 
 All three use the same producer settings (idempotent, acks=all, lz4, linger 20 ms).
 Prints events/s (including the final flush) and the p50/p99 latency of the call
 itself, and the ratios sdk/hand and sdk/raw. Targets (issue 2): sdk >= 0.9 x hand,
->= 50,000 events/s per process, p99 call < 50 us.
+>= 50,000 events/s per process, p99 call < 50 us. Masking (issue 21): sdk masked >= 0.5 x sdk,
+in the same run; the cost per event is the difference of the mean call times.
 """
 
 from __future__ import annotations
@@ -58,6 +64,14 @@ def experience_kwargs(i: int) -> dict[str, Any]:
         "cost_usd": 0.00031,
         "metadata": {"channel": "web", "locale": "en-GB"},
     }
+
+
+def pii_kwargs(i: int) -> dict[str, Any]:
+    """:func:`experience_kwargs` with an email address and a phone number in the user's message."""
+    kw = experience_kwargs(i)
+    user = dict(kw["input"][1], content=f"I am jane.doe{i}@example.com, call me on +44 20 7946 {i % 10000:04d}. "
+                + kw["input"][1]["content"])
+    return {**kw, "input": [kw["input"][0], user]}
 
 
 def _record_dict(i: int, kw: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -125,15 +139,28 @@ def run(bootstrap: str, n: int, repeats: int) -> list[dict[str, float]]:
 
     # (c) the SDK
     spool = Path(tempfile.mkdtemp(prefix="agentgym-bench-spool-"))
-    gym = AgentGym(bootstrap, "bench", "bench-agent", spool_dir=spool)
+    gym = AgentGym(bootstrap, "bench", "bench-agent", spool_dir=spool, mask_enabled=False)
     record = gym.record_experience
 
     def sdk_call(i: int) -> None:
         record(**kwargs[i % 1000])
 
+    masked = AgentGym(bootstrap, "bench", "bench-agent", spool_dir=Path(tempfile.mkdtemp(prefix="agentgym-bench-spool-")),
+                      mask_enabled=True)
+    record_masked = masked.record_experience
+    pii = [pii_kwargs(i) for i in range(min(n, 1000))]
+
+    def masked_call(i: int) -> None:
+        record_masked(**kwargs[i % 1000])
+
+    def pii_call(i: int) -> None:
+        record_masked(**pii[i % 1000])
+
     variants = [("raw confluent-kafka, pre-serialized", raw_call, lambda: raw.flush(60)),
                 ("hand: fastavro schemaless + produce", hand_call, lambda: hand.flush(60)),
-                ("sdk: record_experience", sdk_call, lambda: gym.flush(60))]
+                ("sdk: record_experience", sdk_call, lambda: gym.flush(60)),
+                ("sdk masked (defaults)", masked_call, lambda: masked.flush(60)),
+                ("sdk masked, PII in every event", pii_call, lambda: masked.flush(60))]
     # warm up every path once (connections, metadata, code paths)
     for _, call, flush in variants:
         for i in range(2000):
@@ -145,6 +172,7 @@ def run(bootstrap: str, n: int, repeats: int) -> list[dict[str, float]]:
             results[name].append(_measure(name, n, call, flush))
         print(f"  repeat {r + 1}/{repeats} done", file=sys.stderr)
     gym.close()
+    masked.close()
     out = []
     for name, rs in results.items():
         out.append({"name": name, **{k: statistics.median(x[k] for x in rs) for k in ("events_per_s", "p50_us", "p99_us", "mean_us")}})
@@ -171,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if broker is not None:
             broker.stop()
-    raw, hand, sdk = rows
+    raw, hand, sdk, masked, pii = rows
     print(f"\n{'variant':40} {'events/s':>12} {'p50 us':>8} {'p99 us':>8} {'mean us':>8}")
     for r in rows:
         print(f"{r['name']:40} {r['events_per_s']:12,.0f} {r['p50_us']:8.1f} {r['p99_us']:8.1f} {r['mean_us']:8.1f}")
@@ -181,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"sdk / raw ceiling:  {ratio_raw:.2f}")
     print(f"sdk events/s:       {sdk['events_per_s']:,.0f}   (target >= 50,000)")
     print(f"sdk p99 call:       {sdk['p99_us']:.1f} us   (target < 50 us)")
+    print(f"\nmasked / sdk:       {masked['events_per_s'] / sdk['events_per_s']:.2f}   (target >= 0.50; masking on, defaults)")
+    print(f"masking per event:  {masked['mean_us'] - sdk['mean_us']:.1f} us (mean call, masked - sdk)")
+    print(f"masked PII / sdk:   {pii['events_per_s'] / sdk['events_per_s']:.2f}   "
+          f"({pii['mean_us'] - sdk['mean_us']:.1f} us per event, two values replaced in each)")
     return 0
 
 
