@@ -18,6 +18,7 @@ from aiohttp import web
 
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.ids import ID_PATTERN
+from agentgym.gateway.privacy import DELETIONS
 from agentgym.gateway.resource import AUTH_ERRORS, READ, Endpoint, err, id_param, json_ok, json_response, not_found, path_id, query_int
 from agentgym.processors.datasets.exceptions import DatasetError, DatasetNotFoundError
 from agentgym.processors.datasets.store import SPLITS, DatasetStore, Manifest
@@ -92,11 +93,14 @@ async def _export(request: web.Request, gw: "Gateway") -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson",
                                        "Content-Disposition": f'attachment; filename="{m.dataset_id}.jsonl"',
                                        "X-AgentGym-Examples": str(sum(m.splits.get(s, 0) for s in splits))})
+    # a deletion rewrites the datasets of the store its worker writes; this leaves its traces out of any other copy too
+    gone = request.app[DELETIONS].deleted_traces(key.tenant_id) if DELETIONS in request.app else set()
     await resp.prepare(request)
     for s in splits:
         shards: Iterator[list[dict[str, Any]]] = store.batches(m, s)
         while (rows := await asyncio.to_thread(next, shards, None)) is not None:  # one shard in memory at a time
-            await resp.write(b"".join(orjson.dumps({"split": s, **r}) + b"\n" for r in rows))
+            await resp.write(b"".join(orjson.dumps({"split": s, **r}) + b"\n" for r in rows
+                                      if r.get("trace_id") not in gone and r.get("chosen_trace_id") not in gone))
     await resp.write_eof()
     return resp
 

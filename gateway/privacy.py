@@ -92,6 +92,10 @@ class Deletions:
         rows = [r for r in self.follower.records().values() if r["tenant_id"] == tenant_id]
         return sorted(rows, key=lambda r: (r["requested_ms"], r["event_id"]), reverse=True)
 
+    def deleted_traces(self, tenant_id: str) -> set[str]:
+        """The tenant's traces that applied deletions removed (what a dataset export leaves out)."""
+        return {t for r in self.follower.records().values() if r["tenant_id"] == tenant_id for t in r["trace_ids"]}
+
     def close(self) -> None:
         self.follower.close()
         self.registry.close()

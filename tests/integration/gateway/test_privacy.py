@@ -3,6 +3,7 @@ sink on the embedded engine, and the models trained on the rewritten dataset fla
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,10 @@ def test_an_admin_deletes_a_user_and_the_models_trained_on_them_are_flagged(
              "trace_id": e["trace_id"], "labeller_version": "rules-2", "source": "real", "prompt_key": f"k{i}"} for i, e in enumerate(exps)]
     ds = datasets.write(dataset_id=f"ds-{unique}", tenant_id=tenant, agent_id="bot", kind="sft", created_ms=store_samples.now_ms(),
                         rows={"train": rows}, lineage={"trace_ids": [e["trace_id"] for e in exps]})
+    # the gateway's dataset store (under its home) holds a copy the worker does not rewrite: exports leave the user out
+    copy = DatasetStore(str(tmp_path / "home" / "datasets")).write(
+        dataset_id=f"copy-{unique}", tenant_id=tenant, agent_id="bot", kind="sft", created_ms=store_samples.now_ms(),
+        rows={"train": rows}, lineage={"trace_ids": [e["trace_id"] for e in exps]})
     registry.register(ModelVersion(tenant_id=tenant, model_version=f"mv-{unique}", agent_id="bot", base_model="tiny",
                                    status="candidate", dataset_id=ds.dataset_id))
     with ServedGateway(test_settings(bootstrap, tmp_path / "spool", home=tmp_path / "home")) as served:
@@ -67,6 +72,8 @@ def test_an_admin_deletes_a_user_and_the_models_trained_on_them_are_flagged(
 
         shown = wait_for(applied, 30, "the applied deletion in the API")
         assert shown["deletion_id"] == deletion and shown["deleted_rows"]["experiences"] == 2 and shown["datasets"] == [ds.dataset_id]
+        status, text, _ = call("GET", f"{served.url}/v1/datasets/{copy.dataset_id}/export", headers=auth(read))
+        assert status == 200 and sorted(json.loads(line)["trace_id"] for line in text.splitlines()) == sorted(left)
         wait_for(lambda: deletion in registry.get(f"mv-{unique}").hyperparameters.get(DELETED_DATA_FLAG, ""), 30,
                  "the model trained on the dataset flagged")
     store.close()
