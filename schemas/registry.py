@@ -41,6 +41,7 @@ RECORD_NAMES = (
     "TenantPlan",
     "TenantUsage",
     "OtelSpans",
+    "Deletion",
 )
 
 

@@ -107,6 +107,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "event_id": "acme|2026-12|r1|1700000000000", "usage_key": "acme|2026-12|r1", "tenant_id": "acme",
         "month": "2026-12", "replica_id": "r1", "runs": 42, "agents": ["support"], "updated_ms": 1_700_000_000_000,
     },
+    "Deletion": {
+        "event_id": "del-5f2a9c0e1b7d3a6c4e8f0a1b", "subject": "acme/0c5b1f7a2d9e4c3b8a6f1e0d2c4b6a8f", "tenant_id": "acme",
+        "user_id": "u-4711", "status": "applied", "requested_ms": 1_700_000_012_000, "requested_by": "cli:ops",
+        "trace_ids": ["t1", "t2"], "applied_ms": 1_700_000_012_500, "deleted_rows": {"experiences": 2, "feedback": 1, "outcomes": 2},
+        "datasets": ["acme-support-sft-1700000000000"],
+    },
     "AuditEvent": {
         "event_id": "0f3c2a", "tenant_id": "acme", "key_id": "a1b2c3d4e5f6", "timestamp_ms": 1_700_000_010_000,
         "action": "analytics.query", "target": "runs_over_time", "outcome": "ok", "status": 200,

@@ -20,8 +20,10 @@ def test_design_topics() -> None:
         "gym-experiences-v1", "gym-feedback-v1", "gym-outcomes-v1", "gym-experiments-v1", "gym-experiment-stats-v1",
         "gym-decisions-v1", "gym-datasets-v1", "gym-models-v1", "gym-deadletter-v1", "gym-drift-v1",
         "gym-scenario-lineage-v1", "gym-audit-v1", "gym-otel-spans-v1", "gym-api-keys-v1", "gym-tenants-v1", "gym-tenant-usage-v1",
+        "gym-deletions-v1",
     }
-    assert {s.base for s in TOPICS.values() if s.compacted} == {"experiments", "models", "api-keys", "tenants", "tenant-usage"}
+    assert {s.base for s in TOPICS.values() if s.compacted} == {"experiments", "models", "api-keys", "tenants", "tenant-usage",
+                                                                  "deletions"}
     assert TOPICS["experiments"].config()["cleanup.policy"] == "compact"
     assert TOPICS["experiences"].config()["cleanup.policy"] == "delete"
 
