@@ -15,9 +15,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
 
 from agentgym import AgentGym
-from agentgym.gateway.masking import policy_record, set_masking, tenant_key
+from agentgym.gateway.masking import tenant_key
+from agentgym.ops.commands.tenants import tenants
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
 from tests.integration.gateway.conftest import ServedGateway, auth, call, experience, new_key, test_settings
@@ -49,7 +51,8 @@ def test_sdk_events_reach_kafka_masked(bootstrap: str, unique: str, tmp_path: Pa
         gym.record_feedback(trace_id, correction=f"Write to {email} instead")
         assert gym.flush(30) == 0
     raw = _by_keys(bootstrap, _EXPERIENCES, [trace_id])[trace_id]
-    assert email.encode() not in raw and b"4111" not in raw and b"7946" not in raw  # the raw values never reached the broker
+    for value in (email, card, "+44 20 7946 0958", "4111111111111111"):  # the raw values never reached the broker
+        assert value.encode() not in raw
     run = _codec.decode(raw).record
     assert run["input"][0]["content"] == "I'm <EMAIL>, call <PHONE>" and run["output"] == "Noted <EMAIL>"
     assert run["steps"][0]["input"] == '{"card": "<CARD>"}' and run["metadata"] == {"channel": "web"}
@@ -59,11 +62,23 @@ def test_sdk_events_reach_kafka_masked(bootstrap: str, unique: str, tmp_path: Pa
 
 
 @pytest.mark.timeout(120)
-def test_api_events_reach_kafka_masked_per_tenant_and_agent(bootstrap: str, unique: str, tmp_path: Path) -> None:
+def test_api_events_reach_kafka_masked_per_tenant_and_agent(bootstrap: str, unique: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     tenant, secret = f"mapi-{unique}", f"secret-{unique}"
     email = f"bob.{unique}@example.com"
-    set_masking(bootstrap, tenant, policy_record(hash=True, patterns={"order_id": r"\bORD-\d{6}\b"}), default_plan="enterprise")
-    set_masking(bootstrap, tenant, policy_record(enabled=False), agent_id="raw-agent")
+    monkeypatch.setenv("AGENTGYM_GATEWAY_DEFAULT_PLAN", "enterprise")  # the plan a tenant without a record has
+    monkeypatch.setenv("AGENTGYM_GATEWAY_MASK_SECRET", secret)
+    run = CliRunner().invoke
+    out = run(tenants, ["masking", tenant, "--bootstrap", bootstrap, "--hash", "--pattern", r"order_id=\bORD-\d{6}\b"])
+    assert out.exit_code == 0 and "hashed placeholders" in out.output and "order_id" in out.output, out.output
+    out = run(tenants, ["masking", tenant, "--bootstrap", bootstrap, "--agent", "raw-agent", "--off"])
+    assert out.exit_code == 0 and "raw-agent: off" in out.output, out.output
+    out = run(tenants, ["masking", tenant, "--bootstrap", bootstrap, "--fields", "input,body"])
+    assert out.exit_code != 0 and "unknown masking field(s) ['body']" in out.output, out.output
+    out = run(tenants, ["masking", tenant, "--bootstrap", bootstrap])
+    assert "tenant " + tenant + ": on: default detectors on default fields, patterns order_id, hashed" in out.output
+    assert "agent raw-agent: off" in out.output, out.output
+    assert run(tenants, ["masking-key", tenant]).output.strip() == tenant_key(secret, tenant).decode()
     with ServedGateway(test_settings(bootstrap, tmp_path / "spool", mask_secret=secret)) as served:
         wait_for(lambda: "raw-agent" in ((served.gateway.maskers._masking.get(tenant) or {}).get("agents") or {}),
                  30, "the gateway to read the tenant's masking policy")
@@ -92,9 +107,9 @@ def test_api_events_reach_kafka_masked_per_tenant_and_agent(bootstrap: str, uniq
     runs = _by_keys(bootstrap, _EXPERIENCES, [masked_trace, raw_trace])
     assert email.encode() not in runs[masked_trace] and b"ORD-123456" not in runs[masked_trace]
     assert email.encode() in runs[raw_trace]  # raw-agent's own policy: off
-    run = _codec.decode(runs[masked_trace]).record
-    assert run["input"][0]["content"] == f"I'm {placeholder} about <ORDER_ID:{_h(tkey, 'ORD-123456')}>"
-    assert run["steps"][0]["input"] == f'{{"email": "{placeholder}"}}'
+    rec = _codec.decode(runs[masked_trace]).record
+    assert rec["input"][0]["content"] == f"I'm {placeholder} about <ORDER_ID:{_h(tkey, 'ORD-123456')}>"
+    assert rec["steps"][0]["input"] == f'{{"email": "{placeholder}"}}'
     fb = _by_keys(bootstrap, _FEEDBACK, [masked_trace])[masked_trace]
     assert email.encode() not in fb and placeholder.encode() in fb
     spans = _by_keys(bootstrap, _SPANS, [span_trace])[span_trace]
