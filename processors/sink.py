@@ -319,10 +319,14 @@ class ClickHouseSink:
         path.write_bytes(container(writer, [m.value()[10:] for m in ms]))
         source = f"file('{path}', 'Avro')"
         check = validation_sql(record)
+        # events of deleted users and traces are not inserted (a replay included): found in the same scan
+        keep = self._deletions.set.sql_keep(record) if self._deletions is not None and record in TRACE_RECORDS else None
+        cond, params = keep if keep is not None else ("1", {})
+        reason = check if keep is None else f"if(({check}) != '', {check}, if({cond}, '', '{_DELETED}'))"
         try:
-            bad = self.store.query(
-                f"SELECT i, reason FROM (SELECT rowNumberInAllBlocks() AS i, {check} AS reason FROM {source}) "
-                "WHERE reason != '' SETTINGS max_threads = 1"
+            found = self.store.query(
+                f"SELECT i, reason FROM (SELECT rowNumberInAllBlocks() AS i, {reason} AS reason FROM {source}) "
+                "WHERE reason != '' SETTINGS max_threads = 1", params or None
             ).rows
         except Exception as exc:
             if not _is_parse_error(exc):
@@ -340,20 +344,14 @@ class ClickHouseSink:
             if good:  # fastavro reads them all but ClickHouse did not: fall back to rows
                 extra.setdefault(record, []).extend(self.codec.decode(m.value()).record for m in good)
             return dead
-        for i, reason in bad:
-            dead.append(self._dead_letter(ms[int(i)], "InvalidEvent", reason))
+        bad = [(i, why) for i, why in found if why != _DELETED]
+        skipped = len(found) - len(bad)
+        for i, why in bad:
+            dead.append(self._dead_letter(ms[int(i)], "InvalidEvent", why))
         if record not in self._select:
             self._select[record] = select_list(record)
         cols, exprs = self._select[record]
-        where = [f"{check} = ''"] if bad else []
-        params: dict[str, Any] = {}
-        keep = self._deletions.set.sql_keep(record) if self._deletions is not None and record in TRACE_RECORDS else None
-        skipped = 0
-        if keep is not None:  # events of deleted users and traces are not inserted (a replay included)
-            cond, params = keep
-            skipped = int(self.store.query(f"SELECT countIf(NOT ({cond})) FROM {source}", params).scalar() or 0)
-            if skipped:
-                where.append(cond)
+        where = ([f"{check} = ''"] if bad else []) + ([cond] if skipped else [])
         sql = (f"INSERT INTO {self.store.database}.{_TABLE_OF[record]} ({', '.join(cols)}) "
                f"SELECT {', '.join(exprs)} FROM {source}" + (f" WHERE {' AND '.join(where)}" if where else ""))
         self._retrying(_TABLE_OF[record], lambda: self.store.command(sql, params if skipped else None))
@@ -460,6 +458,7 @@ def _is_parse_error(exc: Exception) -> bool:
 
 
 _TABLE_OF = {s.record: s.table for s in TOPICS.values()}
+_DELETED = "deleted"  # the reason, in the validation scan, of an event of a deleted user or trace (not a dead letter)
 
 
 def register(app: Any, settings: Any) -> None:
