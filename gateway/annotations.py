@@ -286,7 +286,8 @@ async def _label(request: web.Request, gw: "Gateway") -> web.StreamResponse:
     event = {"trace_id": trace_id, "agent_id": run["agent_id"], "thumbs_up": success, "source": "human",
              "metadata": {AUDIT_MARKER: "true", "experiment_id": experiment_id, "reviewer": key.key_id},
              **({"comment": comment} if comment else {})}
-    prepared = prepare(gw.client, FEEDBACK, [event], tenant, None, gw.settings.max_event_bytes, False)
+    prepared = prepare(gw.client, FEEDBACK, [event], tenant, None, gw.settings.max_event_bytes, False,
+                       masking=lambda agent: gw.maskers.policy(tenant, agent))  # the reviewer's comment, as any feedback
     for p in prepared:
         gw.client.send_encoded(FEEDBACK.record, FEEDBACK.topic, p.key, p.value)
     gw.metrics.count_events(FEEDBACK.record, len(prepared))

@@ -59,7 +59,7 @@ class Prepared:
 
 
 def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_id: str, header_agent: str | None,
-            max_event_bytes: int, batched: bool, masking: Callable[[str], MaskingPolicy] | None = None) -> list[Prepared]:
+            max_event_bytes: int, batched: bool, *, masking: Callable[[str], MaskingPolicy] | None) -> list[Prepared]:
     """Validates, masks and encodes every event; raises :class:`ApiError` (with the event's index) at the first bad one.
 
     ``masking``: agent id -> the tenant's masking policy for that agent (None: no masking), applied
