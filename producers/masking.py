@@ -83,7 +83,8 @@ _GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
 
 # Every phone and card number has 7 digits in a row, or a digit, a separator and a digit, or a digit
 # and ')'. Checked on the UTF-8 bytes with digits mapped to b"0" and separators to b" " (a table
-# lookup and three substring searches in C: a regex for it scans ten times slower). ASCII digits only.
+# lookup and a regex with a literal first byte: a regex on the text scans ten times slower). ASCII text
+# only; other text takes the regex on the text.
 _DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if chr(c) in " \t\n\r\f\v.-" else c
                      for c in range(256))
 
@@ -91,8 +92,13 @@ _DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if c
 _DIGIT_SHAPES = re.compile(rb"0(?:000000|\)| 0)")  # a literal first byte: sre scans for it fast
 
 
+_DIGIT_SHAPES_TEXT = re.compile(r"\d(?:\d{6}|[\s.\-]\d|\))")  # the same on text: any Unicode digit and space
+
+
 def _digit_run(text: str) -> bool:
-    return _DIGIT_SHAPES.search(text.encode("utf-8", "surrogatepass").translate(_DIGIT_TABLE)) is not None
+    if not text.isascii():  # non-ASCII digits and spaces (a no-break space between digit groups): the slower regex
+        return _DIGIT_SHAPES_TEXT.search(text) is not None
+    return _DIGIT_SHAPES.search(text.encode("ascii").translate(_DIGIT_TABLE)) is not None
 
 
 

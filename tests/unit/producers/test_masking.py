@@ -26,6 +26,7 @@ from agentgym.schemas.codec import AvroCodec
     ("phone", "or (555) 123-4567.", "or <PHONE>."),
     ("phone", "or 555.123.4567", "or <PHONE>"),
     ("phone", "whatsapp +14155552671", "whatsapp <PHONE>"),
+    ("phone", "ring +44\u00a020\u00a07946\u00a00958 — ta", "ring <PHONE> — ta"),  # no-break spaces, non-ASCII text
     ("credit_card", "card 4111 1111 1111 1111 exp", "card <CARD> exp"),
     ("credit_card", "card 5500-0000-0000-0004", "card <CARD>"),
     ("credit_card", "card 378282246310005", "card <CARD>"),
