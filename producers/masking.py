@@ -241,7 +241,7 @@ class Masker:
         out = rule.repl if rule.literal else m.expand(rule.repl)
         if self._key is not None:
             # key=value: hash the value, not the key's name
-            value = m.group(0)[m.end(2) - m.start(0):].strip("\"'") if m.re.groups >= 2 and rule.gate else m.group(0)
+            value = m.group(0)[m.end(2) - m.start(0):].strip("\"'") if rule.name == "api_key" and m.re.groups >= 2 else m.group(0)
             out = f"{out[:-1]}:{self._digest(rule.name, value)}>"
         return out
 
