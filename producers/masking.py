@@ -58,7 +58,7 @@ BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
     # (not part of a longer digit run: a card-shaped number is not a phone number)
     "phone": [(r"(?<![\w+])(?<!\d[\s.\-])(?:\+\d{1,3}[\s.\-]?)?(?:\(\d{2,4}\)[\s.\-]?|\d{2,4}[\s.\-])\d{3,4}[\s.\-]?\d{3,4}"
                r"(?!\w)(?![\s.\-]?\d)", "<PHONE>"),
-              (r"(?<![\w+])\+\d{10,14}(?!\w)", "<PHONE>")],
+              (r"\+(?<![\w+]\+)\d{10,14}(?!\w)", "<PHONE>")],  # '+' first: a literal prefix, scanned fast
     "credit_card": [(r"(?<!\d)(?:\d[ \-]?){12,18}\d(?!\d)", "<CARD>")],  # confirmed with the Luhn check below
     "ip_address": [(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b", "<IP>")],
 }
@@ -85,8 +85,8 @@ _GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
 # and ')'. Checked on the UTF-8 bytes with digits mapped to b"0" and separators to b" " (a table
 # lookup and a regex with a literal first byte: a regex on the text scans ten times slower). ASCII text
 # only; other text takes the regex on the text.
-_DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if chr(c) in " \t\n\r\f\v.-" else c
-                     for c in range(256))
+_DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if c < 128 and (chr(c).isspace() or chr(c) in ".-")
+                     else c for c in range(256))  # ASCII whitespace as re's \s: \x1c-\x1f included
 
 
 _DIGIT_SHAPES = re.compile(rb"0(?:000000|\)| 0)")  # a literal first byte: sre scans for it fast
@@ -119,6 +119,38 @@ agent's own keys (channel, locale, ids it filters and joins on)."""
 _PRIORITY = ("api_key", "credit_card", "email", "phone", "ip_address")
 _CHECKED = {"credit_card": (13, 19), "phone": (9, 15)}  # digit counts a match must have
 _NON_DIGIT = re.compile(r"\D")
+
+
+# A phone or card number lies in a run of digits, spaces, '.', '-', '(', ')' and '+' holding 9 digits
+# or more; on the translated bytes such a run starts and ends with b"0" (a literal first byte: fast).
+_NUMBER_RUN = re.compile(rb"0[0 ()+]{7,}0")
+
+
+def _sub_in_windows(rx: re.Pattern[str], repl: Any, text: str) -> str:
+    """``rx.sub(repl, text)`` for the phone and card patterns of ASCII text, run only on the windows
+    around runs that can hold a number: the same result (a window keeps 4 characters before its run,
+    for a leading '+' or '(' and the patterns' look-behinds, and 2 after, for their look-aheads; windows
+    that touch are merged), without scanning the prose between them."""
+    b = text.encode("ascii").translate(_DIGIT_TABLE)
+    windows: list[list[int]] = []
+    for m in _NUMBER_RUN.finditer(b):
+        start, end = m.span()
+        if b.count(b"0", start, end) < 9:
+            continue
+        start, end = max(0, start - 4), min(len(b), end + 2)
+        if windows and start <= windows[-1][1]:
+            windows[-1][1] = end
+        else:
+            windows.append([start, end])
+    if not windows:
+        return text
+    out, last = [], 0
+    for start, end in windows:
+        out.append(text[last:start])
+        out.append(rx.sub(repl, text[start:end]))
+        last = end
+    out.append(text[last:])
+    return "".join(out)
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -278,9 +310,13 @@ class Masker:
             if rule.gate is not None and hits.isdisjoint(rule.needles):
                 continue
             if rule.checked is None and rule.literal and self._key is None and counts is None:
-                text = rule.rx.sub(rule.repl, text)
+                repl: Any = rule.repl
             else:
-                text = rule.rx.sub(functools.partial(self._replacement, rule, counts=counts), text)
+                repl = functools.partial(self._replacement, rule, counts=counts)
+            if rule.gate == "digits" and len(text) > 64 and text.isascii():
+                text = _sub_in_windows(rule.rx, repl, text)
+            else:
+                text = rule.rx.sub(repl, text)
         return text
 
     def mask(self, text: str) -> str:
