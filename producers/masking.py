@@ -66,14 +66,15 @@ BUILTIN_PATTERNS: dict[str, list[tuple[str, str]]] = {
 # The cheap necessary condition of each built-in pattern, in the order of BUILTIN_PATTERNS:
 # (kind, sentinels, needles). The pattern runs only where one of the single-character sentinels
 # occurs (a memchr in C; "" : no sentinel) and then one of the needles: ("in", ...) a substring of
-# the text, ("lower", ...) of the lower-cased text; ("digits", ...) :func:`_digit_run` holds (phone and
-# card numbers); ("dots", ...) a digit, a dot and a digit (IP addresses).
+# the text, ("lower", ...) of the lower-cased text; ("kv", ...) a credential's name ends right before a
+# ':' or '=' (:func:`_key_value`); ("digits", ...) :func:`_digit_run` holds (phone and card numbers);
+# ("dots", ...) a digit, a dot and a digit (IP addresses).
 _GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "api_key": [
         ("in", "-", ("-----BEGIN",)), ("in", "-", ("sk-",)), ("in", "A", ("AKIA", "ASIA")),
         ("in", "_", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")), ("in", "_", ("github_pat_",)), ("in", "-", ("xox",)),
         ("in", "A", ("AIza",)), ("in", "_", ("hf_",)), ("in", "J", ("eyJ",)),
-        ("lower", "", ("bearer",)), ("lower", ":=", ("key", "secret", "token", "pass", "pwd")),
+        ("lower", "", ("bearer",)), ("kv", ":=", ("kv",)),
     ],
     "email": [("in", "@", ("@",))],
     "phone": [("digits", "", ("digits",)), ("in", "+", ("+",))],
@@ -81,24 +82,45 @@ _GATES: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
     "ip_address": [("dots", ".", ("dots",))],
 }
 
-# Every phone and card number has 7 digits in a row, or a digit, a separator and a digit, or a digit
-# and ')'. Checked on the UTF-8 bytes with digits mapped to b"0" and separators to b" " (a table
-# lookup and a regex with a literal first byte: a regex on the text scans ten times slower). ASCII text
-# only; other text takes the regex on the text.
-_DIGIT_TABLE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord(" ") if c < 128 and (chr(c).isspace() or chr(c) in ".-")
-                     else c for c in range(256))  # ASCII whitespace as re's \s: \x1c-\x1f included
+# ASCII text is checked on its bytes mapped by one table: digits to b"0", whitespace (as re's \s,
+# \x1c-\x1f included), '.' and '-' to b" ", y, t and n (any case) to b"y", D, E, R, W to lower case,
+# ':' and '=' to b":"; then regexes with a literal first byte, which sre scans for fast
+# (a regex on the text for the same shapes scans ten times slower). Other text takes regexes on the text.
+def _class_of(c: int) -> int:
+    ch = chr(c)
+    if c >= 128:
+        return c
+    if ch.isdigit():
+        return ord("0")
+    if ch.isspace() or ch in ".-":
+        return ord(" ")
+    if ch in "yYtTnN":
+        return ord("y")
+    if ch in "DERW":
+        return ord(ch.lower())
+    if ch in ":=":
+        return ord(":")
+    return c
 
 
-_DIGIT_SHAPES = re.compile(rb"0(?:000000|\)| 0)")  # a literal first byte: sre scans for it fast
-
-
+_DIGIT_TABLE = bytes(_class_of(c) for c in range(256))
+# Every phone and card number has 7 digits in a row, or a digit, a separator and a digit, or a digit and ')'.
+_DIGIT_SHAPES = re.compile(rb"0(?:000000|\)| 0)")
 _DIGIT_SHAPES_TEXT = re.compile(r"\d(?:\d{6}|[\s.\-]\d|\))")  # the same on text: any Unicode digit and space
+# The key=value pattern's names end in "ey", "et", "en" (api_key, secret, access_token ...), "rd" or "wd"
+# (password, passwd, pwd), then blanks, then ':' or '=': on the reversed bytes, ':' (a literal first byte),
+# blanks, then "ye", "dr" or "dw".
+_KEY_VALUE_REVERSED = re.compile(rb": *(?:ye|dr|dw)")
+_KEY_VALUE_NEEDLES = ("key", "secret", "token", "pass", "pwd")  # the same on lower-cased text
 
 
-def _digit_run(text: str) -> bool:
-    if not text.isascii():  # non-ASCII digits and spaces (a no-break space between digit groups): the slower regex
-        return _DIGIT_SHAPES_TEXT.search(text) is not None
-    return _DIGIT_SHAPES.search(text.encode("ascii").translate(_DIGIT_TABLE)) is not None
+def _digit_run(text: str, classes: bytes | None = None) -> bool:
+    """Whether ``text`` (``classes``: its mapped bytes, for ASCII text) can hold a phone or card number."""
+    if classes is None:
+        if not text.isascii():  # non-ASCII digits and spaces (a no-break space between digit groups)
+            return _DIGIT_SHAPES_TEXT.search(text) is not None
+        classes = text.encode("ascii").translate(_DIGIT_TABLE)
+    return _DIGIT_SHAPES.search(classes) is not None
 
 
 
@@ -269,14 +291,15 @@ class Masker:
             self._rules.append(_Rule(name, rx, f"<{name.upper()}>", None))
         gated = [r for r in self._rules if r.gate is not None]
         # sentinel character -> the needles (needle, in the lower-cased text?) to look for once it occurs
-        by_sentinel: dict[str, set[tuple[str, bool]]] = {}
+        by_sentinel: dict[str, set[tuple[str, str]]] = {}
         for r in gated:
-            if r.gate in ("in", "lower"):
+            if r.gate in ("in", "lower", "kv"):
                 for c in r.sentinels or "\0":
-                    by_sentinel.setdefault(c, set()).update((n, r.gate != "in") for n in r.needles)
+                    by_sentinel.setdefault(c, set()).update((n, r.gate) for n in r.needles)
         self._unsentinelled = tuple(sorted(by_sentinel.pop("\0", set())))
         self._by_sentinel = tuple((c, tuple(sorted(ns))) for c, ns in sorted(by_sentinel.items()))
         self._digit_gate = any(r.gate == "digits" for r in gated)
+        self._kv_gate = any(r.gate == "kv" for r in gated)
         self._dot_gate = any(r.gate == "dots" for r in gated)
         self._ungated = any(r.gate is None for r in self._rules)
 
@@ -314,17 +337,22 @@ class Masker:
         """The pre-check: the necessary conditions that hold in ``text`` (empty: no built-in detector can match)."""
         hits: set[str] = set()
         low: str | None = None
+        ascii = text.isascii()
+        classes = text.encode("ascii").translate(_DIGIT_TABLE) if ascii and (self._digit_gate or self._kv_gate) else None
         for c, needles in (("", self._unsentinelled), *self._by_sentinel):
             if c in text:  # "" is in every text
-                for n, lower in needles:
-                    if lower:
+                for n, kind in needles:
+                    if kind == "in":
+                        found = n in text
+                    elif kind == "kv" and classes is not None:
+                        found = _KEY_VALUE_REVERSED.search(classes[::-1]) is not None
+                    else:
                         if low is None:
                             low = text.lower()
-                        if n in low:
-                            hits.add(n)
-                    elif n in text:
+                        found = any(x in low for x in _KEY_VALUE_NEEDLES) if kind == "kv" else n in low
+                    if found:
                         hits.add(n)
-        if self._digit_gate and _digit_run(text):
+        if self._digit_gate and _digit_run(text, classes):
             hits.add("digits")
         if self._dot_gate and "." in text and _DOTTED.search(text) is not None:
             hits.add("dots")
