@@ -8,6 +8,7 @@ correction, so both SFT examples and preference pairs come out.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from typing import Any
 
@@ -17,6 +18,10 @@ __all__ = ["WORDS", "answer", "runs"]
 
 WORDS = ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum", "kiwi", "melon", "olive", "onion")
 _CODEC = AvroCodec()
+START_MS = (int(time.time() * 1000) // 86_400_000 - 2) * 86_400_000
+"""Midnight UTC two days before the session started: recent enough for every retention (the
+platform's default keeps rows 365 days, and a worker drops rows older than that at insert),
+and the same for every call in one session."""
 
 
 def answer(word: str, n: int) -> str:
@@ -27,7 +32,7 @@ def _decoded(name: str, record: dict[str, Any]) -> dict[str, Any]:
     return _CODEC.decode(_CODEC.encode(name, record)).record
 
 
-def runs(tenant: str, agent: str, n: int, *, seed: int = 0, failure_every: int = 3, start_ms: int = 1_700_000_000_000
+def runs(tenant: str, agent: str, n: int, *, seed: int = 0, failure_every: int = 3, start_ms: int = START_MS
          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(experiences, outcomes): ``n`` labelled runs; every ``failure_every``-th fails, half of those corrected."""
     rng = random.Random(seed)
