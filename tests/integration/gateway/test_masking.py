@@ -80,8 +80,8 @@ def test_api_events_reach_kafka_masked_per_tenant_and_agent(bootstrap: str, uniq
     assert "agent raw-agent: off" in out.output, out.output
     assert run(tenants, ["masking-key", tenant]).output.strip() == tenant_key(secret, tenant).decode()
     with ServedGateway(test_settings(bootstrap, tmp_path / "spool", mask_secret=secret)) as served:
-        wait_for(lambda: "raw-agent" in ((served.gateway.maskers._masking.get(tenant) or {}).get("agents") or {}),
-                 30, "the gateway to read the tenant's masking policy")
+        wait_for(lambda: not served.gateway.maskers.policy(tenant, "raw-agent").active, 30,
+                 "the gateway to read the tenant's masking policy")
         key = new_key(bootstrap, served, tenant)
         status, body, _ = call("POST", f"{served.url}/v1/experiences", {"events": [
             experience(0, agent_id="bot", input=f"I'm {email} about ORD-123456", output="ok",
