@@ -97,7 +97,7 @@ class TenantMaskers:
         self._masking: dict[str, dict[str, Any]] = {}
         self._cache: dict[tuple[str, str | None], MaskingPolicy] = {}
         self._lock = threading.Lock()
-        self._default: dict[str, MaskingPolicy] = {}
+        self._generation = 0  # bumped by every change: a policy built from an older record is not cached
         self.follower = CompactedFollower(bootstrap_servers, _TOPIC, on_record=self._changed)
 
     def _changed(self, tenant_id: str, record: dict[str, Any] | None) -> None:
@@ -109,9 +109,11 @@ class TenantMaskers:
                 self._masking[tenant_id] = masking
             for k in [k for k in self._cache if k[0] == tenant_id]:
                 del self._cache[k]
+            self._generation += 1
 
     def policy(self, tenant_id: str, agent_id: str) -> MaskingPolicy:
         """The policy of ``agent_id`` of ``tenant_id``: the agent's own, else the tenant's, else the defaults."""
+        generation = self._generation
         masking = self._masking.get(tenant_id)
         agents = masking.get("agents") or {} if masking else {}
         which = agent_id if agent_id in agents else None
@@ -125,7 +127,8 @@ class TenantMaskers:
                 log.error("agentgym gateway: tenant %s's masking policy is invalid (%s): the defaults apply", tenant_id, exc)
                 found = build_policy(None, tenant_id, self.secret)
             with self._lock:
-                self._cache[key] = found
+                if generation == self._generation:
+                    self._cache[key] = found
         return found
 
     def start(self) -> "TenantMaskers":

@@ -13,7 +13,7 @@ import pytest
 
 from agentgym import AgentGym
 from agentgym.gateway.exceptions import PlanError
-from agentgym.gateway.masking import build_policy, policy_record, tenant_key
+from agentgym.gateway.masking import TenantMaskers, build_policy, policy_record, tenant_key
 from agentgym.gateway.otlp import JSON, decode_request, map_request
 from agentgym.producers.exceptions import ConfigError
 from agentgym.producers.masking import DEFAULT_FIELDS, Masker, MaskingConfigError, MaskingPolicy
@@ -178,3 +178,20 @@ def test_the_pre_check_never_skips_a_match() -> None:
     for _ in range(3000):
         text = "".join(rng.choice(parts) for _ in range(rng.randint(1, 24)))  # long ones: the windowed passes
         assert gated.mask(text) == ungated.mask(text), text
+
+
+def test_the_gateway_follows_each_tenants_and_agents_policy() -> None:
+    """TenantMaskers as its follower drives it (records of gym-tenants-v1 handed to its callback; no broker)."""
+    maskers = TenantMaskers("127.0.0.1:1", "secret")
+    assert maskers.policy("acme", "bot").text("a@b.io") == "<EMAIL>"  # no record: the defaults
+    tenant_policy = {**policy_record(hash=True, patterns={"order_id": r"ORD-\d+"}),
+                     "agents": {"raw": policy_record(enabled=False)}}
+    maskers._changed("acme", {"tenant_id": "acme", "masking": tenant_policy})
+    key = tenant_key("secret", "acme")
+    assert maskers.policy("acme", "bot").text("ORD-7 a@b.io") == (
+        f"<ORDER_ID:{hmac.new(key, b'ORD-7', hashlib.sha256).hexdigest()[:8]}> "
+        f"<EMAIL:{hmac.new(key, b'a@b.io', hashlib.sha256).hexdigest()[:8]}>")
+    assert not maskers.policy("acme", "raw").active
+    assert maskers.policy("other", "bot").text("ORD-7 a@b.io") == "ORD-7 <EMAIL>"  # another tenant: its own (defaults)
+    maskers._changed("acme", {"tenant_id": "acme", "masking": None})  # the policy removed: the defaults again
+    assert maskers.policy("acme", "raw").text("a@b.io") == "<EMAIL>"
