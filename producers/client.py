@@ -21,6 +21,10 @@ kept (the spool's disk is full or read-only) are counted in ``gym.stats["dropped
 and logged at a bounded rate; events that can never be delivered are quarantined
 (``gym.stats["quarantined"]``). Misuse raises :class:`InvalidEventError` naming the
 field, an event over the size limit included.
+
+Personal data and secrets are masked before an event is encoded, so they never leave the
+process, the spool included (:mod:`agentgym.producers.masking`; ``AGENTGYM_MASK_*``,
+``mask_hook=``; on by default; docs/privacy.md).
 """
 
 from __future__ import annotations
