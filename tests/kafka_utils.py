@@ -22,17 +22,12 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     deadline = time.monotonic() + timeout_s
     try:
         while len(got) < expected and time.monotonic() < deadline:
-            m = c.poll(0.5)
-            if m is None or m.error():
-                continue
-            if match is None or match(m):
-                got.append(m)
+            # in batches: a shared topic's history can be tens of thousands of messages
+            got.extend(m for m in c.consume(500, 0.5) if not m.error() and (match is None or match(m)))
         # a short extra read, to see duplicates that arrive after the expected count
         end = time.monotonic() + 1.0
         while time.monotonic() < end:
-            m = c.poll(0.2)
-            if m is not None and not m.error() and (match is None or match(m)):
-                got.append(m)
+            got.extend(m for m in c.consume(500, 0.2) if not m.error() and (match is None or match(m)))
     finally:
         c.close()
     return got

@@ -91,7 +91,8 @@ def otel_worker(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                               TOPICS["deadletter"]])
     home = tmp_path_factory.mktemp("otel-worker")
     # the labeller too: an OTel run is labelled like any other, its outcome carrying the run's experiment assignment
-    w = Worker(worker_env(bootstrap, home, f"otel-{uuid.uuid4().hex[:8]}", "otel,labeller"), home / "worker.log").start()
+    w = Worker(worker_env(bootstrap, home, f"otel-{uuid.uuid4().hex[:8]}", "otel,labeller", AGENTGYM_LABELLER_QUIET_PERIOD_S="2"),
+               home / "worker.log").start()
     yield w
     w.stop()
 
