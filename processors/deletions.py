@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
 
-__all__ = ["DELETIONS_TOPIC", "DeletionSet", "DeletionLog", "subject_of", "deletion_request", "apply_deletion",
+__all__ = ["DELETIONS_TOPIC", "DeletionSet", "DeletionLog", "DeletionFollower", "subject_of", "deletion_request", "apply_deletion",
            "rewrite_datasets", "applied_record", "merge_into", "send_request", "wait_applied", "TRACE_RECORDS"]
 
 log = logging.getLogger("agentgym.deletions")
@@ -218,6 +219,91 @@ class DeletionLog:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+
+class DeletionFollower:
+    """A :class:`DeletionLog` followed in a background thread, for readers on an event loop (Faust agents).
+
+    The thread reads the topic to its end (then :attr:`ready`), then polls it every ``poll_s``;
+    a reader checks :meth:`skips` (a set lookup, never a Kafka read) and waits for
+    :attr:`ready` before its first event, so it skips every deletion recorded before it started.
+
+    :meth:`shared` gives the readers of one process (the labeller, the experiments processor)
+    one follower, so a worker runs one such thread and consumer whatever it runs.
+
+    Args:
+        bootstrap_servers: Kafka.
+        poll_s: the pause between two reads of new records (the worst-case extra delay of a deletion).
+        security: librdkafka security settings (default: from ``AGENTGYM_KAFKA_*``).
+    """
+
+    def __init__(self, bootstrap_servers: str, *, poll_s: float = 0.5, security: Mapping[str, Any] | None = None) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.poll_s = poll_s
+        self.security = security
+        self.set = DeletionSet()
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    _shared: dict[str, "DeletionFollower"] = {}
+    _shared_lock = threading.Lock()
+
+    @classmethod
+    def shared(cls, bootstrap_servers: str) -> "DeletionFollower":
+        """This process's started follower of ``bootstrap_servers``' deletions topic."""
+        with cls._shared_lock:
+            follower = cls._shared.get(bootstrap_servers)
+            if follower is None:
+                follower = cls._shared[bootstrap_servers] = cls(bootstrap_servers).start()
+            return follower
+
+    @property
+    def ready(self) -> bool:
+        """Whether the topic has been read to its end once."""
+        return self._ready.is_set()
+
+    def skips(self, record_name: str, record: Mapping[str, Any]) -> bool:
+        """:meth:`DeletionSet.skips` on the current set."""
+        return self.set.skips(record_name, record)
+
+    def skips_trace(self, tenant_id: str, trace_id: str) -> bool:
+        return self.set.skips_trace(tenant_id, trace_id)
+
+    def start(self) -> "DeletionFollower":
+        """Starts the thread (idempotent)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="agentgym-deletions", daemon=True)
+            self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        reader: DeletionLog | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if reader is None:
+                        reader = DeletionLog(self.bootstrap_servers, security=self.security)
+                        self.set = reader.set  # DeletionSet.add only adds: lookups from other threads stay valid
+                    if not self._ready.is_set():
+                        reader.catch_up(to_end=True, timeout_s=10.0)
+                        self._ready.set()
+                        log.info("deletions: %d user(s), %d trace(s) deleted", len(self.set.users), len(self.set.traces))
+                    else:
+                        for r in reader.catch_up():  # the deletion id and tenant only: never the user id
+                            log.info("deletions: %s (tenant %s, %s) read", r["event_id"], r["tenant_id"], r["status"])
+                except Exception as exc:  # the broker or the topic not there yet: keep trying, say so
+                    log.warning("deletions: cannot read %s yet: %s", DELETIONS_TOPIC, exc)
+                self._stop.wait(self.poll_s)
+        finally:
+            if reader is not None:
+                reader.close()
 
 
 # -- applying a deletion (the store's owner) --------------------------------------------

@@ -33,6 +33,7 @@ calls them and writes. :func:`register` declares all of it on the one Faust app
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -45,6 +46,7 @@ import faust
 from faust.types import TP, EventT
 
 from agentgym.processors.channels import topic
+from agentgym.processors.deletions import DeletionFollower
 from agentgym.processors.labelling.engine import AgentLearner, DueQueue, LabellingEngine, Observation, TrainingExample, drift_alert_record
 from agentgym.processors.labelling.exceptions import InvalidEventError
 from agentgym.processors.labelling.settings import LabellerSettings
@@ -168,6 +170,21 @@ class Labeller:
         self._replicas: dict[tuple[str, int], tuple[bytes, AgentLearner]] = {}  # (agent key, partition) -> (checkpoint, learner)
         self._dirty: set[str] = set()  # agent keys whose master changed since its last checkpoint
         self._last_sweep = 0.0
+        # deleted users and traces (gym-deletions-v1, followed in a thread): never labelled nor learnt from
+        self._deletions: DeletionFollower | None = None
+        self.skipped_deleted = 0
+
+    def deletions(self) -> DeletionFollower:
+        """The worker's follower of the deletions topic (started on first use)."""
+        if self._deletions is None:
+            self._deletions = DeletionFollower.shared(self.bootstrap_servers)
+        return self._deletions
+
+    async def _wait_for_deletions(self) -> None:
+        """Blocks the calling agent until the deletions topic has been read to its end once."""
+        f = self.deletions()
+        while not f.ready:
+            await asyncio.sleep(0.1)
 
     def attach(self) -> None:
         """Declares the agents, the timer and the hooks on the app."""
@@ -176,12 +193,14 @@ class Labeller:
         @app.agent(self.experiences_topic, name="labeller-join-experiences")
         async def join_experiences(stream: faust.StreamT) -> None:
             """Joins experiences into the trace table; undecodable or invalid ones go to dead letters."""
+            await self._wait_for_deletions()
             async for event in stream.events():
                 await self._join(event, "Experience")
 
         @app.agent(self.feedback_topic, name="labeller-join-feedback")
         async def join_feedback(stream: faust.StreamT) -> None:
             """Joins feedback into the trace table; undecodable or invalid feedback goes to dead letters."""
+            await self._wait_for_deletions()
             async for event in stream.events():
                 await self._join(event, "Feedback")
 
@@ -262,6 +281,9 @@ class Labeller:
         try:
             record = self.codec.decode(msg.value, expected=record_name).record
             tenant = record.get("tenant_id") or ""
+            if self.deletions().skips(record_name, record):  # a deleted user's or trace's event: not labelled
+                self.skipped_deleted += 1
+                return
             st = self._state(record["trace_id"])
             now = _now_ms()
             if record_name == "Experience":
@@ -309,6 +331,11 @@ class Labeller:
     # -- commands --------------------------------------------------------------------------
 
     def _finalise(self, st: TraceState, now: int) -> None:
+        if self.deletions().skips_trace(st.tenant_id, st.trace_id):  # joined before its deletion: no outcome, no example
+            self._due.discard(st.trace_id)
+            if st.trace_id in self.traces:
+                del self.traces[st.trace_id]
+            return
         done = self.engine.finalise(st, self._learner_for_prediction(st), now)
         if done.outcome is not None:
             self.outcomes_topic.send_soon(key=st.trace_id.encode(), value=self.codec.encode("Outcome", done.outcome), partition=st.partition)
@@ -340,7 +367,8 @@ class Labeller:
             if st is not None and engine.is_expired(st, now):
                 if st.dirty:
                     self._finalise(st, now)
-                del self.traces[key]
+                if key in self.traces:  # (_finalise drops a deleted trace's state itself)
+                    del self.traces[key]
                 self._due.discard(key)
         elif op == "learn":
             self._master(key).learn(TrainingExample(**cmd))

@@ -76,6 +76,7 @@ import faust
 from faust.types import EventT
 
 from agentgym.processors.channels import topic
+from agentgym.processors.deletions import DeletionFollower
 from agentgym.processors.experiments.config import TERMINAL, ExperimentConfig
 from agentgym.processors.experiments.engine import (
     ExperimentState,
@@ -201,6 +202,9 @@ class ExperimentsProcessor:
         self._dirty: set[str] = set()  # partial keys changed since they were last sent
         # json [tenant, trace] -> [(monotonic arrival, Feedback record)]: feedback waiting for its experience
         self._held: dict[str, list[tuple[float, dict[str, Any]]]] = {}
+        # deleted users and traces (gym-deletions-v1, followed in a thread): their events are not counted
+        self._deletions: DeletionFollower | None = None
+        self.skipped_deleted = 0
 
     def attach(self) -> None:
         """Declares the agents, the timer and the hooks on the app."""
@@ -309,6 +313,18 @@ class ExperimentsProcessor:
             self._follower = ExperimentFollower(self.bootstrap_servers).start()
         return self._follower
 
+    def deletions(self) -> DeletionFollower:
+        """The worker's follower of the deletions topic (started on first use)."""
+        if self._deletions is None:
+            self._deletions = DeletionFollower.shared(self.bootstrap_servers)
+        return self._deletions
+
+    def _deleted(self, record_name: str, record: dict[str, Any]) -> bool:
+        if self.deletions().skips(record_name, record):
+            self.skipped_deleted += 1
+            return True
+        return False
+
     def _config(self, experiment_id: str) -> ExperimentConfig | None:
         record = self.follower().get(experiment_id)
         if record is None:
@@ -322,14 +338,14 @@ class ExperimentsProcessor:
 
     async def _wait_for_configs(self) -> None:
         """Blocks the calling agent until the follower has read the experiments topic once."""
-        f = self.follower()
-        while not f.ready:
+        f, d = self.follower(), self.deletions()
+        while not (f.ready and d.ready):
             await asyncio.sleep(0.1)
 
     def _ready(self) -> bool:
         app = self.app
         recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]  # the concrete TableManager has it
-        return not app.rebalancing and not app.in_recovery and recovered and self.follower().ready
+        return not app.rebalancing and not app.in_recovery and recovered and self.follower().ready and self.deletions().ready
 
     # -- stage 1: events -> unit observations ------------------------------------------------
 
@@ -339,6 +355,8 @@ class ExperimentsProcessor:
             record = self.codec.decode(msg.value, expected=record_name).record
         except DecodeError:
             return  # the ClickHouse sink dead-letters undecodable messages of every topic
+        if self._deleted(record_name, record):
+            return
         experiment_id = _experiment_of(source, record)
         if not experiment_id:
             return
@@ -390,6 +408,8 @@ class ExperimentsProcessor:
         try:
             record = self.codec.decode(event.message.value, expected="Feedback").record
         except DecodeError:
+            return
+        if self._deleted("Feedback", record):
             return
         rated = record.get("rating") is not None and record.get("source", "human") in self._rating_sources
         if not rated and not is_audit_label(record):
