@@ -76,16 +76,16 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
         # one partition, in this order: the deleted users' replayed runs and the old outcome of alice's deleted trace
         # (unit ua, a failure), then bob's run (unit ub, a thumbs up) and a new outcome of unit ua (a success)
         p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-        key = t_bob.encode()
+        key = t_bob.encode()  # the outcomes': experiences and feedback are keyed by their own trace (the labeller checks)
         for r in (_experience(tenant, exp, t_alice, alice, f"ua2-{unique}", "treatment", before),
                   _experience(tenant, exp, t_dave, dave, f"ud-{unique}", "treatment", before),
                   _experience(tenant, exp, t_bob, bob, f"ub-{unique}", "control", before)):
-            p.produce(TOPICS["experiences"].name, CODEC.encode("Experience", r), key)
+            p.produce(TOPICS["experiences"].name, CODEC.encode("Experience", r), r["trace_id"].encode(), partition=0)
         bob_thumbs_up = {**store_samples.feedback(tenant, t_bob, agent="bot", ts_ms=before), "user_id": bob}
-        p.produce(TOPICS["feedback"].name, CODEC.encode("Feedback", bob_thumbs_up), key)
+        p.produce(TOPICS["feedback"].name, CODEC.encode("Feedback", bob_thumbs_up), t_bob.encode(), partition=0)
         for r in (_outcome(tenant, exp, t_alice_old, f"ua-{unique}", "treatment", "failure"),
                   _outcome(tenant, exp, t_new, f"ua-{unique}", "treatment", "success")):
-            p.produce(TOPICS["outcomes"].name, CODEC.encode("Outcome", r), key)
+            p.produce(TOPICS["outcomes"].name, CODEC.encode("Outcome", r), key, partition=0)
         assert p.flush(30) == 0
 
         # the labeller labels bob's run, and not the deleted users' (their outcomes would come first: same partition, earlier)
@@ -98,7 +98,7 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
             return any(r["trace_id"] == t_bob for r in found)
 
         wait_for(labelled, 60, "the labeller's outcome of bob's run", worker, every=0.5)
-        assert {r["trace_id"] for r in found} == {t_bob}
+        assert {r["trace_id"] for r in found} == {t_bob}, found
         assert found[0]["unit_id"] == f"ub-{unique}"
 
         # the experiment counts ub (the labeller's outcome) and ua once, with its new outcome's value: the old outcome
