@@ -13,6 +13,8 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -27,13 +29,24 @@ from tests.kafka_utils import consume_all
 pytestmark = pytest.mark.timeout(300)
 
 
-def _make_immutable(path: Path) -> None:
-    """chattr +i (root, and a filesystem that supports it, e.g. ext4; not every overlayfs does)."""
-    if os.geteuid() != 0:
-        pytest.skip("chattr +i needs root (the full-filesystem test covers non-root runs)")
-    r = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"this filesystem has no immutable flag: {r.stderr.strip()}")
+@contextmanager
+def _unwritable(path: Path) -> Iterator[None]:
+    """Makes an existing directory unwritable on any filesystem: as root (whom modes do not stop) a read-only
+    bind mount of the directory over itself, otherwise mode 0500."""
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True)
+        try:
+            subprocess.run(["mount", "-o", "remount,bind,ro", str(path)], check=True)
+            yield
+        finally:
+            subprocess.run(["umount", "-l", str(path)], check=False)
+    else:
+        mode = path.stat().st_mode
+        path.chmod(0o500)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
 
 
 def _spooled_records(spool: Path) -> list[tuple[str, bytes | None, bytes]]:
@@ -67,20 +80,16 @@ def test_spool_on_a_full_filesystem_never_raises_and_counts_every_event(tmp_path
     assert len(r.stderr.splitlines()) < 40, f"the error log is bounded, got:\n{r.stderr[-3000:]}"
 
 
-def test_spool_directory_made_immutable_while_running(tmp_path: Path, dead_bootstrap: str) -> None:
+def test_spool_directory_made_unwritable_while_running(tmp_path: Path, dead_bootstrap: str) -> None:
     spool = tmp_path / "imm"
     gym = AgentGym(dead_bootstrap, tenant_id="chaos", agent_id="imm", spool_dir=spool, delivery_timeout_s=30)
     try:
-        _make_immutable(gym.spool_dir)
-    except BaseException:
-        gym.close(timeout_s=0.5)
-        raise
-    try:
-        for i in range(500):
-            gym.record_experience(input="q", output="o", model_name="m", model_version="v", latency_ms=1.0)
-        gym.close(timeout_s=1)
+        with _unwritable(gym.spool_dir):
+            for i in range(500):
+                gym.record_experience(input="q", output="o", model_name="m", model_version="v", latency_ms=1.0)
+            gym.close(timeout_s=1)
     finally:
-        subprocess.run(["chattr", "-i", str(gym.spool_dir)], check=False)
+        gym.close(timeout_s=0.5)
     assert gym.stats["spooled"] + gym.stats["dropped"] == 500
     assert gym.stats["dropped"] > 0
 
@@ -90,14 +99,10 @@ def test_unusable_spool_directory_is_a_config_error_naming_path_and_reason(tmp_p
     not_a_dir.write_text("x")
     with pytest.raises(ConfigError, match=r"spool directory .*file.* is unusable: Not a directory"):
         AgentGym(dead_bootstrap, spool_dir=not_a_dir / "spool")
-    imm = tmp_path / "immutable"
+    imm = tmp_path / "unwritable"
     imm.mkdir()
-    _make_immutable(imm)
-    try:
-        with pytest.raises(ConfigError, match=r"immutable.* is unusable: Operation not permitted"):
-            AgentGym(dead_bootstrap, spool_dir=imm)
-    finally:
-        subprocess.run(["chattr", "-i", str(imm)], check=False)
+    with _unwritable(imm), pytest.raises(ConfigError, match=r"unwritable.* is unusable: (Read-only file system|Permission denied)"):
+        AgentGym(dead_bootstrap, spool_dir=imm)
 
 
 def test_oversized_event_is_refused_at_the_call(tmp_path: Path, dead_bootstrap: str) -> None:
