@@ -148,6 +148,19 @@ _NON_DIGIT = re.compile(r"\D")
 _NUMBER_RUN = re.compile(rb"0[0 ()+]{7,}0")
 
 
+def _sub_windows(rx: re.Pattern[str], repl: Any, text: str, windows: list[list[int]]) -> str:
+    """``text`` with ``rx.sub(repl, ...)`` applied inside each ``[start, end)`` window (sorted, disjoint)."""
+    if not windows:
+        return text
+    out, last = [], 0
+    for start, end in windows:
+        out.append(text[last:start])
+        out.append(rx.sub(repl, text[start:end]))
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
 def _sub_in_windows(rx: re.Pattern[str], repl: Any, text: str) -> str:
     """``rx.sub(repl, text)`` for the phone and card patterns of ASCII text, run only on the windows
     around runs that can hold a number: the same result (a window keeps 4 characters before its run,
@@ -164,15 +177,7 @@ def _sub_in_windows(rx: re.Pattern[str], repl: Any, text: str) -> str:
             windows[-1][1] = end
         else:
             windows.append([start, end])
-    if not windows:
-        return text
-    out, last = [], 0
-    for start, end in windows:
-        out.append(text[last:start])
-        out.append(rx.sub(repl, text[start:end]))
-        last = end
-    out.append(text[last:])
-    return "".join(out)
+    return _sub_windows(rx, repl, text, windows)
 
 
 _LOCAL_REVERSED = re.compile(r"[A-Za-z0-9._%+\-]*")  # an email's local part, read backwards from its '@'
@@ -199,13 +204,7 @@ def _sub_around_at(rx: re.Pattern[str], repl: Any, text: str) -> str:
         else:
             windows.append([start, end])
         at = text.find("@", at + 1)
-    out, last = [], 0
-    for start, end in windows:
-        out.append(text[last:start])
-        out.append(rx.sub(repl, text[start:end]))
-        last = end
-    out.append(text[last:])
-    return "".join(out)
+    return _sub_windows(rx, repl, text, windows)
 
 
 def _luhn_ok(digits: str) -> bool:
