@@ -189,7 +189,7 @@ class TrainerService:
             manifest = DatasetStore.open(rec.dataset_uri)
             champion = self.registry.champion(rec.tenant_id, rec.agent_id)
             base = base_model or (champion.base_model if champion is not None else self.settings.trainer_base_model)
-            ensure_ray(self.train_settings.train_ray_num_cpus)
+            ensure_ray(self.train_settings.train_ray_num_cpus, self.train_settings.train_ray_address or None)
             ts = self.train_settings
             use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
             job = TrainJob.for_dataset(manifest, base, ts, job_id=rec.job_id, use_gpu=use_gpu, **job_overrides)

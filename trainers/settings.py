@@ -31,9 +31,9 @@ __all__ = [
 ]
 
 class TrainSettings(SharedSettings):
-    """Read by `agentgym train` and by the jobs the trainer service starts. Ray itself is found
-    through Ray's own `RAY_ADDRESS` (unset: a local `ray.init()`). CLI options of
-    `agentgym train` win over these variables."""
+    """Read by `agentgym train` and by the jobs the trainer service starts. Ray is found through
+    `AGENTGYM_TRAIN_RAY_ADDRESS`, else Ray's own `RAY_ADDRESS` (neither: a local `ray.init()`). CLI
+    options of `agentgym train` win over these variables."""
 
     model_store: str = Field(
         "", description="where finished adapters go (`<store>/<model_version>`), and where `tiny:` base models are "
@@ -43,8 +43,17 @@ class TrainSettings(SharedSettings):
         "", description="Ray Train's `storage_path`: checkpoints and run state, one run per job id (starting a job id "
         "again resumes it); on a cluster, storage every worker reaches",
         json_schema_extra={"doc_default": "unset (`<AGENTGYM_HOME>/ray-runs`)"})
+    train_ray_address: str = Field(
+        "", description="the Ray cluster jobs run on: `<head>:<port>` (the GCS address `ray start --head` prints), "
+        "`auto`, or `ray://<head>:10001`; unset: Ray's own `RAY_ADDRESS`, else a local Ray. On a cluster of several "
+        "machines the dataset store, the model store and `AGENTGYM_TRAIN_CHECKPOINT_STORE` must be storage every node "
+        "reaches at the same URL (an fsspec URL such as `s3://...`, or one shared mount)",
+        json_schema_extra={"doc_default": "unset (`RAY_ADDRESS`, else a local Ray)"})
     train_ray_num_cpus: int | None = Field(
         None, ge=1, description="CPUs of a local Ray started by a job (unset: all of them)")
+    train_placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how Ray places the workers of a job on a cluster: `PACK` (as few nodes as possible), "
+        "`SPREAD` (over as many nodes as possible, so losing a node stops fewer workers), or the `STRICT_` forms")
     train_num_workers: int = Field(1, ge=1, description="Ray Train workers (data parallel; one GPU each on GPU) (>= 1)")
     train_use_gpu: Literal["auto", "yes", "no"] = Field(
         "auto", description="`auto` (GPUs when the Ray cluster has one per worker), `yes` or `no`")

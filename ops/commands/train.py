@@ -1,6 +1,6 @@
 """``agentgym train --dataset ID --base MODEL``: one fine-tuning job on Ray Train.
 
-Local Ray by default; ``RAY_ADDRESS`` names a cluster. By default the adapter then
+Local Ray by default; ``AGENTGYM_TRAIN_RAY_ADDRESS`` (or ``RAY_ADDRESS``) names a cluster. By default the adapter then
 goes through the validation gate and into the registry (candidate or rejected, and a
 candidate gets its A/B experiment), exactly as the trainer service does;
 ``--no-register`` only trains and stores the adapter. ``--job-id`` of an interrupted
@@ -71,7 +71,7 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
                 raise SystemExit(1)
             return
 
-        ensure_ray(ts.train_ray_num_cpus)
+        ensure_ray(ts.train_ray_num_cpus, ts.train_ray_address or None)
         use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
 
         job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,

@@ -64,6 +64,7 @@ class TrainJob(BaseModel):
     storage_path: str
     num_workers: int = 1
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -132,7 +133,7 @@ class TrainJob(BaseModel):
             "base_path": resolve_base(base_model, f"{s.model_store.rstrip('/')}/base" if "://" not in s.model_store else None),
             "model_store": s.model_store,
             "storage_path": s.train_checkpoint_store,
-            "num_workers": s.train_num_workers,
+            "num_workers": s.train_num_workers, "placement_strategy": s.train_placement_strategy,
             "use_gpu": use_gpu if use_gpu is not None else s.train_use_gpu == "yes",
             "lora_r": s.train_lora_r, "lora_alpha": s.train_lora_alpha, "lora_dropout": s.train_lora_dropout,
             "lora_target_modules": s.train_lora_target_modules, "learning_rate": s.train_learning_rate,

@@ -1,9 +1,16 @@
 """The launcher: runs a :class:`~agentgym.trainers.training.job.TrainJob` as a Ray Train ``TorchTrainer``.
 
-Ray: an already initialised Ray is used as it is; otherwise ``RAY_ADDRESS`` names a
-cluster (``ray://head:10001`` or ``auto``), and without it a local Ray starts
-(``ray.init()``, ``AGENTGYM_TRAIN_RAY_NUM_CPUS`` CPUs). Workers and GPUs come from the
-job (``ScalingConfig(num_workers, use_gpu)``).
+Ray: an already initialised Ray is used as it is; otherwise ``AGENTGYM_TRAIN_RAY_ADDRESS``
+(or Ray's own ``RAY_ADDRESS``) names a cluster (``head:6379``, ``ray://head:10001`` or
+``auto``), and without either a local Ray starts (``ray.init()``,
+``AGENTGYM_TRAIN_RAY_NUM_CPUS`` CPUs). Workers, GPUs and their placement over the
+cluster's nodes come from the job (``ScalingConfig(num_workers, use_gpu,
+placement_strategy)``).
+
+On a cluster every worker reads the dataset and the base model and writes checkpoints
+itself, so the dataset URI, the base model's path and the job's storage path must name
+the same storage on every node (an fsspec URL, or one shared mount); a worker whose
+node lost its copy of a ``tiny:`` base builds it again (it is deterministic).
 
 The run is named by the job id under the job's storage path, so starting the same job
 again resumes it from its latest checkpoint (Ray Train restores the run's checkpoint
@@ -41,14 +48,15 @@ class TrainResult:
     checkpoint_path: str = ""
 
 
-def ensure_ray(num_cpus: int | None = None, **init_kwargs: Any) -> None:
-    """Connects to Ray unless connected: ``RAY_ADDRESS`` when set, else a local Ray."""
+def ensure_ray(num_cpus: int | None = None, address: str | None = None, **init_kwargs: Any) -> None:
+    """Connects to Ray unless connected: ``address`` (``AGENTGYM_TRAIN_RAY_ADDRESS``), else
+    ``RAY_ADDRESS`` when set, else a local Ray of ``num_cpus`` CPUs."""
     import ray
 
     _quiet_print_patch()
     if ray.is_initialized():
         return
-    address = os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, **init_kwargs)
     else:
@@ -78,13 +86,14 @@ def progress_uri_for(job: TrainJob) -> str:
 
 
 def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int | None = None,
-           train_loop: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+           train_loop: Callable[[dict[str, Any]], None] | None = None, ray_address: str | None = None) -> TrainResult:
     """Runs the job on Ray Train and stores its adapter.
 
     Args:
         job: the job (its ``job_id`` names the run: the same id resumes it).
         progress_uri: where the controller writes progress JSON (default: in the run's directory).
         ray_num_cpus: CPUs of a local Ray, when this call starts one.
+        ray_address: the cluster to connect to, when Ray is not connected yet (default: ``RAY_ADDRESS``, else local).
         train_loop: the per-worker function (default :func:`~agentgym.trainers.training.train_func.train_func`;
             a wrapper may add to it, e.g. fault injection in tests).
 
@@ -97,12 +106,13 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
 
     from agentgym.trainers.training.callbacks import ProgressCallback
 
-    ensure_ray(ray_num_cpus)
+    ensure_ray(ray_num_cpus, ray_address)
     _quiet_print_patch()
     trainer = TorchTrainer(
         train_loop or train_func,
         train_loop_config=job.model_dump(),
-        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu),
+        scaling_config=ScalingConfig(num_workers=job.num_workers, use_gpu=job.use_gpu,
+                                     placement_strategy=job.placement_strategy),
         run_config=RunConfig(
             name=job.job_id,
             storage_path=job.storage_path,
