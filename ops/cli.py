@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gateway": ("agentgym.ops.commands.gateway:gateway", "run the Agent Gym API (authenticated HTTP gateway)"),
     "keys": ("agentgym.ops.commands.keys:keys", "API keys of the gateway: create, list, revoke"),
     "tenants": ("agentgym.ops.commands.tenants:tenants", "tenant plans: set, list, plans"),
+    "labeller": ("agentgym.ops.commands.labeller:labeller", "the outcome labeller: relabel past runs from the log (replay)"),
     "processors": ("agentgym.ops.commands.processors:processors", "run the stream processors (Faust worker)"),
     "sql": ("agentgym.ops.commands.sql:sql", "run SQL against the ClickHouse store (analysts)"),
     "synth": ("agentgym.ops.commands.synth:synth", "generate synthetic scenarios from real interactions"),
