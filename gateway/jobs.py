@@ -7,8 +7,8 @@ candidate still in its A/B experiment. Starting a job through the API is a reque
 service picks up: the gateway applies the service's own admission policy (a kind it
 trains on, enough examples, no job for the dataset yet) to one of the tenant's datasets
 and writes a ``deferred`` record with the cool-down's due time; the service then runs it
-(the gateway never runs Ray). A newer dataset of the same agent arriving while the job
-waits supersedes it, as for the service's own jobs. Status is the record; progress is
+(the gateway never runs Ray). A requested job goes before the agent's automatic jobs and a
+newer dataset arriving while it waits does not supersede it (``requested`` in the record). Status is the record; progress is
 what the job's Ray Train controller last wrote (step, loss), as ``agentgym trainer jobs``
 shows it. A key sees its tenant's jobs only; another tenant's job is 404.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, get_args
@@ -43,9 +42,8 @@ from agentgym.gateway.resource import (
     query_int,
 )
 from agentgym.processors.datasets.store import Manifest
-from agentgym.trainers.jobs import JobRecord, JobStatus, JobStore
+from agentgym.trainers.jobs import JobRecord, JobRequestError, JobStatus, JobStore, request_job
 from agentgym.trainers.settings import TrainerServiceSettings, TrainSettings
-from agentgym.trainers.training.job import new_job_id
 
 if TYPE_CHECKING:
     from agentgym.gateway.app import Gateway
@@ -72,20 +70,11 @@ class TrainingJobs:
 
     def _request(self, m: Manifest) -> JobRecord:
         s = self.settings
-        if m.kind not in s.kinds:
-            raise ApiError(409, "not_trainable", "dataset_id", f"kind {m.kind} is not trained on (AGENTGYM_TRAINER_KINDS={s.trainer_kinds})")
-        if m.num_examples < s.trainer_min_examples:
-            raise ApiError(409, "not_trainable", "dataset_id",
-                           f"{m.num_examples} examples < AGENTGYM_TRAINER_MIN_EXAMPLES={s.trainer_min_examples}")
-        earlier = [r for r in self.store.for_dataset(m.dataset_id) if r.status not in ("failed", "superseded")]
-        if earlier:
-            raise ApiError(409, "conflict", "dataset_id", f"dataset already handled by job {earlier[0].job_id} ({earlier[0].status})")
-        now = int(time.time() * 1000)
-        due = self.store.last_started_ms(m.tenant_id, m.agent_id) + int(s.trainer_cooldown_s * 1000)
-        rec = JobRecord(job_id=new_job_id(now), dataset_id=m.dataset_id, tenant_id=m.tenant_id, agent_id=m.agent_id, kind=m.kind,
-                        status="deferred", reason="requested through the API; " + ("waiting for the cool-down" if due > now else "due"),
-                        dataset_uri=m.uri, num_examples=m.num_examples, created_ms=now, updated_ms=now, due_ms=due)
-        return self.store.save(rec)
+        try:
+            return request_job(self.store, m, kinds=s.kinds, min_examples=s.trainer_min_examples,
+                               cooldown_s=s.trainer_cooldown_s, reason="requested through the API")
+        except JobRequestError as exc:
+            raise ApiError(409, exc.code, "dataset_id", exc.reason) from None
 
     def own(self, job_id: str, tenant_id: str) -> JobRecord:
         rec = self.store.get(job_id)
@@ -169,6 +158,8 @@ def openapi_schemas() -> dict[str, Any]:
         "model_version": {"type": "string"}, "verdict": {"type": "string"}, "experiment_id": {"type": "string"},
         "metrics": {"type": "object", "additionalProperties": {"type": "number"}}, "created_ms": {"type": "integer"},
         "updated_ms": {"type": "integer"}, "started_ms": {"type": "integer"}, "due_ms": {"type": "integer"},
+        "requested": {"type": "boolean", "description": "asked for explicitly (this API, an operator): runs before the "
+                      "agent's automatic jobs and is never superseded by a newer dataset"},
         "progress": {"description": "the latest progress of its Ray Train run (step, loss, ...); null before it reports",
                      "anyOf": [{"type": "object"}, {"type": "null"}]}},
         "required": ["job_id", "dataset_id", "tenant_id", "agent_id", "kind", "status", "reason", "created_ms", "updated_ms"]}}

@@ -4,7 +4,7 @@ One JSON file per job under ``AGENTGYM_TRAINER_JOBS_DIR`` (any fsspec URL), writ
 whole on every change. Statuses:
 
 * ``deferred``: waiting for the agent's cool-down to end (a newer dataset of the same
-  agent supersedes it);
+  agent supersedes it, unless the job was *requested*: see :func:`request_job`);
 * ``running``, then ``succeeded`` (with the model version and the gate's verdict) or
   ``failed`` (with the error);
 * ``skipped``: the policy said no (kind, size, already trained), with the reason;
@@ -19,12 +19,21 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+from agentgym.trainers.exceptions import TrainersError
 from agentgym.trainers.fsutil import read_json, write_json
 from agentgym.schemas.ids import validate_id
 
-__all__ = ["JobStatus", "JobRecord", "JobStore"]
+__all__ = ["JobStatus", "JobRecord", "JobStore", "JobRequestError", "request_job"]
 
 JobStatus = Literal["deferred", "running", "succeeded", "failed", "skipped", "superseded"]
+
+
+class JobRequestError(TrainersError, ValueError):
+    """A job request the policy refuses: ``code`` is ``not_trainable`` or ``conflict``."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
 
 
 @dataclass(frozen=True)
@@ -47,6 +56,9 @@ class JobRecord:
     updated_ms: int = 0
     started_ms: int = 0
     due_ms: int = 0  # deferred: when the cool-down ends
+    # asked for explicitly (the API's POST /v1/training-jobs, an operator): runs before the automatic
+    # jobs of its agent and is never superseded by a newer automatic dataset
+    requested: bool = False
 
     def with_status(self, status: JobStatus, reason: str = "", **changes: Any) -> "JobRecord":
         return replace(self, status=status, reason=reason, updated_ms=int(time.time() * 1000), **changes)
@@ -99,3 +111,33 @@ class JobStore:
     def progress(self, record: JobRecord, storage_path: str) -> dict[str, Any] | None:
         """The latest progress the job's Ray Train controller wrote, if any."""
         return read_json(f"{storage_path.rstrip('/')}/{validate_id(record.job_id, 'job_id')}/agentgym-progress.json")
+
+
+def request_job(store: JobStore, manifest: Any, *, kinds: frozenset[str] | set[str], min_examples: int,
+                cooldown_s: float, reason: str = "requested", now_ms: int | None = None) -> JobRecord:
+    """Records an explicitly requested job for ``manifest`` (deferred; the trainer service runs it).
+
+    A requested job runs before the automatic jobs of its agent (still after the agent's
+    cool-down, and after the experiment of a candidate in test) and a newer automatic
+    dataset does not supersede it.
+
+    Raises:
+        JobRequestError: the dataset's kind is not trained on, it is too small, or a job for it exists.
+    """
+    from agentgym.trainers.training.job import new_job_id
+
+    if manifest.kind not in kinds:
+        raise JobRequestError("not_trainable", f"kind {manifest.kind} is not trained on (AGENTGYM_TRAINER_KINDS={','.join(sorted(kinds))})")
+    if manifest.num_examples < min_examples:
+        raise JobRequestError("not_trainable", f"{manifest.num_examples} examples < AGENTGYM_TRAINER_MIN_EXAMPLES={min_examples}")
+    earlier = [r for r in store.for_dataset(manifest.dataset_id) if r.status not in ("failed", "superseded")]
+    if earlier:
+        raise JobRequestError("conflict", f"dataset already handled by job {earlier[0].job_id} ({earlier[0].status})")
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    due = store.last_started_ms(manifest.tenant_id, manifest.agent_id) + int(cooldown_s * 1000)
+    rec = JobRecord(job_id=new_job_id(now), dataset_id=manifest.dataset_id, tenant_id=manifest.tenant_id,
+                    agent_id=manifest.agent_id, kind=manifest.kind, status="deferred",
+                    reason=f"{reason}; " + ("waiting for the cool-down" if due > now else "due"),
+                    dataset_uri=manifest.uri, num_examples=manifest.num_examples, created_ms=now, updated_ms=now,
+                    due_ms=due, requested=True)
+    return store.save(rec)

@@ -10,7 +10,9 @@ each DatasetReady applies its policy:
   candidate of the agent is still in its A/B experiment (one experiment per agent at a
   time; the registry promoter or a rollback ends it) -- else the job is ``deferred``
   until then, and a newer dataset of the same agent supersedes it (datasets are
-  cumulative, so the newest holds everything the older one did).
+  cumulative, so the newest holds everything the older one did). A *requested* job
+  (the API's ``POST /v1/training-jobs``, :func:`~agentgym.trainers.jobs.request_job`) is
+  never superseded and runs before the agent's automatic ones.
 
 A job then trains on Ray (:func:`agentgym.trainers.training.launcher.launch`), goes through
 the validation gate against the agent's champion, is registered as ``candidate`` or
@@ -122,7 +124,8 @@ class TrainerService:
         if rec.num_examples < s.trainer_min_examples:
             return self.jobs.save(rec.with_status("skipped", f"{rec.num_examples} examples < trainer_min_examples={s.trainer_min_examples}"))
         for old in self._deferred(rec.tenant_id, rec.agent_id):
-            self.jobs.save(old.with_status("superseded", f"superseded by {rec.dataset_id}"))
+            if not old.requested:  # somebody asked for that one: it stays
+                self.jobs.save(old.with_status("superseded", f"superseded by {rec.dataset_id}"))
         due = self.jobs.last_started_ms(rec.tenant_id, rec.agent_id) + int(s.trainer_cooldown_s * 1000)
         return self.jobs.save(rec.with_status("deferred", "waiting for the cool-down" if due > now else "due", due_ms=due))
 
@@ -139,9 +142,9 @@ class TrainerService:
         return out
 
     def run_due(self) -> list[JobOutcome]:
-        """Runs every deferred job whose cool-down is over (oldest first)."""
+        """Runs every deferred job whose cool-down is over (requested ones first, then oldest first)."""
         out = []
-        for rec in sorted(self._deferred(), key=lambda r: r.created_ms):
+        for rec in sorted(self._deferred(), key=lambda r: (not r.requested, r.created_ms)):
             # re-check: a job run just now restarts the agent's cool-down; an interrupted job resumes at once
             due = self.jobs.last_started_ms(rec.tenant_id, rec.agent_id) + int(self.settings.trainer_cooldown_s * 1000)
             if rec.started_ms == 0 and due > self._clock():

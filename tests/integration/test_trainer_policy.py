@@ -83,3 +83,29 @@ def test_a_candidate_of_another_agent_does_not_hold_the_job(registry: ModelRegis
     [outcome] = service.run_due()
     assert outcome.record.job_id == admitted.job_id
     assert outcome.record.status == "failed" and outcome.record.reason.startswith("DatasetNotFoundError"), outcome.record.reason
+
+
+def test_a_requested_job_is_not_superseded_and_runs_before_the_automatic_one(service: TrainerService, tmp_path: Path,
+                                                                           unique: str) -> None:
+    from agentgym.processors.datasets.store import Manifest
+    from agentgym.trainers.jobs import JobRequestError, request_job
+
+    tenant = f"t-{unique}"
+    first = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-1"))  # automatic, waiting
+    ready = _ready(tmp_path, tenant, AGENT, f"ds-{unique}-asked")
+    manifest = Manifest(dataset_id=ready["dataset_id"], tenant_id=tenant, agent_id=AGENT, kind="sft", created_ms=1,
+                        splits={"train": 40, "eval": 0}, shards={}, checksum="", uri=ready["uri"])
+    s = service.settings
+    asked = request_job(service.jobs, manifest, kinds=s.kinds, min_examples=s.trainer_min_examples,
+                        cooldown_s=s.trainer_cooldown_s, reason="requested by a test")
+    assert asked.requested and asked.status == "deferred" and asked.reason.startswith("requested by a test")
+    with pytest.raises(JobRequestError) as again:
+        request_job(service.jobs, manifest, kinds=s.kinds, min_examples=s.trainer_min_examples, cooldown_s=0)
+    assert again.value.code == "conflict" and asked.job_id in again.value.reason
+
+    newer = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-2"))  # a newer automatic dataset
+    status = {j.job_id: j.status for j in service.jobs.list() if j.tenant_id == tenant}
+    assert status == {first.job_id: "superseded", asked.job_id: "deferred", newer.job_id: "deferred"}
+
+    outcomes = service.run_due()  # both are due; the requested one goes first (datasets missing: both fail fast)
+    assert [o.record.job_id for o in outcomes] == [asked.job_id, newer.job_id]
