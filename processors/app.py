@@ -23,7 +23,7 @@ from agentgym.processors import labeller, sink
 from agentgym.processors.datasets import processor as datasets
 from agentgym.processors.experiments import processor as experiments
 from agentgym.processors.otel import processor as otel
-from agentgym.processors import shutdown
+from agentgym.processors import replication, shutdown
 from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.producers.kafka_security import aiokafka_security
@@ -69,7 +69,7 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         key_serializer="raw",
         store=settings.faust_store,  # tables are changelog-backed either way
         topic_partitions=TOPICS["experiences"].partitions,  # co-partitioned with the trace topics
-        topic_replication_factor=1,
+        topic_replication_factor=1,  # until the worker starts: then from the cluster's size (replication.install)
         consumer_auto_offset_reset="earliest",
         web_port=settings.faust_web_port,
         web_bind=settings.faust_web_bind,  # Faust's own default is every interface
@@ -90,6 +90,7 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
     for name, register in REGISTRATIONS.items():
         if name in enabled:
             register(app, settings)
+    replication.install(app, settings)
     shutdown.install(app, settings)  # SIGTERM stops the worker within seconds, broker or not
     return app
 

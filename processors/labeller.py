@@ -238,7 +238,7 @@ class Labeller:
             self.learners.changelog_topic.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "compact"}),
             self.commands.get_topic_name(): (_PARTITIONS, {"cleanup.policy": "delete", "retention.ms": str(_COMMANDS_RETENTION_MS)}),
         }
-        return create_topics(self.bootstrap_servers, wanted, timeout_s, replication_factor=int(self.app.conf.topic_replication_factor or 1))
+        return create_topics(self.bootstrap_servers, wanted, timeout_s)  # replication from the cluster's size
 
     def _on_worker_init(self, sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # `faust worker` only, before the app starts (so before its consumer joins the group)

@@ -9,9 +9,9 @@ from typing import Any
 
 from agentgym.producers.kafka_security import client_security
 from agentgym.producers.exceptions import TopicUnavailableError
-from agentgym.schemas.topics import TOPICS, TopicSpec
+from agentgym.schemas.topics import TOPICS, TopicSpec, replication_for
 
-__all__ = ["ensure_topics", "create_topics", "set_topic_retention", "EVENT_TOPICS"]
+__all__ = ["ensure_topics", "create_topics", "cluster_replication", "set_topic_retention", "EVENT_TOPICS"]
 
 
 def create_topics(
@@ -19,11 +19,16 @@ def create_topics(
     wanted: Mapping[str, tuple[int, Mapping[str, str]]],
     timeout_s: float = 30.0,
     wait: bool = True,
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     *,
     security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Creates the topics of ``wanted`` (name -> (partitions, config)) that do not exist yet.
+
+    Replication comes from the cluster's size unless ``replication_factor`` is given:
+    :func:`agentgym.schemas.topics.replication_for` of the brokers in the metadata (3
+    replicas and ``min.insync.replicas=2`` on three brokers or more, one replica on one).
+    A topic's own ``min.insync.replicas`` in ``wanted`` wins.
 
     With ``wait``, returns only once the broker's metadata lists every partition of every
     topic: a Faust worker that subscribes right after creating a topic can otherwise get
@@ -41,8 +46,12 @@ def create_topics(
 
     admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka"),
                          **client_security(security)})
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    new = [NewTopic(name, num_partitions=n, replication_factor=replication_factor, config=dict(conf))
+    md = admin.list_topics(timeout=timeout_s)
+    existing = set(md.topics)
+    rf, min_isr = replication_for(len(md.brokers)) if replication_factor is None else (
+        replication_factor, replication_for(replication_factor)[1])
+    new = [NewTopic(name, num_partitions=n, replication_factor=rf,
+                    config={"min.insync.replicas": str(min_isr), **conf})
            for name, (n, conf) in wanted.items() if name not in existing]
     created = []
     for name, fut in (admin.create_topics(new, operation_timeout=timeout_s).items() if new else ()):
@@ -64,6 +73,29 @@ def create_topics(
         if time.monotonic() > deadline:
             raise TopicUnavailableError(f"topics {missing} did not appear in the metadata within {timeout_s:.0f}s")
         time.sleep(0.1)
+
+
+def cluster_replication(bootstrap_servers: str, timeout_s: float = 30.0, *,
+                        security: Mapping[str, Any] | None = None) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` for the cluster at ``bootstrap_servers``, from the
+    brokers its metadata lists now (:func:`agentgym.schemas.topics.replication_for`).
+
+    Raises:
+        TopicUnavailableError: no broker answered within ``timeout_s``.
+    """
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    import logging
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": logging.getLogger("agentgym.kafka"),
+                         **client_security(security)})
+    try:
+        brokers = len(admin.list_topics(timeout=timeout_s).brokers)
+    except KafkaException as exc:
+        raise TopicUnavailableError(f"no Kafka broker at {bootstrap_servers} answered within {timeout_s:.0f}s: "
+                                    f"{exc.args[0].str() if exc.args else exc}") from None
+    return replication_for(brokers)
 
 
 def ensure_topics(bootstrap_servers: str, specs: Iterable[TopicSpec] | None = None, timeout_s: float = 30.0, *,

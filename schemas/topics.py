@@ -10,9 +10,28 @@ from dataclasses import dataclass
 
 from agentgym.schemas.exceptions import TopicNameError, UnknownTopicError
 
-__all__ = ["TopicSpec", "TOPICS", "topic_name", "spec_for"]
+__all__ = ["TopicSpec", "TOPICS", "topic_name", "spec_for", "replication_for", "MAX_REPLICATION"]
 
 PREFIX = "gym"
+
+MAX_REPLICATION = 3
+"""Replicas per partition on a cluster of three brokers or more: one broker can fail with no write refused."""
+
+
+def replication_for(brokers: int) -> tuple[int, int]:
+    """``(replication factor, min.insync.replicas)`` of Agent Gym's topics on a cluster of ``brokers``.
+
+    Three replicas when there are three brokers or more, else one per broker; with three,
+    an ``acks=all`` write needs two of them (one broker may be down, none may be lost
+    when another fails later). Below three, every replica must acknowledge.
+
+    >>> replication_for(1), replication_for(2), replication_for(3), replication_for(5)
+    ((1, 1), (2, 1), (3, 2), (3, 2))
+    """
+    if brokers < 1:
+        raise ValueError(f"brokers must be >= 1, got {brokers}")
+    rf = min(MAX_REPLICATION, brokers)
+    return rf, 2 if rf >= 3 else 1
 
 
 def topic_name(base: str, major_version: int = 1, prefix: str = PREFIX) -> str:

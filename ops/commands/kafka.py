@@ -9,7 +9,7 @@ import click
 
 from agentgym.ops.exceptions import StackError
 from agentgym.ops.kafka.acls import SERVICE_GRANTS, apply_acls
-from agentgym.ops.kafka.broker import BrokerTLS, KafkaBroker, load_or_create_passwords
+from agentgym.ops.kafka.broker import BrokerStatus, BrokerTLS, KafkaBroker, KafkaCluster, load_or_create_passwords
 from agentgym.ops.settings import StackSettings
 from agentgym.producers.admin import ensure_topics
 from agentgym.producers.kafka_security import client_security
@@ -30,6 +30,32 @@ def _broker(port: int | None, data_dir: Path | None, sasl: bool = False, tls: Br
     return broker
 
 
+def _cluster(port: int | None, data_dir: Path | None, brokers: int | None) -> KafkaCluster | None:
+    """The local cluster of the settings' data directory: the one its ``cluster.json`` describes, or a new one of
+    ``brokers`` (> 1) members; None for a single broker."""
+    overrides: dict[str, object] = {}
+    if port is not None:
+        overrides["kafka_port"] = port
+    if data_dir is not None:
+        overrides["kafka_data_dir"] = data_dir
+    s = StackSettings(**overrides)
+    layout = KafkaCluster.read_layout(s.data_dir)
+    if layout is None and (brokers or 1) == 1:
+        return None
+    if layout is not None and brokers is not None and brokers != len(layout["members"]):
+        raise click.UsageError(f"{s.data_dir} holds a cluster of {len(layout['members'])} broker(s), not {brokers}: "
+                               "omit --brokers, or use another --data-dir")
+    return KafkaCluster(s.data_dir, brokers or 1, port=s.kafka_port, version=s.kafka_version, jar_cache=s.jar_cache,
+                        heap=s.kafka_heap if "kafka_heap" in s.model_fields_set else "384m")
+
+
+def _print_status(st: BrokerStatus, node: str = "") -> None:
+    click.echo(f"kafka{node}: {st.detail}; pid {st.pid}; bootstrap {st.bootstrap_servers}; data {st.data_dir}")
+
+
+_brokers = click.option("--brokers", type=click.IntRange(1, 9), default=None,
+                        help="run a local cluster of this many brokers (each also a KRaft controller; 3: one may fail), "
+                             "client ports --port, --port+2, ... [1; a cluster's data directory remembers its size]")
 _port = click.option("--port", type=int, default=None, help="client port on 127.0.0.1 [env AGENTGYM_KAFKA_PORT; 9092]")
 _data = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
                      help="data directory [env AGENTGYM_KAFKA_DATA_DIR; ~/.agentgym/kafka-data]")
@@ -43,6 +69,7 @@ def kafka() -> None:
 @kafka.command()
 @_port
 @_data
+@_brokers
 @click.option("--wait", "wait_s", type=float, default=90.0, show_default=True, help="seconds to wait for metadata")
 @click.option("--sasl", is_flag=True,
               help="SASL/SCRAM with one principal per service and ACLs (a new data directory; see docs/security.md)")
@@ -56,9 +83,19 @@ def kafka() -> None:
 @click.option("--tls-ca", type=click.Path(path_type=Path), default=None,
               help="the PEM CA that signed it; clients set AGENTGYM_KAFKA_SSL_CA to it (with --tls)")
 @click.option("--tls-client-auth", is_flag=True, help="require client certificates signed by --tls-ca (mutual TLS)")
-def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool, tls: bool, tls_cert: Path | None,
-          tls_key: Path | None, tls_ca: Path | None, tls_client_auth: bool) -> None:
-    """Start the broker (provisioning and formatting on first use) and create the topics."""
+def start(port: int | None, data_dir: Path | None, brokers: int | None, wait_s: float, sasl: bool, tls: bool,
+          tls_cert: Path | None, tls_key: Path | None, tls_ca: Path | None, tls_client_auth: bool) -> None:
+    """Start the broker, or a cluster with --brokers (provisioning and formatting on first use), and create the topics.
+
+    Topics get replication from the cluster's size: 3 replicas and min.insync.replicas=2 on three brokers or more.
+    """
+    cluster = _cluster(port, data_dir, brokers)
+    if cluster is not None:
+        if sasl or tls:
+            raise click.UsageError("--sasl and --tls are for a single broker; a local cluster is PLAINTEXT on loopback "
+                                   "(compose.yaml runs a SASL cluster)")
+        _start_cluster(cluster, wait_s)
+        return
     files = {"--tls-cert": tls_cert, "--tls-key": tls_key, "--tls-ca": tls_ca}
     if not tls and (any(files.values()) or tls_client_auth):
         raise click.UsageError("--tls-cert, --tls-key, --tls-ca and --tls-client-auth need --tls")
@@ -88,11 +125,30 @@ def start(port: int | None, data_dir: Path | None, wait_s: float, sasl: bool, tl
         click.echo(f"created topics: {', '.join(created)}")
 
 
+def _start_cluster(cluster: KafkaCluster, wait_s: float) -> None:
+    try:
+        statuses = cluster.start(wait_s=wait_s)
+        created = ensure_topics(cluster.bootstrap_servers)
+    except StackError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for st, m in zip(statuses, cluster.members):
+        _print_status(st, f" node {m.node_id}")
+    click.echo(f"kafka cluster running: {cluster.brokers} brokers (each a KRaft controller), cluster id "
+               f"{cluster.cluster_id}, bootstrap {cluster.bootstrap_servers}, data {cluster.data_dir}")
+    if created:
+        click.echo(f"created topics: {', '.join(created)}")
+
+
 @kafka.command()
 @_port
 @_data
 def stop(port: int | None, data_dir: Path | None) -> None:
-    """Stop the broker cleanly."""
+    """Stop the broker, or every member of the data directory's cluster, cleanly."""
+    cluster = _cluster(port, data_dir, None)
+    if cluster is not None:
+        click.echo(f"kafka cluster stopped ({cluster.brokers} brokers)" if cluster.stop() else "kafka was not running")
+        return
     broker = _broker(port, data_dir)
     click.echo("kafka stopped" if broker.stop() else "kafka was not running")
 
@@ -101,9 +157,17 @@ def stop(port: int | None, data_dir: Path | None) -> None:
 @_port
 @_data
 def status(port: int | None, data_dir: Path | None) -> None:
-    """Say whether the broker runs and serves metadata (exit code 1 if not)."""
+    """Say whether the broker (or each member of a cluster) runs and serves metadata (exit code 1 if not all)."""
+    cluster = _cluster(port, data_dir, None)
+    if cluster is not None:
+        statuses = cluster.status()
+        for st, m in zip(statuses, cluster.members):
+            _print_status(st, f" node {m.node_id}")
+        up = sum(st.running for st in statuses)
+        click.echo(f"kafka cluster: {up} of {cluster.brokers} brokers serving; bootstrap {cluster.bootstrap_servers}")
+        sys.exit(0 if up == cluster.brokers else 1)
     st = _broker(port, data_dir).status()
-    click.echo(f"kafka: {st.detail}; pid {st.pid}; bootstrap {st.bootstrap_servers}; data {st.data_dir}")
+    _print_status(st)
     sys.exit(0 if st.running else 1)
 
 

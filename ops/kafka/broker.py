@@ -1,4 +1,6 @@
-"""A real Apache Kafka broker (KRaft: one process is controller and broker) on loopback.
+"""A real Apache Kafka broker (KRaft: one process is controller and broker) on loopback,
+or a cluster of them (:class:`KafkaCluster`: each process is broker and controller, one
+controller quorum of all of them).
 
 No Docker here: the broker's jars are resolved from Maven Central with ``mvn`` (see
 ``pom.xml`` beside this file) into a cache outside git, the storage directory is
@@ -26,9 +28,13 @@ from typing import Any
 from agentgym.ops.exceptions import MissingToolError, StackError
 from agentgym.ops.kafka.acls import ADMIN, SERVICE_GRANTS, apply_acls, generate_passwords
 from agentgym.producers.settings import readable_file
+from agentgym.schemas.topics import replication_for
 
-__all__ = ["KafkaBroker", "BrokerStatus", "BrokerTLS", "free_port", "resolve_jars", "load_or_create_passwords",
-           "SCRAM_MECHANISMS"]
+CLUSTER_FILE = "cluster.json"
+"""In a cluster's data directory: its members' node ids and ports, and its cluster id."""
+
+__all__ = ["KafkaBroker", "KafkaCluster", "BrokerStatus", "BrokerTLS", "free_port", "free_ports", "resolve_jars",
+           "load_or_create_passwords", "SCRAM_MECHANISMS", "CLUSTER_FILE"]
 
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 """The SASL mechanisms the broker's client listener accepts when it runs with ``sasl``."""
@@ -124,6 +130,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int, low: int = 20000, high: int = 32000) -> list[int]:
+    """``n`` distinct ports on 127.0.0.1 that nothing listens on now, below the kernel's ephemeral range.
+
+    For a cluster: its members connect to each other while they start, and an outgoing
+    connection takes an ephemeral port, possibly one :func:`free_port` just handed out
+    to a member that has not bound it yet. Ports below the range are never taken that way.
+    """
+    import random
+
+    out: list[int] = []
+    rng = random.SystemRandom()
+    while len(out) < n:
+        p = rng.randrange(low, high)
+        if p in out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+        out.append(p)
+    return out
+
+
 def _require(tool: str, what: str) -> str:
     path = shutil.which(tool)
     if path is None:
@@ -192,6 +222,14 @@ class KafkaBroker:
             at format time: a data directory formatted without SASL cannot start with it.
         tls: given, the client listener speaks TLS (``SSL``, or ``SASL_SSL`` with ``sasl``)
             with these files; the controller listener stays on loopback without it.
+        node_id: this node's id in the KRaft quorum.
+        voters: node id -> controller port of every controller of the quorum (default: this
+            node alone). A member of a :class:`KafkaCluster` is given all of them, and the
+            internal topics' replication follows their number (:func:`replication_for`).
+        cluster_id: the id the storage is formatted with (default: a new one); the members
+            of a cluster share one.
+        properties: more broker properties, written last (they win), e.g.
+            ``{"broker.session.timeout.ms": "3000"}``.
     """
 
     def __init__(
@@ -204,8 +242,16 @@ class KafkaBroker:
         heap: str = "512m",
         sasl: Mapping[str, str] | None = None,
         tls: BrokerTLS | None = None,
+        node_id: int = 1,
+        voters: Mapping[int, int] | None = None,
+        cluster_id: str | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.node_id = node_id
+        self.voters = dict(voters) if voters else None
+        self.cluster_id = cluster_id
+        self.properties = dict(properties or {})
         self.port = port
         self.controller_port = controller_port or port + 1
         self.version = version
@@ -326,22 +372,29 @@ class KafkaBroker:
 
     def _properties(self) -> str:
         logs = self.data_dir / "logs"
+        voters = self.voters or {self.node_id: self.controller_port}
+        # internal topics (consumer offsets, transactions) and topics created without a
+        # replication factor follow the cluster's size, like Agent Gym's own topics
+        rf, min_isr = replication_for(len(voters))
         return "\n".join([
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+            f"node.id={self.node_id}",
+            "controller.quorum.voters=" + ",".join(f"{n}@127.0.0.1:{p}" for n, p in sorted(voters.items())),
             *self._listener_properties(),
             f"log.dirs={logs}",
             "num.partitions=1",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={rf}",
+            f"min.insync.replicas={min_isr}",
+            f"offsets.topic.replication.factor={rf}",
             "offsets.topic.num.partitions=6",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={rf}",
+            f"transaction.state.log.min.isr={min_isr}",
+            f"share.coordinator.state.topic.replication.factor={rf}",
+            f"share.coordinator.state.topic.min.isr={min_isr}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "log.cleaner.backoff.ms=1000",
+            *(f"{k}={v}" for k, v in self.properties.items()),
             "",
         ])
 
@@ -388,9 +441,13 @@ class KafkaBroker:
 
         Idempotent: returns the running broker's status if it is already up.
         """
-        pid = self._pid()
-        if pid is not None:
+        if self._pid() is not None:
             return self.status()
+        proc = self.launch(quiet=quiet)
+        return self.wait_serving(proc, time.monotonic() + wait_s)
+
+    def launch(self, quiet: bool = False) -> subprocess.Popen[bytes]:
+        """Formats the storage on first use and starts the broker's process; does not wait for it."""
         libs = resolve_jars(self.version, self.jar_cache, quiet=quiet)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.tls is not None:
@@ -406,7 +463,7 @@ class KafkaBroker:
             f.write(self._properties())
         marker = self.data_dir / "sasl-principals"
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = self._cluster_id()
+            cluster_id = self.cluster_id or self._cluster_id()
             scram = [a for name, pw in (self.sasl or {}).items() for m in SCRAM_MECHANISMS
                      for a in ("--add-scram", f"{m}=[name={name},password={pw}]")]
             fmt = subprocess.run(
@@ -434,7 +491,12 @@ class KafkaBroker:
         )
         log.close()
         self._pid_file.write_text(str(proc.pid))
-        deadline = time.monotonic() + wait_s
+        return proc
+
+    def wait_serving(self, proc: subprocess.Popen[bytes], deadline: float) -> BrokerStatus:
+        """Waits until the broker ``proc`` (from :meth:`launch`) serves metadata, until ``deadline``
+        (``time.monotonic()``); stops it and raises ``StackError`` if it exits or does not."""
+        wait_s = max(0.0, deadline - time.monotonic())
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise StackError(f"Kafka broker exited with code {proc.returncode}; last log lines:\n{self._tail()}")
@@ -445,9 +507,11 @@ class KafkaBroker:
                 return self.status()
             time.sleep(0.3)
         self.stop()
-        raise StackError(f"Kafka broker did not serve metadata within {wait_s:.0f}s; last log lines:\n{self._tail()}")
+        raise StackError(f"Kafka broker {self.bootstrap_servers} did not serve metadata within {wait_s:.0f}s; "
+                         f"last log lines:\n{self._tail()}")
 
-    def _cluster_id(self) -> str:
+    @staticmethod
+    def _cluster_id() -> str:
         # Kafka cluster ids are base64url UUIDs without padding (what `random-uuid` prints);
         # like Kafka's own Uuid.randomUuid(), never one starting with "-", which the
         # storage tool would read as an option.
@@ -466,12 +530,23 @@ class KafkaBroker:
 
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stops the broker cleanly (SIGTERM, then SIGKILL after ``timeout_s``). True if it was running."""
+        pid = self.terminate()
+        if pid is None:
+            return False
+        self.wait_stopped(pid, time.monotonic() + timeout_s)
+        return True
+
+    def terminate(self) -> int | None:
+        """Sends SIGTERM (a clean shutdown begins) and returns the pid, or None if the broker was not running."""
         pid = self._pid()
         if pid is None:
             self._pid_file.unlink(missing_ok=True)
-            return False
+            return None
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
+        return pid
+
+    def wait_stopped(self, pid: int, deadline: float) -> None:
+        """Waits for ``pid`` (from :meth:`terminate`) to exit until ``deadline`` (``time.monotonic()``), then SIGKILL."""
         while time.monotonic() < deadline:
             try:
                 # reap if it is our child; otherwise just probe
@@ -485,13 +560,12 @@ class KafkaBroker:
                 break
             time.sleep(0.2)
         else:
-            os.kill(pid, signal.SIGKILL)
             try:
+                os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
-            except ChildProcessError:
+            except (ChildProcessError, ProcessLookupError):
                 pass
         self._pid_file.unlink(missing_ok=True)
-        return True
 
     def kill(self) -> None:
         """Kills the broker at once (SIGKILL), as a crash would."""
@@ -510,3 +584,156 @@ class KafkaBroker:
             return BrokerStatus(False, None, self.bootstrap_servers, self.data_dir, "not running")
         ok = self._serves_metadata()
         return BrokerStatus(ok, pid, self.bootstrap_servers, self.data_dir, "serving metadata" if ok else "process up, not serving yet")
+
+
+class KafkaCluster:
+    """A local KRaft cluster of ``brokers`` processes on loopback: each is a broker and a
+    controller, and the controllers form one quorum of all of them (3 voters: one may fail).
+
+    Each member has its own data directory (``<data_dir>/node-<id>``) and client and
+    controller ports; ``<data_dir>/cluster.json`` keeps the layout and the cluster id, so a
+    cluster started again (``agentgym kafka start``/``stop``/``status``) finds its members.
+    Internal topics, and Agent Gym's topics (:func:`agentgym.producers.admin.create_topics`),
+    get :func:`replication_for` the cluster's size: 3 replicas with ``min.insync.replicas=2``.
+
+    Args:
+        data_dir: the cluster's directory.
+        brokers: how many members (>= 1); ignored when ``cluster.json`` exists (its layout wins).
+        ports: (client port, controller port) of each member; default: ``port``, ``port + 2``, ...
+            for clients, each with the next port for its controller.
+        port: the first member's client port when ``ports`` is not given.
+        heap: each member's ``-Xmx`` (small by default: three JVMs share the machine).
+        properties: more broker properties for every member (e.g. a shorter
+            ``broker.session.timeout.ms`` for tests of failures).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        brokers: int = 3,
+        ports: list[tuple[int, int]] | None = None,
+        port: int = 9092,
+        version: str = "4.1.1",
+        jar_cache: Path | str | None = None,
+        heap: str = "384m",
+        properties: Mapping[str, str] | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        layout = self.read_layout(self.data_dir)
+        if layout is not None:
+            cluster_id = str(layout["cluster_id"])
+            members = [(int(m["node_id"]), int(m["port"]), int(m["controller_port"])) for m in layout["members"]]
+        else:
+            if brokers < 1:
+                raise StackError(f"brokers must be >= 1, got {brokers}")
+            if ports is not None and len(ports) != brokers:
+                raise StackError(f"ports: {len(ports)} pairs given for {brokers} brokers")
+            pairs = ports or [(port + 2 * i, port + 2 * i + 1) for i in range(brokers)]
+            if len({p for pair in pairs for p in pair}) != 2 * brokers:
+                raise StackError(f"ports: every member needs its own client and controller port, got {pairs}")
+            cluster_id = KafkaBroker._cluster_id()
+            members = [(i + 1, c, k) for i, (c, k) in enumerate(pairs)]
+        self.cluster_id = cluster_id
+        voters = {n: k for n, _, k in members}
+        self.members = [
+            KafkaBroker(self.data_dir / f"node-{n}", port=c, controller_port=k, version=version, jar_cache=jar_cache,
+                        heap=heap, node_id=n, voters=voters, cluster_id=cluster_id, properties=properties)
+            for n, c, k in members
+        ]
+
+    @staticmethod
+    def read_layout(data_dir: Path | str) -> dict[str, Any] | None:
+        """The layout in ``<data_dir>/cluster.json``, or None (not a cluster's directory)."""
+        try:
+            return dict(json.loads((Path(data_dir) / CLUSTER_FILE).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def _write_layout(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / CLUSTER_FILE).write_text(json.dumps({
+            "cluster_id": self.cluster_id,
+            "members": [{"node_id": m.node_id, "port": m.port, "controller_port": m.controller_port} for m in self.members],
+        }, indent=1))
+
+    @property
+    def brokers(self) -> int:
+        return len(self.members)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every member's client address, comma-separated: clients find the cluster through any one alive."""
+        return ",".join(m.bootstrap_servers for m in self.members)
+
+    def member(self, node_id: int) -> KafkaBroker:
+        for m in self.members:
+            if m.node_id == node_id:
+                return m
+        raise StackError(f"no member with node id {node_id}; members: {[m.node_id for m in self.members]}")
+
+    def start(self, wait_s: float = 120.0, quiet: bool = False) -> list[BrokerStatus]:
+        """Starts the members that are not running, all at once (a quorum needs a majority of
+        them up before any serves metadata), and waits until every member serves metadata
+        and the metadata lists every broker. Idempotent."""
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            raise StackError(f"{self.data_dir} holds a single broker's storage: use another data directory for a cluster")
+        if self.read_layout(self.data_dir) is None:
+            self._write_layout()
+        resolve_jars(self.members[0].version, self.members[0].jar_cache, quiet=quiet)
+        deadline = time.monotonic() + wait_s
+        from concurrent.futures import ThreadPoolExecutor
+
+        down = [m for m in self.members if m._pid() is None]
+        # formatting runs a JVM per member: in parallel, like the members themselves
+        with ThreadPoolExecutor(max(1, len(down))) as pool:
+            procs = list(pool.map(lambda m: m.launch(quiet=True), down))
+        launched = list(zip(down, procs))
+        try:
+            for m, proc in launched:
+                m.wait_serving(proc, deadline)
+            self.wait_for_brokers(self.brokers, deadline)
+        except StackError:
+            self.stop()
+            raise
+        return self.status()
+
+    def start_member(self, node_id: int, wait_s: float = 90.0) -> BrokerStatus:
+        """Starts one member again (after :meth:`kill_member`) and waits until the cluster lists it."""
+        m = self.member(node_id)
+        st = m.start(wait_s=wait_s, quiet=True)
+        self.wait_for_brokers(self.brokers, time.monotonic() + wait_s)
+        return st
+
+    def kill_member(self, node_id: int) -> None:
+        """SIGKILLs one member, as a crash would."""
+        self.member(node_id).kill()
+
+    def wait_for_brokers(self, n: int, deadline: float) -> None:
+        """Waits until the metadata lists ``n`` brokers (fenced ones are not listed), until ``deadline``."""
+        from confluent_kafka.admin import AdminClient  # local: keep ops importable without it
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        seen = 0
+        while time.monotonic() < deadline:
+            try:
+                seen = len(admin.list_topics(timeout=2.0).brokers)
+            except Exception:
+                seen = 0
+            if seen >= n:
+                return
+            time.sleep(0.3)
+        raise StackError(f"the cluster's metadata lists {seen} of {n} brokers; last log lines of each member:\n"
+                         + "\n".join(f"-- node {m.node_id}:\n{m._tail(10)}" for m in self.members))
+
+    def stop(self, timeout_s: float = 30.0) -> bool:
+        """Stops every member cleanly, all at once (SIGTERM; SIGKILL after ``timeout_s``). True if any was running."""
+        pids = [(m, m.terminate()) for m in self.members]
+        deadline = time.monotonic() + timeout_s
+        for m, pid in pids:
+            if pid is not None:
+                m.wait_stopped(pid, deadline)
+        return any(pid is not None for _, pid in pids)
+
+    def status(self) -> list[BrokerStatus]:
+        """Each member's status, in node id order."""
+        return [m.status() for m in self.members]
