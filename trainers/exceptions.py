@@ -9,6 +9,7 @@ __all__ = [
     "TrainersError",
     "BaseModelError",
     "TrainingError",
+    "InitAdapterError",
     "DatasetKindError",
     "RegistryError",
     "ModelVersionNotFoundError",
@@ -27,6 +28,10 @@ class BaseModelError(TrainersError):
 
 class TrainingError(TrainersError):
     """A training job failed (the Ray run raised, or produced no adapter)."""
+
+
+class InitAdapterError(TrainingError, ValueError):
+    """A job's initial adapter (``init_adapter``: the champion's, or ``--init-adapter``) is missing or not a LoRA adapter."""
 
 
 class DatasetKindError(TrainersError, ValueError):

@@ -34,6 +34,7 @@ __all__ = [
     "load_model",
     "load_for_inference",
     "generate",
+    "local_copy",
 ]
 
 TINY_PREFIX = "tiny:"
@@ -174,15 +175,19 @@ def load_for_inference(base: str, adapter_uri: str | None = None, *, device: str
     if adapter_uri:
         from peft import PeftModel
 
-        with _local_copy(adapter_uri) as local:
+        with local_copy(adapter_uri) as local:
             model = PeftModel.from_pretrained(model, local)
             model = model.to(device)
     model.eval()
     return model, tokenizer
 
 
-class _local_copy:
-    """A local directory holding the files at an fsspec URL (the URL itself when local)."""
+class local_copy:
+    """A local directory holding the files at an fsspec URL (the URL itself when local), as a context manager.
+
+    Raises (on entering):
+        BaseModelError: a local directory that does not exist.
+    """
 
     def __init__(self, uri: str) -> None:
         self.uri = uri

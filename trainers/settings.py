@@ -87,6 +87,11 @@ class TrainSettings(SharedSettings):
     train_seed: int = Field(42, description="seed of the adapter's initialisation and the data order")
     train_max_failures: int = Field(
         1, ge=0, description="worker failures a run recovers from, resuming at its latest checkpoint (>= 0)")
+    train_init_from: Literal["champion", "base"] = Field(
+        "champion", description="what a job of the trainer service (and `agentgym train`) starts from: `champion` "
+        "(the agent's champion's adapter, trained further as a trainable PEFT model, its LoRA shape winning over "
+        "`AGENTGYM_TRAIN_LORA_*`; a fresh LoRA when the champion is the base model) or `base` (a fresh LoRA on the "
+        "base model every round)")
 
     @model_validator(mode="after")
     def _stores(self) -> "TrainSettings":

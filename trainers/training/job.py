@@ -2,11 +2,19 @@
 
 A :class:`TrainJob` is plain data (pydantic), so it travels to Ray workers as a dict
 and is stored with the job record and, as ``hyperparameters``, in the registry.
+
+A job either trains a fresh LoRA adapter on its base model, or continues training an
+existing adapter (``init_adapter``: the agent's champion's, or one named by hand). The
+new adapter is then still an adapter of the same base (serving: base + adapter), and its
+LoRA shape (rank, alpha, dropout, target modules) is the initial adapter's: when the
+job's settings say otherwise, the adapter's ``adapter_config.json`` wins (and a warning
+says so), so the recorded hyperparameters are the ones trained.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -16,18 +24,47 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from agentgym.processors.datasets.store import Manifest
-from agentgym.trainers.exceptions import DatasetKindError
+from agentgym.trainers.exceptions import DatasetKindError, InitAdapterError
+from agentgym.trainers.fsutil import read_json
 from agentgym.trainers.modeling import resolve_base
 from agentgym.trainers.settings import TrainSettings
 from agentgym.schemas.ids import validate_id
 
-__all__ = ["TrainJob", "new_job_id", "model_version_for", "HYPERPARAMETERS"]
+__all__ = ["TrainJob", "new_job_id", "model_version_for", "adapter_lora_shape", "HYPERPARAMETERS", "INIT_FROM"]
+
+log = logging.getLogger("agentgym.train")
 
 # the fields recorded as a model version's hyperparameters
 HYPERPARAMETERS = (
     "method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "learning_rate", "epochs", "max_steps",
     "batch_size", "grad_accum", "max_length", "packing", "bf16", "dpo_beta", "seed", "num_workers", "use_gpu",
+    "init_from", "init_adapter",
 )
+
+INIT_FROM = ("base", "champion", "adapter")
+"""What a job's weights start from: a fresh LoRA on the base, the champion's adapter, or an adapter named by hand."""
+
+
+def adapter_lora_shape(adapter_uri: str) -> dict[str, object]:
+    """The LoRA shape of the adapter at ``adapter_uri`` (any fsspec URL), as :class:`TrainJob` fields.
+
+    Raises:
+        InitAdapterError: no ``adapter_config.json`` there, or not a LoRA adapter.
+    """
+    try:
+        cfg = read_json(f"{adapter_uri.rstrip('/')}/adapter_config.json")
+    except (OSError, ValueError) as exc:
+        raise InitAdapterError(f"init_adapter {adapter_uri}: cannot read adapter_config.json: {exc}") from exc
+    if cfg is None:
+        raise InitAdapterError(f"init_adapter {adapter_uri}: no adapter_config.json there (not a PEFT adapter directory)")
+    if cfg.get("peft_type") != "LORA":
+        raise InitAdapterError(f"init_adapter {adapter_uri}: a {cfg.get('peft_type')} adapter; only LoRA adapters can be "
+                               "trained further")
+    targets = cfg.get("target_modules")
+    if isinstance(targets, (list, tuple, set)):
+        targets = ",".join(sorted(str(t) for t in targets))
+    return {"lora_r": int(cfg["r"]), "lora_alpha": int(cfg["lora_alpha"]),
+            "lora_dropout": float(cfg.get("lora_dropout") or 0.0), "lora_target_modules": str(targets or "all-linear")}
 
 
 def _slug(text: str, n: int = 24) -> str:
@@ -84,6 +121,11 @@ class TrainJob(BaseModel):
     dpo_beta: float = 0.1
     seed: int = 42
     max_failures: int = 1
+    init_adapter: str | None = Field(
+        None, description="an adapter (any fsspec URL) whose weights training starts from, as a trainable PeftModel; "
+        "None: a fresh LoRA on the base")
+    init_from: Literal["base", "champion", "adapter"] = Field(
+        "base", description="what init_adapter is: the champion's adapter, or one named by hand (base: none)")
 
     @property
     def adapter_uri(self) -> str:
@@ -93,7 +135,7 @@ class TrainJob(BaseModel):
     def hyperparameters(self) -> dict[str, str]:
         """The registry's ``hyperparameters`` map (strings)."""
         d = self.model_dump()
-        return {k: str(d[k]) for k in HYPERPARAMETERS}
+        return {k: "" if d[k] is None else str(d[k]) for k in HYPERPARAMETERS}
 
     @classmethod
     def for_dataset(
@@ -104,12 +146,22 @@ class TrainJob(BaseModel):
         *,
         job_id: str | None = None,
         use_gpu: bool | None = None,
+        init_adapter: str | None = None,
+        init_from: str | None = None,
         **overrides: object,
     ) -> "TrainJob":
         """A job on ``manifest`` with ``settings`` (overridden field by field by ``overrides``).
 
         ``use_gpu`` None follows ``train_use_gpu`` (``auto`` means no here; the launcher
         resolves ``auto`` against the cluster's resources).
+
+        ``init_adapter``: train that adapter further instead of a fresh LoRA (``init_from``
+        says what it is: ``champion`` or ``adapter``, the default). Its LoRA shape replaces
+        the settings' (and ``overrides'``) ``lora_*`` fields, with a warning when they differ.
+
+        Raises:
+            DatasetKindError: the dataset's kind does not fit the method.
+            InitAdapterError: ``init_adapter`` is not a readable LoRA adapter.
         """
         s = settings or TrainSettings()
         if manifest.kind not in ("sft", "preference"):
@@ -145,4 +197,13 @@ class TrainJob(BaseModel):
             "max_failures": s.train_max_failures,
         }
         fields.update(overrides)
+        if init_adapter:
+            shape = adapter_lora_shape(init_adapter)
+            differ = {k: (fields[k], v) for k, v in shape.items() if str(fields[k]) != str(v)}
+            if differ:
+                log.warning("train: %s starts from %s, whose LoRA shape wins over the job's settings: %s", job_id,
+                            init_adapter, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in sorted(differ.items())))
+            fields.update(shape, init_adapter=init_adapter, init_from=init_from or "adapter")
+        else:
+            fields.update(init_adapter=None, init_from="base")
         return cls.model_validate(fields)

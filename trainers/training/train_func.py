@@ -13,6 +13,13 @@ optimiser, scheduler, RNG states and trainer state -- and training continues fro
 step exactly. A checkpoint marked final (the finished adapter) means the job is done:
 its metrics are reported again and nothing is retrained.
 
+Starting from an adapter (``init_adapter``, e.g. the champion's): the base model is
+loaded, then the adapter on top as a trainable ``PeftModel`` (copied from its fsspec URL
+to this node first), so the held-out loss before training is the adapter's. On a resume
+the checkpoint wins: its adapter weights replace the initial ones (the Hugging Face
+trainer loads them); should the initial adapter be gone by then, the checkpoint's own
+adapter is the starting structure.
+
 At the end, rank 0 saves the adapter and the tokenizer (with its chat template) and
 reports them as the final checkpoint, with the metrics: held-out loss before and
 after training, first and last logged training loss, steps, tokens and throughput.
@@ -29,9 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from agentgym.processors.datasets.store import DatasetStore
+from agentgym.trainers.fsutil import read_json
 from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
 from agentgym.trainers.training.job import TrainJob
-from agentgym.trainers.training.trainer import build_trainer, runtime_for
+from agentgym.trainers.training.trainer import build_trainer, is_peft, runtime_for
 
 __all__ = ["train_func", "FINAL_MARKER"]
 
@@ -48,6 +56,13 @@ def _summarise(log_history: list[dict[str, Any]]) -> dict[str, float]:
         if "num_tokens" in h:
             out["num_tokens"] = float(h["num_tokens"])
     return out
+
+
+def _adapter_readable(uri: str) -> bool:
+    try:
+        return read_json(f"{uri.rstrip('/')}/adapter_config.json") is not None
+    except (OSError, ValueError):
+        return False
 
 
 def train_func(config: dict[str, Any]) -> None:
@@ -72,6 +87,9 @@ def train_func(config: dict[str, Any]) -> None:
                 return
             resume_dir = restored
         resume_from = json.loads(Path(resume_dir, "trainer_state.json").read_text())["global_step"] if resume_dir else None
+        if resume_dir is not None and job.init_adapter and not _adapter_readable(job.init_adapter) \
+                and Path(resume_dir, "adapter_config.json").is_file():
+            job = job.model_copy(update={"init_adapter": resume_dir})  # the checkpoint's weights win anyway
 
         import torch
 
@@ -109,7 +127,10 @@ def train_func(config: dict[str, Any]) -> None:
         metrics["final"] = 1.0
         final_dir = os.path.join(workdir, "final")
         if rank == 0:
-            trainer.model.save_pretrained(final_dir)
+            if is_peft(trainer.model) and len(trainer.model.peft_config) > 1:  # DPO's frozen "ref" copy stays behind
+                trainer.model.save_pretrained(final_dir, selected_adapters=["default"])
+            else:
+                trainer.model.save_pretrained(final_dir)
             tokenizer.save_pretrained(final_dir)
             Path(final_dir, FINAL_MARKER).write_text(json.dumps(metrics, sort_keys=True))
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(final_dir))

@@ -9,8 +9,13 @@ trainer the Ray workers run.
   on the prompt).
 * **DPO** (Rafailov et al., 2023, eq. 7): ``DPOTrainer`` with the sigmoid loss
   ``-log σ(β[(log π(y_w|x) - log π_ref(y_w|x)) - (log π(y_l|x) - log π_ref(y_l|x))])``;
-  with a PEFT adapter the reference model is the base with the adapter disabled, so
-  no second copy of the weights is held.
+  with a fresh PEFT adapter the reference model is the base with the adapter disabled, so
+  no second copy of the weights is held; starting from an adapter, TRL keeps a frozen copy
+  of it (adapter ``ref``) as the reference, so the reference is the model trained from.
+* **From an adapter** (``job.init_adapter``, e.g. the champion's): the model is that
+  adapter loaded as a trainable ``PeftModel`` (:func:`from_adapter`) instead of a fresh
+  LoRA, so training continues from its weights, and the result is again an adapter of
+  the same base.
 * **On GPU**: bf16 where supported, and sequence packing (TRL's best-fit-decreasing
   packing, padding-free: examples are concatenated with position ids restarting at
   each example, and transformers builds a block-diagonal causal mask from them, so no
@@ -29,7 +34,7 @@ from typing import Any
 
 from agentgym.trainers.training.job import TrainJob
 
-__all__ = ["Runtime", "runtime_for", "lora_config", "to_hf_dataset", "build_trainer"]
+__all__ = ["Runtime", "runtime_for", "lora_config", "from_adapter", "is_peft", "to_hf_dataset", "build_trainer"]
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,25 @@ def lora_config(job: TrainJob) -> Any:
                       target_modules=targets, task_type="CAUSAL_LM")
 
 
+def is_peft(model: Any) -> bool:
+    """Whether ``model`` already carries PEFT adapters."""
+    return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
+
+
+def from_adapter(model: Any, adapter_uri: str) -> Any:
+    """``model`` (the base) with the LoRA adapter at ``adapter_uri`` (any fsspec URL) as a trainable ``PeftModel``.
+
+    Raises:
+        BaseModelError: a local adapter directory that does not exist.
+    """
+    from peft import PeftModel
+
+    from agentgym.trainers.modeling import local_copy
+
+    with local_copy(adapter_uri) as local:  # a remote adapter is copied here first (another node, object storage)
+        return PeftModel.from_pretrained(model, local, is_trainable=True)
+
+
 def to_hf_dataset(rows: Sequence[dict[str, Any]] | Any, method: str) -> Any:
     """A ``datasets.Dataset`` with only the columns TRL reads (a ``Dataset`` passes through as is:
     e.g. already tokenized rows with ``input_ids`` and ``completion_mask``)."""
@@ -96,6 +120,10 @@ def build_trainer(
 
     ``train_rows``: dataset rows (conversational prompt-completion or preference), or a
     ready ``datasets.Dataset`` (pre-tokenized rows are used as they are).
+
+    With ``peft``: a ``model`` that is a ``PeftModel`` already is trained as it is; else,
+    with ``job.init_adapter``, that adapter is loaded onto ``model`` as a trainable
+    ``PeftModel`` (:func:`from_adapter`); else a fresh LoRA (:func:`lora_config`).
     """
     rt = runtime or runtime_for(job)
     common: dict[str, Any] = {
@@ -127,7 +155,12 @@ def build_trainer(
     }
     train = to_hf_dataset(train_rows, job.method)
     evals = to_hf_dataset(eval_rows, job.method) if eval_rows else None
-    peft_config = lora_config(job) if peft else None
+    peft_config = None
+    if peft and not is_peft(model):
+        if job.init_adapter:
+            model = from_adapter(model, job.init_adapter)
+        else:
+            peft_config = lora_config(job)
     if job.method == "sft":
         from trl import SFTConfig, SFTTrainer
 
