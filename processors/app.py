@@ -11,9 +11,7 @@ never crashes a worker.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +22,9 @@ from agentgym.processors.datasets import processor as datasets
 from agentgym.processors.experiments import processor as experiments
 from agentgym.processors.otel import processor as otel
 from agentgym.processors import replication, shutdown
-from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id
+from agentgym.processors.membership import (
+    HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id, web_host,
+)
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.producers.kafka_security import aiokafka_security
 from agentgym.schemas.topics import TOPICS
@@ -40,16 +40,6 @@ REGISTRATIONS: dict[str, Callable[[faust.App, ProcessorSettings], Any]] = {
     "otel": otel.register,
 }
 assert tuple(REGISTRATIONS) == KNOWN_PROCESSORS
-
-
-def _web_host(bind: str) -> str:
-    """The host name in the worker's canonical URL: the bound address, or this machine's
-    name when the server binds every interface."""
-    try:
-        unspecified = ipaddress.ip_address(bind).is_unspecified
-    except ValueError:  # a host name
-        return bind
-    return socket.gethostname() if unspecified else bind
 
 
 def create_app(settings: ProcessorSettings | None = None) -> faust.App:
@@ -73,7 +63,7 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         consumer_auto_offset_reset="earliest",
         web_port=settings.faust_web_port,
         web_bind=settings.faust_web_bind,  # Faust's own default is every interface
-        web_host=_web_host(settings.faust_web_bind),
+        web_host=web_host(settings.faust_web_bind),
         datadir=datadir,
         broker_commit_interval=1.0,
         # static membership and short sessions: a worker restarted after a crash takes
@@ -82,7 +72,7 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         # the URL is part of the id (a worker restarted on another port joins as new).
         consumer_group_instance_id=faust_instance_id(
             claim_instance_id(settings.app_id, settings.home, settings.worker_id),
-            _web_host(settings.faust_web_bind), settings.faust_web_port),
+            web_host(settings.faust_web_bind), settings.faust_web_port),
         broker_session_timeout=SESSION_TIMEOUT_S,
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         broker_credentials=broker_credentials(settings),  # None: PLAINTEXT

@@ -21,12 +21,13 @@ session timeout, so the session timeouts are short (``SESSION_TIMEOUT_S``).
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import os
 import re
 import socket
 from pathlib import Path
 
-__all__ = ["claim_instance_id", "faust_instance_id", "SESSION_TIMEOUT_S", "HEARTBEAT_INTERVAL_S"]
+__all__ = ["claim_instance_id", "faust_instance_id", "web_host", "SESSION_TIMEOUT_S", "HEARTBEAT_INTERVAL_S"]
 
 SESSION_TIMEOUT_S = 10.0
 """Consumer session timeout of the workers' consumers (the broker's minimum is 6 s)."""
@@ -77,3 +78,13 @@ def faust_instance_id(instance: str, web_host: str, web_port: int) -> str:
     rejoins with another URL would crash the worker, so a new URL is a new member.
     """
     return f"{instance}-{_slug(web_host)}-{web_port}"
+
+
+def web_host(bind: str) -> str:
+    """The host name in a worker's canonical URL: the bound address, or this machine's
+    name when the server binds every interface."""
+    try:
+        unspecified = ipaddress.ip_address(bind).is_unspecified
+    except ValueError:  # a host name
+        return bind
+    return socket.gethostname() if unspecified else bind

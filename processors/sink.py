@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from agentgym.processors.avro_batch import container, select_list
 from agentgym.processors.deletions import DELETIONS_TOPIC, TRACE_RECORDS, DeletionLog, applied_record, apply_deletion
-from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id
+from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id, web_host
 from agentgym.processors.retention import RetentionLoop
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
@@ -53,7 +53,7 @@ from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.registry import SchemaVersion
 from agentgym.schemas.topics import TOPICS, TopicSpec
 
-__all__ = ["ClickHouseSink", "SinkStats", "validate", "register"]
+__all__ = ["ClickHouseSink", "SinkStats", "validate", "register", "sink_instance_id", "STANDBY_POLL_S"]
 
 log = logging.getLogger("agentgym.sink")
 _DLQ = TOPICS["deadletter"].name
@@ -462,10 +462,21 @@ _DELETED = "deleted"  # the reason, in the validation scan, of an event of a del
 
 
 def register(app: Any, settings: Any) -> None:
-    """Runs the sink inside the Faust worker (``AGENTGYM_PROCESSORS`` includes ``sink``)."""
+    """Runs the sink inside the Faust worker (``AGENTGYM_PROCESSORS`` includes ``sink``).
+
+    Several workers: with a ClickHouse server every worker sinks (they share the sink's
+    consumer group, so its partitions). The embedded engine admits one process per data
+    directory, so there the first worker owns the store and sinks; every other worker's
+    sink stands by (one log line says so), reads nothing, and takes the store over
+    within a second when its owner stops or dies (``STANDBY_POLL_S``).
+    """
     import asyncio
 
     from mode import Service
+
+    from agentgym.processors.store.chdb_store import directory_owner, parse_chdb_url
+    from agentgym.processors.store.exceptions import StoreLockedError
+    from agentgym.processors.store.settings import StoreSettings
 
     @app.service
     class ClickHouseSinkService(Service):
@@ -476,28 +487,67 @@ def register(app: Any, settings: Any) -> None:
         _http: Any = None
         _store: Store | None = None
         _retention: Any = None
+        _standby: Any = None
 
         async def on_start(self) -> None:
-            self._store = open_store()
-            migrate(self._store)
-            if settings.http_port and self._store.exclusive:
-                self._http = serve_readonly(self._store, settings.http_port, limits=HttpLimits(
+            self._halt = threading.Event()
+            loop = asyncio.get_running_loop()
+            try:
+                store = open_store()
+            except StoreLockedError as exc:
+                url = StoreSettings().clickhouse_url
+                if not url.startswith("chdb://"):
+                    raise
+                log.warning("sink: standing by: %s. This worker does not sink; it takes the store over when that "
+                            "process stops (the embedded engine admits one process; a ClickHouse server lets every "
+                            "worker sink)", exc)
+                self._standby = asyncio.ensure_future(self._stand_by(parse_chdb_url(url)))
+                return
+            self._begin(store, loop)
+
+        async def _stand_by(self, path: Path) -> None:
+            """Waits for the owner of the embedded store to go, then takes the store and sinks.
+
+            The store is opened here, on the event loop's thread, as at a normal start (an
+            engine opened on a short-lived thread crashed the process at exit).
+            """
+            try:
+                while not self._halt.is_set():
+                    await asyncio.sleep(STANDBY_POLL_S)
+                    if directory_owner(path) is not None:
+                        continue
+                    try:
+                        store = open_store()
+                    except StoreLockedError:  # another standby was faster
+                        continue
+                    log.warning("sink: the embedded ClickHouse at %s is free: this worker owns it now and sinks", path)
+                    self._begin(store, asyncio.get_running_loop())
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("sink: taking over the store failed")
+                await self.crash(exc)
+
+        def _begin(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+            self._store = store
+            migrate(store)
+            if settings.http_port and store.exclusive:
+                self._http = serve_readonly(store, settings.http_port, limits=HttpLimits(
                     settings.http_max_body_bytes, settings.http_max_decompressed_bytes,
                     settings.http_max_execution_time_s, settings.http_max_memory_usage))
                 log.info("sink: ClickHouse read-only HTTP interface on 127.0.0.1:%d", settings.http_port)
-            instance = claim_instance_id(settings.app_id, settings.home, settings.worker_id)
             self._sink = ClickHouseSink(
-                settings.bootstrap_servers, self._store, group=settings.sink_group,
+                settings.bootstrap_servers, store, group=settings.sink_group,
                 batch_size=settings.sink_batch_size, batch_ms=settings.sink_batch_ms,
                 consumer_config={  # static membership: see agentgym.processors.membership
-                    "group.instance.id": f"{instance}-sink",
+                    "group.instance.id": sink_instance_id(settings),
                     "session.timeout.ms": int(SESSION_TIMEOUT_S * 1000),
                     "heartbeat.interval.ms": int(HEARTBEAT_INTERVAL_S * 1000),
                 },
                 security=librdkafka_security(settings),
                 datasets_url=settings.dataset_store,
             )
-            loop = asyncio.get_running_loop()
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)
             self._thread.start()
             # per-tenant retention: ClickHouse's TTLs follow gym-tenants-v1; the event topics' retention.ms
@@ -512,15 +562,35 @@ def register(app: Any, settings: Any) -> None:
                 asyncio.run_coroutine_threadsafe(self.crash(exc), loop)
 
         async def on_stop(self) -> None:
+            run = asyncio.get_running_loop().run_in_executor
+            self._halt.set()
+            if self._standby is not None and not self._standby.done():
+                self._standby.cancel()
             if self._retention is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self._retention.stop)
+                await run(None, self._retention.stop)
             if self._sink is not None:
                 self._sink.stop()
             if self._thread is not None:
-                await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+                await run(None, self._thread.join, 30)
             if self._sink is not None:
                 self._sink.close()
             if self._http is not None:
                 self._http.stop()
             if self._store is not None:
                 self._store.close()
+
+
+STANDBY_POLL_S = 0.5
+"""How often a standing-by sink checks whether the embedded store's owner is gone, seconds."""
+
+
+def sink_instance_id(settings: Any) -> str:
+    """The sink consumer's static group instance id: the worker's Faust instance id plus ``-sink``.
+
+    It carries the worker's web URL like the Faust consumer's id, so two live workers on one
+    host never share it, even when they claimed the same slot under different
+    ``AGENTGYM_HOME`` directories (a shared id fences one of the two sinks out of the group).
+    """
+    host = web_host(settings.faust_web_bind)
+    instance = claim_instance_id(settings.app_id, settings.home, settings.worker_id)
+    return faust_instance_id(instance, host, settings.faust_web_port) + "-sink"

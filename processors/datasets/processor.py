@@ -19,10 +19,12 @@ from agentgym.processors.datasets.builder import DatasetBuilder
 from agentgym.processors.deletions import DeletionLog
 from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.processors.datasets.store import Manifest
-from agentgym.processors.store import StoreError, open_reader
+from agentgym.processors.store import StoreError, StoreSettings, open_reader
+from agentgym.processors.store.chdb_store import ChdbStore, directory_owner, open_paths, parse_chdb_url
+from agentgym.processors.store.base import Store
 from agentgym.producers.records import RecordProducer
 
-__all__ = ["PROCESSOR", "register"]
+__all__ = ["PROCESSOR", "register", "open_shared_reader"]
 
 log = logging.getLogger("agentgym.datasets")
 
@@ -40,7 +42,7 @@ def register(app: Any, processor_settings: Any) -> None:
             return builder
 
         try:
-            store = open_reader()
+            store = open_shared_reader()
         except StoreError as exc:  # nothing stored yet, or the owner's read interface is not up yet
             log.info("datasets: the store is not readable yet (%s); next check in %.0fs", exc, settings.dataset_interval_s)
             return None
@@ -55,7 +57,16 @@ def register(app: Any, processor_settings: Any) -> None:
 
     def _check() -> int:
         builder = _builder()
-        return 0 if builder is None else len(builder.run_once())
+        if builder is None:
+            return 0
+        try:
+            return len(builder.run_once())
+        except StoreError:
+            # e.g. the embedded store's owner died and another worker took it over, on another
+            # port: the next check opens the store again, wherever it is served now
+            state.pop("builder", None)
+            builder.store.close()
+            raise
 
     @app.timer(settings.dataset_interval_s, on_leader=True, name="datasets-build")
     async def build_datasets() -> None:
@@ -66,3 +77,25 @@ def register(app: Any, processor_settings: Any) -> None:
             return
         if n:
             log.info("datasets: %d dataset(s) finished", n)
+
+
+def open_shared_reader(url: str | None = None) -> Store:
+    """The store for the builder: read through the process that owns an embedded store.
+
+    Unlike :func:`open_reader`, it never takes a free embedded directory itself (unless this
+    process already has it open, i.e. its own sink does): with several workers the builder runs
+    on the leader, and a leader that took the directory while its owner was being replaced would
+    keep every sink out of it. A free directory is a :class:`StoreError` (checked again later).
+    """
+    url = url or StoreSettings().clickhouse_url
+    if not url.startswith("chdb://"):
+        return open_reader(url)
+    path = parse_chdb_url(url)
+    mine = str(path) in open_paths()
+    if not mine and directory_owner(path) is None:
+        raise StoreError(f"no worker owns the embedded ClickHouse at {path} now (its sink is starting or being taken over)")
+    store = open_reader(url)
+    if isinstance(store, ChdbStore) and not mine:  # the owner went between the check and the open
+        store.close()
+        raise StoreError(f"no worker owns the embedded ClickHouse at {path} now (its sink is starting or being taken over)")
+    return store
