@@ -228,11 +228,19 @@ class RegistryPromoter:
             return p
         now = float(self._clock())
         # a record the broker does not acknowledge raises RegistryError ("cannot write the model registry")
+        why = str(decision.get("reason") or "")
         if p.champion is not None:
             self.registry.set_status(p.champion, "champion", {
-                "promoted_ms": now, "decision_ms": float(decision.get("timestamp_ms") or now)})
+                "promoted_ms": now, "decision_ms": float(decision.get("timestamp_ms") or now)},
+                reason=f"won experiment {p.experiment_id}: {why}", experiment_id=p.experiment_id)
         for version in p.retired:
-            self.registry.set_status(version, "retired", {"retired_ms": now})
+            if p.action == "rollback":
+                reason = f"rolled back by experiment {p.experiment_id}: {why}"
+            elif getattr(versions.get(version), "status", "") == "champion":
+                reason = f"replaced by {p.champion} (experiment {p.experiment_id})"
+            else:
+                reason = f"lost experiment {p.experiment_id} to {p.champion}"
+            self.registry.set_status(version, "retired", {"retired_ms": now}, reason=reason, experiment_id=p.experiment_id)
         log.info("promoter: experiment %s %s: champion %s, retired %s (decision %s; %s)", p.experiment_id, p.action,
                  p.champion or "unchanged", ", ".join(p.retired) or "none", p.decision_event_id, decision.get("reason", ""))
         return p

@@ -25,11 +25,15 @@ from agentgym.producers.records import RecordProducer, read_topic
 from agentgym.trainers.exceptions import ModelVersionNotFoundError, RegistryError
 from agentgym.schemas.ids import validate_id
 
-__all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for", "DELETED_DATA_FLAG"]
+__all__ = ["Status", "STATUSES", "ModelVersion", "ModelRegistry", "base_version_for", "DELETED_DATA_FLAG", "STATUS_REASON",
+           "STATUS_EXPERIMENT"]
 
 Status = Literal["candidate", "champion", "retired", "rejected"]
 STATUSES: tuple[Status, ...] = ("candidate", "champion", "retired", "rejected")
 DELETED_DATA_FLAG = "privacy.trained_on_deleted_data"
+# why a version has its status (a rollback's decision, a replacement) and the experiment that decided it
+STATUS_REASON = "status.reason"
+STATUS_EXPERIMENT = "status.experiment_id"
 """``hyperparameters`` key of a version trained on data a user's deletion later removed: the deletion ids."""
 
 
@@ -148,8 +152,13 @@ class ModelRegistry:
         mv = replace(mv, created_ms=mv.created_ms or now, updated_ms=mv.updated_ms or now)
         return self._send(mv)
 
-    def set_status(self, model_version: str, status: Status, metrics: Mapping[str, float] | None = None) -> ModelVersion:
+    def set_status(self, model_version: str, status: Status, metrics: Mapping[str, float] | None = None,
+                   reason: str | None = None, experiment_id: str | None = None) -> ModelVersion:
         """Changes a version's status (and merges ``metrics``).
+
+        ``reason`` (why: a rollback's decision, a replacement) and ``experiment_id`` (the
+        experiment that decided) are kept in ``hyperparameters`` under :data:`STATUS_REASON`
+        and :data:`STATUS_EXPERIMENT`, so ``agentgym models show`` says why a version is retired.
 
         Raises:
             ModelVersionNotFoundError: no such version.
@@ -159,7 +168,13 @@ class ModelRegistry:
             raise RegistryError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         mv = self.get(model_version)
         merged = {**mv.metrics, **(metrics or {})}
-        return self._send(replace(mv, status=status, metrics=merged, updated_ms=max(self._now(), mv.updated_ms + 1)))
+        hyper = dict(mv.hyperparameters)
+        if reason is not None:
+            hyper[STATUS_REASON] = reason[:500]
+        if experiment_id is not None:
+            hyper[STATUS_EXPERIMENT] = experiment_id
+        return self._send(replace(mv, status=status, metrics=merged, hyperparameters=hyper,
+                                  updated_ms=max(self._now(), mv.updated_ms + 1)))
 
     def flag_deleted_data(self, tenant_id: str, dataset_ids: Sequence[str], deletion_id: str) -> list[ModelVersion]:
         """Flags the tenant's versions trained on any of ``dataset_ids`` (a user's data was deleted from them),

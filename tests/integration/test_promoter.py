@@ -24,7 +24,7 @@ from agentgym.schemas.topics import TOPICS
 from agentgym.trainers.experiments import start_experiment
 from agentgym.producers.records import RecordProducer, read_topic, watermarks
 from agentgym.trainers.promoter import Promotion, RegistryPromoter
-from agentgym.trainers.registry import ModelRegistry, ModelVersion
+from agentgym.trainers.registry import STATUS_EXPERIMENT, STATUS_REASON, ModelRegistry, ModelVersion
 from agentgym.trainers.service import TrainerService
 from agentgym.trainers.settings import GateSettings, TrainerServiceSettings
 
@@ -113,6 +113,10 @@ def test_a_winner_becomes_champion_and_a_replay_writes_nothing(bootstrap: str, u
     assert promoted.metrics["decision_ms"] == decision["timestamp_ms"] and promoted.metrics["promoted_ms"] >= decision["timestamp_ms"]
     assert promoted.adapter_uri == f"/models/{candidate}"  # the rest of the entry is kept
     assert registry.get(champion).metrics["retired_ms"] == promoted.metrics["promoted_ms"]
+    # why each has its status, and which experiment decided it
+    assert promoted.hyperparameters[STATUS_REASON].startswith(f"won experiment {exp_id}: ")
+    assert registry.get(champion).hyperparameters[STATUS_REASON] == f"replaced by {candidate} (experiment {exp_id})"
+    assert registry.get(champion).hyperparameters[STATUS_EXPERIMENT] == exp_id
 
     # the same decision again (a replay, a second promoter): nothing new in the registry
     before = _records(bootstrap, tenant)
@@ -154,6 +158,9 @@ def test_a_rollback_retires_the_candidate_and_keeps_the_champion(bootstrap: str,
     [done] = [p for p in _poll_for(promoter, exp_id) if p.experiment_id == exp_id]
     assert (done.outcome, done.champion, done.retired) == ("applied", None, (candidate,)), done.reason
     assert _states(registry, tenant) == {champion: "champion", candidate: "retired"}  # retired, not rejected
+    retired = registry.get(candidate)
+    assert retired.hyperparameters[STATUS_REASON].startswith(f"rolled back by experiment {exp_id}: ")
+    assert retired.hyperparameters[STATUS_EXPERIMENT] == exp_id
     assert registry.champion(tenant, AGENT).model_version == champion  # type: ignore[union-attr]
 
 
