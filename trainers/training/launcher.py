@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentgym.trainers.exceptions import TrainingError
+from agentgym.trainers.modeling import is_tiny
 from agentgym.trainers.training.job import TrainJob
 from agentgym.trainers.training.train_func import FINAL_MARKER, train_func
 from agentgym.schemas.ids import validate_id
 
-__all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for"]
+__all__ = ["TrainResult", "ensure_ray", "cluster_has_gpus", "launch", "progress_uri_for", "node_local_paths"]
 
 log = logging.getLogger("agentgym.train")
 
@@ -74,6 +75,33 @@ def _quiet_print_patch() -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
+def node_local_paths(job: TrainJob) -> list[str]:
+    """The job's storage that is a path on the launching machine (no URL scheme): dataset, checkpoints, model
+    store, base model. On a cluster of several hosts each must be one shared mount at the same path."""
+    def local(uri: str) -> bool:
+        return "://" not in uri or uri.startswith("file://")
+
+    named = [("dataset", job.dataset_uri), ("checkpoint store", job.storage_path), ("model store", job.model_store)]
+    out = [f"{what} {uri}" for what, uri in named if local(uri)]
+    if not is_tiny(job.base_model) and job.base_path.startswith("/"):  # a tiny base is rebuilt where it is missing
+        out.append(f"base model {job.base_path}")
+    return out
+
+
+def _warn_if_paths_are_node_local(job: TrainJob) -> None:
+    import ray
+
+    try:
+        hosts = {n.get("NodeManagerHostname") for n in ray.nodes() if n.get("Alive")}
+    except Exception:  # informative only
+        return
+    paths = node_local_paths(job)
+    if len(hosts) > 1 and paths:
+        log.warning("train: %s runs on a cluster of %d hosts, and these are local paths: %s. Every node must see "
+                    "them at the same path (one shared mount); otherwise use URLs every node reaches (s3://...)",
+                    job.job_id, len(hosts), "; ".join(paths))
+
+
 def cluster_has_gpus(num_workers: int) -> bool:
     """Whether the connected Ray cluster has a GPU for each of ``num_workers`` workers."""
     import ray
@@ -108,6 +136,7 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
 
     ensure_ray(ray_num_cpus, ray_address)
     _quiet_print_patch()
+    _warn_if_paths_are_node_local(job)
     trainer = TorchTrainer(
         train_loop or train_func,
         train_loop_config=job.model_dump(),

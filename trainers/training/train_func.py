@@ -30,18 +30,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from agentgym.processors.datasets.exceptions import DatasetNotFoundError
 from agentgym.processors.datasets.store import DatasetStore
+from agentgym.trainers.exceptions import BaseModelError, TrainingError
 from agentgym.trainers.fsutil import read_json
 from agentgym.trainers.modeling import is_tiny, load_model, load_tokenizer, resolve_base
 from agentgym.trainers.training.job import TrainJob
 from agentgym.trainers.training.trainer import build_trainer, is_peft, runtime_for
 
-__all__ = ["train_func", "FINAL_MARKER"]
+__all__ = ["train_func", "FINAL_MARKER", "base_path_here", "dataset_here"]
 
 FINAL_MARKER = "agentgym_final.json"
 
@@ -63,6 +67,41 @@ def _adapter_readable(uri: str) -> bool:
         return read_json(f"{uri.rstrip('/')}/adapter_config.json") is not None
     except (OSError, ValueError):
         return False
+
+
+def _node() -> str:
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return f"{socket.gethostname()} (Ray node {ray.util.get_node_ip_address()})"
+    return socket.gethostname()
+
+
+def base_path_here(job: TrainJob) -> str:
+    """What this worker loads as the base model.
+
+    The job's ``base_path`` was resolved where the job was launched. A ``tiny:`` base
+    missing on this node is built here (it is deterministic); a local directory missing
+    here is an error that says why: on a Ray cluster every node needs it at the same path.
+    """
+    path = job.base_path
+    if is_tiny(job.base_model):
+        return path if Path(path).is_dir() else resolve_base(job.base_model)
+    if path.startswith(("/", "./", "~")) and not Path(path).expanduser().is_dir():
+        raise BaseModelError(
+            f"base model directory {path} does not exist on {_node()}: on a Ray cluster every node needs the base "
+            "model at the same path (shared storage), or name a hub model id")
+    return path
+
+
+def dataset_here(job: TrainJob) -> Any:
+    """The job's dataset manifest, read on this worker (an error names the node and the storage it needs)."""
+    try:
+        return DatasetStore.open(job.dataset_uri)
+    except DatasetNotFoundError as exc:
+        raise TrainingError(
+            f"dataset {job.dataset_uri} cannot be read on {_node()} ({exc}): on a Ray cluster the dataset store must "
+            "be storage every node reaches at the same URL (an fsspec URL such as s3://..., or one shared mount)"
+        ) from None
 
 
 def train_func(config: dict[str, Any]) -> None:
@@ -94,10 +133,8 @@ def train_func(config: dict[str, Any]) -> None:
         import torch
 
         rt = runtime_for(job)
-        base_path = job.base_path
-        if is_tiny(job.base_model) and not Path(base_path).is_dir():
-            base_path = resolve_base(job.base_model)  # on another node: build the same tiny model here
-        manifest = DatasetStore.open(job.dataset_uri)
+        base_path = base_path_here(job)
+        manifest = dataset_here(job)
         store = DatasetStore(manifest.uri.rsplit("/", 1)[0])
         train_rows, eval_rows = store.read(manifest, "train"), store.read(manifest, "eval")
         tokenizer = load_tokenizer(base_path)
