@@ -14,7 +14,10 @@ each DatasetReady applies its policy:
   (the API's ``POST /v1/training-jobs``, :func:`~agentgym.trainers.jobs.request_job`) is
   never superseded and runs before the agent's automatic ones.
 
-A job then trains on Ray (:func:`agentgym.trainers.training.launcher.launch`), goes through
+A job then trains on Ray (:func:`agentgym.trainers.training.launcher.launch`) -- from the
+agent's champion: its adapter, trained further (``AGENTGYM_TRAIN_INIT_FROM=champion``, the
+default; ``base``: a fresh LoRA every round; a champion that is the base model itself has
+no adapter, so the first round is a fresh LoRA either way) --, goes through
 the validation gate against the agent's champion, is registered as ``candidate`` or
 ``rejected`` on ``gym-models-v1``, and a candidate gets its A/B experiment. Every step
 is written to the job record (:mod:`agentgym.trainers.jobs`). The offset of an announcement is
@@ -42,7 +45,7 @@ from agentgym.producers.kafka_security import librdkafka_security
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
-from agentgym.trainers.exceptions import GateError, RegistryError
+from agentgym.trainers.exceptions import GateError, InitAdapterError, RegistryError
 from agentgym.trainers.experiments import start_experiment
 from agentgym.trainers.gate import ValidationGate
 from agentgym.trainers.jobs import JobRecord, JobStore
@@ -180,23 +183,51 @@ class TrainerService:
         return self._candidates.get((tenant_id, agent_id))
 
     # -- one job ----------------------------------------------------------------------
-    def run_job(self, rec: JobRecord, base_model: str | None = None, **job_overrides: Any) -> JobOutcome:
+    def init_adapter_for(self, champion: ModelVersion | None, base: str) -> str | None:
+        """The adapter a job of the agent starts from: the champion's with ``train_init_from=champion``
+        (the default), when the champion has one and is an adapter of ``base``; else None (a fresh LoRA)."""
+        if self.train_settings.train_init_from != "champion" or champion is None or not champion.adapter_uri:
+            return None
+        if champion.base_model != base:
+            log.warning("trainer: the champion %s is an adapter of %s, the job trains %s: a fresh LoRA",
+                        champion.model_version, champion.base_model, base)
+            return None
+        return champion.adapter_uri
+
+    def run_job(self, rec: JobRecord, base_model: str | None = None, *, init_adapter: str | None = None,
+                **job_overrides: Any) -> JobOutcome:
         """Trains, gates, registers (and starts the experiment for) one admitted job.
 
         Args:
             rec: the job record (its ``job_id`` names the Ray run: the same id resumes).
             base_model: the base to fine-tune (default: the champion's base, else ``trainer_base_model``).
+            init_adapter: the adapter to train further (any fsspec URL; recorded as ``init_from=adapter``);
+                default: the champion's adapter when ``train_init_from`` is ``champion`` and it has one
+                (:meth:`init_adapter_for`), else a fresh LoRA.
             job_overrides: :class:`TrainJob` fields to override (``max_steps``, ...).
         """
         try:
             manifest = DatasetStore.open(rec.dataset_uri)
             champion = self.registry.champion(rec.tenant_id, rec.agent_id)
             base = base_model or (champion.base_model if champion is not None else self.settings.trainer_base_model)
+            init_from = "adapter" if init_adapter else "base"
+            if not init_adapter:
+                init_adapter = self.init_adapter_for(champion, base)
+                init_from = "champion" if init_adapter else "base"
             ensure_ray(self.train_settings.train_ray_num_cpus, self.train_settings.train_ray_address or None)
             ts = self.train_settings
             use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
-            job = TrainJob.for_dataset(manifest, base, ts, job_id=rec.job_id, use_gpu=use_gpu, **job_overrides)
-            rec = self.jobs.save(rec.with_status("running", f"training {job.method} on Ray", base_model=base,
+            try:
+                job = TrainJob.for_dataset(manifest, base, ts, job_id=rec.job_id, use_gpu=use_gpu,
+                                           init_adapter=init_adapter, init_from=init_from, **job_overrides)
+            except InitAdapterError as exc:
+                if init_from != "champion" or champion is None:
+                    raise
+                raise InitAdapterError(f"the champion {champion.model_version}'s adapter cannot be trained further: {exc} "
+                                       "(AGENTGYM_TRAIN_INIT_FROM=base trains a fresh LoRA)") from exc
+            start = (f" from the champion {champion.model_version}" if init_from == "champion" and champion else
+                     f" from the adapter {init_adapter}" if init_from == "adapter" else "")
+            rec = self.jobs.save(rec.with_status("running", f"training {job.method} on Ray{start}", base_model=base,
                                                  model_version=job.model_version, started_ms=self._clock()))
             result = launch(job)
             rec = self.jobs.save(rec.with_status("running", "validation gate"))

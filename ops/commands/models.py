@@ -1,4 +1,8 @@
-"""``agentgym models list|show|promote|retire``: the model registry on ``gym-models-v1``."""
+"""``agentgym models list|show|promote|retire``: the model registry on ``gym-models-v1``.
+
+``show VERSION`` adds the version's lineage (:mod:`agentgym.trainers.lineage`): parents down
+to the base model, with datasets, jobs, experiments and decisions.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import click
 
 from agentgym.trainers.exceptions import RegistryError
+from agentgym.trainers.lineage import load_lineage, render_lineage
 from agentgym.trainers.registry import ModelRegistry
 from agentgym.trainers.settings import TrainerServiceSettings
 
@@ -76,9 +81,38 @@ def _one(bootstrap: str | None, action: str, version: str) -> None:
 @models.command()
 @click.argument("version")
 @_BOOTSTRAP
-def show(version: str, bootstrap: str | None) -> None:
-    """Show one version: base, adapter, dataset, hyperparameters, metrics, status."""
-    _one(bootstrap, "get", version)
+@click.option("--jobs-dir", default=None, help="the trainer's job records [env AGENTGYM_TRAINER_JOBS_DIR]")
+@click.option("--lineage", "as_lineage", is_flag=True,
+              help="print only the lineage, as text: each generation down to the base model")
+def show(version: str, bootstrap: str | None, jobs_dir: str | None, as_lineage: bool) -> None:
+    """Show one version: base, adapter, dataset, hyperparameters, metrics, status, and its lineage.
+
+    JSON (one object, as before, with a ``lineage`` list added: the chain of parents down
+    to the base model, newest first, each with its dataset, training job, what training
+    started from, and the experiments and decisions that promoted or retired it);
+    ``--lineage`` prints that chain as text.
+    """
+    settings = TrainerServiceSettings()
+    bootstrap = bootstrap or settings.bootstrap_servers
+    registry = _registry(bootstrap)
+    warnings: list[str] = []
+    try:
+        versions = registry.versions()
+        chain = load_lineage(bootstrap, version, jobs_dir or settings.trainer_jobs_dir, versions=versions,
+                             on_error=warnings.append)
+    except RegistryError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        registry.close()
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
+    if as_lineage:
+        click.echo(f"lineage of {version} (newest first):")
+        for line in render_lineage(chain):
+            click.echo(f"  {line}")
+        return
+    m = next(mv for mv in versions if mv.model_version == version)
+    click.echo(json.dumps({**asdict(m), "lineage": [asdict(g) for g in chain]}, default=dict, indent=2, sort_keys=True))
 
 
 @models.command()

@@ -5,6 +5,13 @@ goes through the validation gate and into the registry (candidate or rejected, a
 candidate gets its A/B experiment), exactly as the trainer service does;
 ``--no-register`` only trains and stores the adapter. ``--job-id`` of an interrupted
 job resumes it from its last checkpoint.
+
+What training starts from: with ``--register``, the agent's champion's adapter, trained
+further (``--init-from champion``, env ``AGENTGYM_TRAIN_INIT_FROM``, the default; a champion
+that is the base model has none: a fresh LoRA), or a fresh LoRA on the base
+(``--init-from base``); ``--init-adapter URI`` names the adapter to start from instead
+(its LoRA shape wins over ``AGENTGYM_TRAIN_LORA_*``). ``--no-register`` does not read the
+registry: a fresh LoRA unless ``--init-adapter`` is given.
 """
 
 from __future__ import annotations
@@ -41,8 +48,15 @@ __all__ = ["train"]
 @click.option("--learning-rate", type=float, default=None, help="[env AGENTGYM_TRAIN_LEARNING_RATE]")
 @click.option("--register/--no-register", default=True, show_default=True,
               help="gate the adapter against the champion and register it")
+@click.option("--init-from", type=click.Choice(["champion", "base"]), default=None,
+              help="start from the champion's adapter (a fresh LoRA when the champion is the base model), or a fresh "
+                   "LoRA on the base [env AGENTGYM_TRAIN_INIT_FROM; champion]; --no-register: base")
+@click.option("--init-adapter", default=None, metavar="URI",
+              help="start from this LoRA adapter (a directory or fsspec URL; its LoRA shape wins over the settings'); "
+                   "the registry records init_from=adapter")
 def train(dataset: str, base: str | None, job_id: str | None, method: str | None, workers: int | None, gpu: bool | None,
-          max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool) -> None:
+          max_steps: int | None, epochs: float | None, learning_rate: float | None, register: bool, init_from: str | None,
+          init_adapter: str | None) -> None:
     """Fine-tune a LoRA adapter on a finished dataset with Ray Train."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     overrides: dict[str, Any] = {}
@@ -58,11 +72,15 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
         overrides["train_epochs"] = epochs
     if learning_rate is not None:
         overrides["train_learning_rate"] = learning_rate
+    if init_from is not None:
+        overrides["train_init_from"] = init_from
+    if init_adapter and init_from == "base":
+        raise click.UsageError("--init-adapter and --init-from base contradict each other: pass one of them")
     ts = TrainSettings(**overrides)
     try:
         manifest = DatasetStore.open(dataset) if "/" in dataset else DatasetStore(ts.dataset_store).manifest(dataset)
         if register:
-            outcome = _train_and_register(manifest, base, job_id, ts)
+            outcome = _train_and_register(manifest, base, job_id, ts, init_adapter)
             click.echo(json.dumps({"job": outcome.record.job_id, "status": outcome.record.status,
                                    "model_version": outcome.record.model_version, "verdict": outcome.record.verdict,
                                    "reason": outcome.record.reason, "experiment_id": outcome.experiment_id,
@@ -75,14 +93,14 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
         use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
 
         job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
-                                   use_gpu=use_gpu)
+                                   use_gpu=use_gpu, init_adapter=init_adapter)
         result = launch(job)
     except (TrainersError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps({"job": job.job_id, "adapter_uri": result.adapter_uri, "metrics": result.metrics}, indent=2))
 
 
-def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any) -> Any:
+def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any, init_adapter: str | None) -> Any:
     import time
 
     service = TrainerService(train_settings=ts)
@@ -94,6 +112,6 @@ def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts:
     if existing is not None:
         rec = existing
     try:
-        return service.run_job(service.jobs.save(rec), base_model=base)
+        return service.run_job(service.jobs.save(rec), base_model=base, init_adapter=init_adapter)
     finally:
         service.close()
