@@ -151,7 +151,8 @@ class TrainerServiceSettings(SharedSettings):
     trainer_group: str = Field("agentgym-trainer", description="consumer group of the trainer service")
     trainer_base_model: str = Field(
         "tiny:llama", description="base model of a job when the agent has no champion yet (a hub id, a local path, or "
-        "`tiny:llama` for demos); later jobs fine-tune the champion's base")
+        "`tiny:llama` for demos); later jobs fine-tune the champion's base (from the champion's adapter: "
+        "`AGENTGYM_TRAIN_INIT_FROM`)")
     trainer_min_examples: int = Field(50, ge=1, description="policy: datasets with fewer examples are skipped (>= 1)")
     trainer_cooldown_s: float = Field(
         3600.0, ge=0, description="policy: seconds between the starts of two jobs of one tenant and agent; a dataset "
