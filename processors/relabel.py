@@ -195,12 +195,19 @@ def _read(consumer: Any, topic: str, partition: int, start: int, stop: int, hand
     tp = TopicPartition(topic, partition, start)
     consumer.assign([tp])
     while True:
-        for m in consumer.consume(500, 0.2):
+        # what is buffered at once; else wait for one message (consume(n, t) would wait t for n of them)
+        batch = consumer.consume(500, 0)
+        if not batch:
+            one = consumer.poll(0.1)
+            batch = [one] if one is not None else []
+        for m in batch:
             if m.error() is not None or m.topic() != topic or m.partition() != partition:
                 continue
             if m.offset() >= stop:
                 return
             handle(m)
+            if m.offset() >= stop - 1:
+                return
         position = consumer.position([TopicPartition(topic, partition)])[0].offset
         if position >= stop:  # (past transaction markers and compacted gaps too)
             return
@@ -274,7 +281,7 @@ class LogReplay:
 
         self._started = time.monotonic()
         consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": f"agentgym-replay-{os.urandom(6).hex()}",
-                             "enable.auto.commit": False, "enable.partition.eof": False, "fetch.wait.max.ms": 100,
+                             "enable.auto.commit": False, "enable.partition.eof": False, "fetch.wait.max.ms": 10,
                              "logger": logging.getLogger("agentgym.kafka"), **self.security})
         producer = None if self.dry_run else Producer({
             "bootstrap.servers": self.bootstrap_servers, "enable.idempotence": True, "acks": "all", "linger.ms": 20,
@@ -288,11 +295,13 @@ class LogReplay:
                     self._save_checkpoint(state)
             self._prepare()
             todo = [p for p in range(_PARTITIONS) if p not in state["done"]]
+            offsets = self._offsets(consumer, state, todo)
             for p in todo:
-                self._partition(consumer, producer, p, state)
+                self._partition(consumer, producer, p, state, offsets[p])
+                state["done"] = sorted({*state["done"], p})
                 if not self.dry_run:
-                    state["done"] = sorted({*state["done"], p})
                     self._save_checkpoint(state)
+                self._report(p, state, "done", PartitionCounts(), force=True)
             if not self.dry_run:
                 self.checkpoint_path.unlink(missing_ok=True)  # complete: the same command later is a new replay
             return ReplayResult(self._counts, todo, resumed, state["since_ms"], state["until_ms"],
@@ -339,12 +348,31 @@ class LogReplay:
                 if (self.request.tenant_id is None or t == self.request.tenant_id)
                 and (self.request.agent_id is None or a == self.request.agent_id)}
 
-    def _offset_at(self, consumer: Any, topic: str, partition: int, ts_ms: int, end: int) -> int:
-        """The first offset whose timestamp is at or after ``ts_ms`` (``end`` when none is)."""
+    def _offsets(self, consumer: Any, state: dict[str, Any], partitions: list[int]) -> dict[int, dict[str, tuple[int, int]]]:
+        """Per partition, the ``[start, stop)`` offsets to read of each topic (two ``offsets_for_times`` requests
+        for all of them, one for the outcomes' ends)."""
         from confluent_kafka import TopicPartition
 
-        found = consumer.offsets_for_times([TopicPartition(topic, partition, ts_ms)], timeout=self.timeout_s)[0]
-        return end if found.offset < 0 else min(found.offset, end)
+        if not partitions:
+            return {}
+        since, until = state["since_ms"], state["until_ms"]
+        starts = consumer.offsets_for_times([TopicPartition(t, p, since) for p in partitions for t in (_EXPERIENCES, _FEEDBACK, _OUTCOMES)],
+                                            timeout=self.timeout_s)
+        after = consumer.offsets_for_times([TopicPartition(_EXPERIENCES, p, until + 1) for p in partitions], timeout=self.timeout_s)
+        first = {(tp.topic, tp.partition): tp.offset for tp in starts}
+        past_until = {tp.partition: tp.offset for tp in after}
+        out: dict[int, dict[str, tuple[int, int]]] = {}
+        for p in partitions:
+            ends = {_EXPERIENCES: int(state["experiences_end"][str(p)]), _FEEDBACK: int(state["feedback_end"][str(p)]),
+                    _OUTCOMES: consumer.get_watermark_offsets(TopicPartition(_OUTCOMES, p), timeout=self.timeout_s)[1]}
+
+            def at(offset: int, end: int) -> int:
+                return end if offset < 0 else min(offset, end)  # < 0: no message at or after that time
+
+            out[p] = {t: (at(first[(t, p)], end), end) for t, end in ends.items()}
+            start, end = out[p][_EXPERIENCES]
+            out[p][_EXPERIENCES] = (start, max(start, at(past_until[p], end)))
+        return out
 
     def _report(self, p: int, state: dict[str, Any], phase: str, counts: PartitionCounts, force: bool = False) -> None:
         now = time.monotonic()
@@ -360,17 +388,13 @@ class LogReplay:
         except DecodeError:
             return None  # the sink and the labeller dead-letter it; a replay passes it by
 
-    def _partition(self, consumer: Any, producer: Any, p: int, state: dict[str, Any]) -> None:
-        """Phases 1-5 for partition ``p``."""
-        from confluent_kafka import TopicPartition
-
+    def _partition(self, consumer: Any, producer: Any, p: int, state: dict[str, Any],
+                   offsets: dict[str, tuple[int, int]]) -> None:
+        """Phases 1-4 for partition ``p``."""
         r = self.request
         deadline = time.monotonic() + self.timeout_s * 10
         replay = PartitionReplay(self.engine, lambda t, a: self.learners.get((t, a)), p, r.tenant_id, r.agent_id,
                                  self.deletions)
-        exp_end = int(state["experiences_end"][str(p)])
-        exp_start = self._offset_at(consumer, _EXPERIENCES, p, state["since_ms"], exp_end)
-        exp_stop = self._offset_at(consumer, _EXPERIENCES, p, state["until_ms"] + 1, exp_end)
 
         def experience(m: Any) -> None:
             ts = m.timestamp()[1]
@@ -380,9 +404,8 @@ class LogReplay:
                     replay.experience(record, m.key())
             self._report(p, state, "experiences", replay.counts)
 
-        _read(consumer, _EXPERIENCES, p, exp_start, exp_stop, experience, deadline)
+        _read(consumer, _EXPERIENCES, p, *offsets[_EXPERIENCES], experience, deadline)
         if len(replay):
-            fb_end = int(state["feedback_end"][str(p)])
 
             def feedback(m: Any) -> None:
                 record = self._decode(m, "Feedback")
@@ -390,9 +413,7 @@ class LogReplay:
                     replay.feedback(record, m.key())
                 self._report(p, state, "feedback", replay.counts)
 
-            _read(consumer, _FEEDBACK, p, self._offset_at(consumer, _FEEDBACK, p, state["since_ms"], fb_end), fb_end,
-                  feedback, deadline)
-            out_end = consumer.get_watermark_offsets(TopicPartition(_OUTCOMES, p), timeout=self.timeout_s)[1]
+            _read(consumer, _FEEDBACK, p, *offsets[_FEEDBACK], feedback, deadline)
 
             def outcome(m: Any) -> None:
                 record = self._decode(m, "Outcome")
@@ -400,12 +421,9 @@ class LogReplay:
                     replay.outcome(record)
                 self._report(p, state, "outcomes", replay.counts)
 
-            _read(consumer, _OUTCOMES, p, self._offset_at(consumer, _OUTCOMES, p, state["since_ms"], out_end), out_end,
-                  outcome, deadline)
+            _read(consumer, _OUTCOMES, p, *offsets[_OUTCOMES], outcome, deadline)
         self._emit(producer, p, replay)
         self._counts.add(replay.counts)
-        state_after = {**state, "done": sorted({*state["done"], p})}
-        self._report(p, state_after, "done", PartitionCounts(), force=True)
 
     def _emit(self, producer: Any, p: int, replay: PartitionReplay) -> None:
         errors: list[str] = []

@@ -266,13 +266,14 @@ class PartitionReplay:
 
     def feedback(self, record: dict[str, Any], key: bytes | None = None) -> bool:
         """Takes one Feedback record; only a trace whose experience was taken (same tenant) keeps it."""
-        st = self._states.get(record.get("trace_id") or "")
-        if st is None or st.tenant_id != record.get("tenant_id"):
-            if self._wanted(record):
-                self.counts.skipped_no_experience += 1
+        if not self._wanted(record):
             return False
         self.counts.feedback += 1
         if self._deleted("Feedback", record):
+            return False
+        st = self._states.get(record.get("trace_id") or "")
+        if st is None or st.tenant_id != record.get("tenant_id"):
+            self.counts.skipped_no_experience += 1
             return False
         try:
             self.engine.ingest_feedback(st, record, self.partition, int(record.get("timestamp_ms") or 0), key)
