@@ -145,8 +145,7 @@ def lineage(version: str, versions: Mapping[str, ModelVersion], jobs: Mapping[st
         last = current
         parent = current.parent_version
         if parent and parent not in versions:  # a parent the registry no longer holds: named, not followed
-            chain.append(Generation(model_version=parent, status="unknown", base_model=current.base_model,
-                                    adapter_uri="?"))
+            chain.append(Generation(model_version=parent, status="unknown", base_model=current.base_model))
             return chain
         current = versions.get(parent) if parent else None
     if last.adapter_uri:  # a fine-tuned root: it rests on its base model
