@@ -279,7 +279,7 @@ class LogReplay:
         """
         from confluent_kafka import Consumer, Producer
 
-        self._started = time.monotonic()
+        self._started = self._last_report = time.monotonic()  # (the first report after progress_s)
         consumer = Consumer({"bootstrap.servers": self.bootstrap_servers, "group.id": f"agentgym-replay-{os.urandom(6).hex()}",
                              "enable.auto.commit": False, "enable.partition.eof": False, "fetch.wait.max.ms": 10,
                              "logger": logging.getLogger("agentgym.kafka"), **self.security})

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             t = time.monotonic()
             done = subprocess.run(cmd, env=env, capture_output=True, text=True)
             print(f"--- {what}: exit {done.returncode}, {time.monotonic() - t:.1f} s wall (Python start included)")
-            print(done.stderr.splitlines()[0] if done.stderr else "")
+            print(done.stderr.rstrip())
             print(done.stdout.rstrip())
             if done.returncode != 0:
                 print(done.stderr, file=sys.stderr)
