@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -197,7 +198,41 @@ def topics() -> None:
 
 @topics.command("create")
 @click.option("--bootstrap-servers", envvar="AGENTGYM_BOOTSTRAP_SERVERS", default="127.0.0.1:9092", show_default=True)
-def create(bootstrap_servers: str) -> None:
-    """Create the topics that do not exist yet."""
+@click.option("--brokers", type=click.IntRange(1), default=None,
+              help="first wait until the cluster lists this many brokers: replication follows the brokers listed "
+                   "(3 replicas and min.insync.replicas=2 on three or more)")
+@click.option("--wait", "wait_s", type=float, default=120.0, show_default=True, help="seconds to wait for --brokers")
+def create(bootstrap_servers: str, brokers: int | None, wait_s: float) -> None:
+    """Create the topics that do not exist yet, with replication from the cluster's size."""
+    if brokers is not None:
+        try:
+            listed = wait_for_brokers(bootstrap_servers, brokers, wait_s)
+        except StackError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        click.echo(f"the cluster lists {listed} brokers")
     created = ensure_topics(bootstrap_servers)
     click.echo(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+def wait_for_brokers(bootstrap_servers: str, n: int, timeout_s: float) -> int:
+    """Waits until the metadata at ``bootstrap_servers`` lists ``n`` brokers; returns how many it lists.
+
+    Raises:
+        StackError: fewer after ``timeout_s``.
+    """
+    from confluent_kafka.admin import AdminClient  # local: keep the CLI's start-up light
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0, **client_security(None)})  # quiet while nodes start
+    deadline = time.monotonic() + timeout_s
+    seen = 0
+    while True:
+        try:
+            seen = len(admin.list_topics(timeout=min(5.0, max(0.1, deadline - time.monotonic()))).brokers)
+        except Exception:  # not reachable yet
+            seen = 0
+        if seen >= n:
+            return seen
+        if time.monotonic() >= deadline:
+            raise StackError(f"the cluster at {bootstrap_servers} lists {seen} of {n} brokers after {timeout_s:.0f}s")
+        time.sleep(0.5)

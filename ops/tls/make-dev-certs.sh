@@ -5,7 +5,8 @@
 #
 # writes into DIR:
 #   ca.pem, ca.key             the CA; clients trust ca.pem (AGENTGYM_KAFKA_SSL_CA, curl --cacert)
-#   kafka.pem, kafka.key       the broker: kafka, localhost, 127.0.0.1 (compose's `kafka`, `agentgym kafka start --tls`)
+#   kafka.pem, kafka.key       the brokers: kafka, kafka-2, kafka-3, localhost, 127.0.0.1 (compose's three Kafka
+#                              nodes, `agentgym kafka start --tls`)
 #   gateway.pem, gateway.key   the API: gateway, localhost, 127.0.0.1 (AGENTGYM_GATEWAY_TLS_CERT/_KEY)
 #   client.pem, client.key     a client certificate, for brokers or an API that require one (mutual TLS)
 #
@@ -44,7 +45,7 @@ leaf() {  # name, extendedKeyUsage, subjectAltName ("" for none)
 }
 
 # the broker also connects to itself (inter-broker listener): serverAuth and clientAuth
-leaf kafka "serverAuth,clientAuth" "DNS:kafka,DNS:localhost,IP:127.0.0.1"
+leaf kafka "serverAuth,clientAuth" "DNS:kafka,DNS:kafka-2,DNS:kafka-3,DNS:localhost,IP:127.0.0.1"
 leaf gateway "serverAuth" "DNS:gateway,DNS:localhost,IP:127.0.0.1"
 leaf client "clientAuth" ""
 chmod 0644 ./*.pem  # certificates are public; keys stay 0600

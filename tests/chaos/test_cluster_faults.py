@@ -12,7 +12,7 @@ event recorded after it into such a partition that the sink inserted.
 The cluster runs with ``broker.session.timeout.ms`` of 3 s instead of Kafka's 9 s, so
 the controller fences a dead broker sooner, and its JVMs compile with C1 only (a start
 about a third faster on two busy cores); everything else is Kafka's default. The broker
-killed in (a) starts again while (a) drains its events; (b) waits until every partition
+killed in (a) starts again once writes recovered, while the agent still records; (b) waits until every partition
 has its three replicas in sync again before it kills the next leader.
 """
 
@@ -190,12 +190,25 @@ def test_topics_are_replicated_three_times_with_two_in_sync_required(cluster: Ka
         "default.replication.factor": "3", "min.insync.replicas": "2"}
 
 
+def test_a_faust_worker_creates_its_topics_with_three_replicas(cluster: KafkaCluster, tmp_path: Path) -> None:
+    import faust
+
+    from agentgym.processors import replication
+    from agentgym.processors.settings import ProcessorSettings
+
+    # the hook create_app installs, on a bare app (the whole app's imports are slow)
+    app = faust.App("replication-test", broker=f"kafka://{cluster.members[0].bootstrap_servers}", topic_replication_factor=1)
+    replication.install(app, ProcessorSettings(home=tmp_path, bootstrap_servers=cluster.bootstrap_servers))  # type: ignore[arg-type]
+    app.on_worker_init.send()  # what `faust worker` does before the app starts and declares its topics
+    assert app.conf.topic_replication_factor == 3
+
+
 def test_leader_killed_during_produce_loses_nothing_and_never_blocks_the_agent(
         cluster: KafkaCluster, store: Store, unique: str, tmp_path: Path) -> None:
     tenant = f"cp-{unique}"
     probe = f"probe-{unique}"
     create_topics(cluster.bootstrap_servers, {probe: (6, {})})  # replication from the cluster: 3
-    n, rate = 4000, 500.0
+    n, rate = 3000, 500.0
     gym = AgentGym(cluster.bootstrap_servers, tenant, "a", spool_dir=tmp_path / "spool", spool_replay_interval_s=0.5)
     agent = Agent(gym, n, rate)
     victim = -1
@@ -208,13 +221,12 @@ def test_leader_killed_during_produce_loses_nothing_and_never_blocks_the_agent(
         cluster.kill_member(victim)
         recover_s = _first_ack(cluster.bootstrap_servers, probe, probe_parts, t_kill)
         during = agent.calls_between(t_kill, t_kill + recover_s)
+        cluster.member(victim).launch(quiet=True)  # back for the next test: it catches up while the agent records
         agent.join(60)
         assert not agent.is_alive(), "the agent did not finish"
         unflushed = gym.flush(60)
     finally:
         gym.close()
-        if victim > 0:
-            cluster.member(victim).launch(quiet=True)  # back for the next test; it catches up meanwhile
     sink = _sink(cluster, store, f"g-{unique}")
     try:
         drain_sink(sink, lambda: _counts(store, tenant)[0] >= n)
@@ -236,7 +248,7 @@ def test_leader_killed_during_consumption_loses_nothing_and_duplicates_nothing(
     t0 = time.monotonic()
     _wait(lambda: _fully_replicated(cluster.bootstrap_servers), 120, "3 in-sync replicas everywhere (a broker restarted)")
     print(f"\nevery partition had 3 in-sync replicas again {time.monotonic() - t0:.1f}s into the test")
-    n, rate = 4000, 500.0
+    n, rate = 3000, 500.0
     gym = AgentGym(cluster.bootstrap_servers, tenant, "a", spool_dir=tmp_path / "spool", spool_replay_interval_s=0.5)
     agent = Agent(gym, n, rate)
     sink = _sink(cluster, store, f"g-{unique}")

@@ -242,18 +242,27 @@ def kafka_listeners(value: str) -> dict[str, tuple[str, int]]:
     return out
 
 
-def kafka_env() -> dict[str, str | None]:
-    return environment(service("kafka"))
+def kafka_env(name: str = "kafka") -> dict[str, str | None]:
+    return environment(service(name))
+
+
+def kafka_nodes() -> list[str]:
+    """The Kafka services (the apache/kafka image), ``kafka`` first."""
+    return sorted((n for n, svc in services().items() if str(svc.get("image", "")).startswith("apache/kafka:")),
+                  key=lambda n: (n != "kafka", n))
 
 
 def internal_bootstrap() -> str:
-    """host:port of the broker for the other containers, from its advertised listeners."""
-    env = kafka_env()
-    advertised = kafka_listeners(env["KAFKA_ADVERTISED_LISTENERS"] or "")
-    internal = env.get("KAFKA_INTER_BROKER_LISTENER_NAME")
-    assert internal in advertised, f"the inter-broker listener {internal!r} is not advertised: {advertised}"
-    host, port = advertised[internal]
-    return f"{host}:{port}"
+    """host:port,... of the brokers for the other containers, from their advertised listeners."""
+    out = []
+    for name in kafka_nodes():
+        env = kafka_env(name)
+        advertised = kafka_listeners(env["KAFKA_ADVERTISED_LISTENERS"] or "")
+        internal = env.get("KAFKA_INTER_BROKER_LISTENER_NAME")
+        assert internal in advertised, f"{name}: the inter-broker listener {internal!r} is not advertised: {advertised}"
+        host, port = advertised[internal]
+        out.append(f"{host}:{port}")
+    return ",".join(out)
 
 
 def external_listener() -> tuple[str, tuple[str, int], tuple[str, int]]:
@@ -474,35 +483,59 @@ def test_kafka_runs_in_kraft_mode_without_zookeeper() -> None:
     bound = kafka_listeners(env["KAFKA_LISTENERS"] or "")
     controller_names = (env.get("KAFKA_CONTROLLER_LISTENER_NAMES") or "").split(",")
     assert controller_names and all(n in bound for n in controller_names), "the controller listener is not bound"
-    voters = (env.get("KAFKA_CONTROLLER_QUORUM_VOTERS") or "").split(",")
-    assert len(voters) == 1, f"one node, one voter: {voters}"
-    node_id, _, address = voters[0].partition("@")
-    assert node_id == env.get("KAFKA_NODE_ID"), f"voter {voters[0]} is not KAFKA_NODE_ID {env.get('KAFKA_NODE_ID')}"
-    host, port = host_port(address)
-    assert host in {"kafka", service("kafka").get("hostname")}, f"voter host {host} is not the kafka service"
-    assert port == bound[controller_names[0]][1], "the voter's port is not the controller listener's"
+    # three nodes, each a voter of one quorum: the voters are the Kafka services, by node id and host name
+    nodes = kafka_nodes()
+    assert len(nodes) == 3, f"three Kafka nodes, got {nodes}"
+    voters = dict(v.partition("@")[::2] for v in (env.get("KAFKA_CONTROLLER_QUORUM_VOTERS") or "").split(","))
+    assert len(voters) == 3, f"three voters: {voters}"
+    for name in nodes:
+        node_env = kafka_env(name)
+        assert node_env.get("KAFKA_CONTROLLER_QUORUM_VOTERS") == env.get("KAFKA_CONTROLLER_QUORUM_VOTERS"), name
+        assert node_env.get("CLUSTER_ID") == cluster_id, f"{name} formats another cluster id"
+        node_id = str(node_env.get("KAFKA_NODE_ID"))
+        assert node_id in voters, f"{name}: node id {node_id} is not a voter of {voters}"
+        host, port = host_port(voters[node_id])
+        assert host in {name, service(name).get("hostname")}, f"voter {node_id}@{host} is not the {name} service"
+        assert port == kafka_listeners(node_env["KAFKA_LISTENERS"] or "")[controller_names[0]][1], \
+            f"voter {node_id}'s port is not {name}'s controller listener"
+        advertised = kafka_listeners(node_env["KAFKA_ADVERTISED_LISTENERS"] or "")
+        assert advertised[str(node_env["KAFKA_INTER_BROKER_LISTENER_NAME"])][0] == service(name).get("hostname", name)
+    assert len({str(kafka_env(n).get("KAFKA_NODE_ID")) for n in nodes}) == 3, "node ids are not distinct"
 
     protocols = dict(item.split(":") for item in (env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP") or "").split(","))
     assert set(bound) <= set(protocols), f"listeners without a security protocol: {set(bound) - set(protocols)}"
 
 
-def test_kafka_single_node_replication_and_no_auto_topic_creation() -> None:
-    env = kafka_env()
-    assert (env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") or "").lower() == "false"
-    for required in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"):
-        assert required in env, f"{required} must be set (its default of 3 cannot be met by one broker)"
-    for key, value in env.items():
-        if key.endswith("REPLICATION_FACTOR") or key.endswith("MIN_ISR") or key == "KAFKA_MIN_INSYNC_REPLICAS":
-            assert value == "1", f"{key}={value} on a one-broker cluster"
+def test_kafka_three_node_replication_and_no_auto_topic_creation() -> None:
+    from agentgym.schemas.topics import replication_for
+
+    rf, min_isr = replication_for(len(kafka_nodes()))
+    assert (rf, min_isr) == (3, 2)
+    for name in kafka_nodes():
+        env = kafka_env(name)
+        assert (env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") or "").lower() == "false"
+        for required in ("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR", "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+                         "KAFKA_DEFAULT_REPLICATION_FACTOR", "KAFKA_MIN_INSYNC_REPLICAS"):
+            assert required in env, f"{name}: {required} must be set"
+        for key, value in env.items():
+            if key.endswith("REPLICATION_FACTOR"):
+                assert value == str(rf), f"{name}: {key}={value}, the topics get {rf} replicas"
+            elif key.endswith("MIN_ISR") or key == "KAFKA_MIN_INSYNC_REPLICAS":
+                assert value == str(min_isr), f"{name}: {key}={value}, the topics need {min_isr} in sync"
+    # the topics job waits for every node, so replication follows the whole cluster
+    command = " ".join(service("topics")["command"])
+    assert f"agentgym topics create --brokers {len(kafka_nodes())}" in command
+    assert set(kafka_nodes()) <= set(service("topics")["depends_on"]), "the topics job does not wait for every node"
 
 
 def test_services_reach_kafka_at_its_internal_listener() -> None:
     bootstrap = internal_bootstrap()
-    host, port = host_port(bootstrap)
-    assert host in {"kafka", service("kafka").get("hostname")}, f"internal listener host {host} is not the kafka service"
-    bound = kafka_listeners(kafka_env()["KAFKA_LISTENERS"] or "")
-    internal = kafka_env().get("KAFKA_INTER_BROKER_LISTENER_NAME") or ""
-    assert bound[internal][1] == port, "internal listener advertised on another port"
+    for name, address in zip(kafka_nodes(), bootstrap.split(",")):
+        host, port = host_port(address)
+        assert host in {name, service(name).get("hostname")}, f"internal listener host {host} is not the {name} service"
+        bound = kafka_listeners(kafka_env(name)["KAFKA_LISTENERS"] or "")
+        internal = kafka_env(name).get("KAFKA_INTER_BROKER_LISTENER_NAME") or ""
+        assert bound[internal][1] == port, f"{name}: internal listener advertised on another port"
 
     users = {svc: value for svc, key, value in agentgym_service_env() if key.upper() == "AGENTGYM_BOOTSTRAP_SERVERS"}
     assert {"topics", "processors", "gateway", "trainer"} <= set(users), f"services given bootstrap servers: {sorted(users)}"

@@ -75,6 +75,14 @@ def test_every_kafka_client_moves_to_sasl_ssl_with_the_ca() -> None:
         assert f"./tls:{MOUNT}:ro" in override()[name]["volumes"], name
 
 
+def test_every_kafka_node_gets_the_same_tls_settings() -> None:
+    from tests.unit.test_compose import kafka_nodes
+
+    assert len(kafka_nodes()) == 3
+    for name in kafka_nodes():
+        assert override().get(name) == override()["kafka"], f"{name} is not overridden like kafka"
+
+
 def test_the_broker_listeners_become_sasl_ssl() -> None:
     kafka = environment(override()["kafka"])
     protocols = dict(item.split(":") for item in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
@@ -94,7 +102,7 @@ def test_the_dev_certificates_serve_the_names_the_stack_uses(dev_certs: Path) ->
              if v and v.startswith(MOUNT + "/")}
     assert named and all((dev_certs / f).is_file() for f in named), named
     client = ssl.create_default_context(cafile=str(dev_certs / "ca.pem"))
-    for leaf, hosts in (("kafka", ("kafka", "localhost", "127.0.0.1")), ("gateway", ("gateway", "127.0.0.1"))):
+    for leaf, hosts in (("kafka", ("kafka", "kafka-2", "kafka-3", "localhost", "127.0.0.1")), ("gateway", ("gateway", "127.0.0.1"))):
         server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server.load_cert_chain(str(dev_certs / f"{leaf}.pem"), str(dev_certs / f"{leaf}.key"))
         for host in hosts:
