@@ -10,7 +10,11 @@ each DatasetReady applies its policy:
   candidate of the agent is still in its A/B experiment (one experiment per agent at a
   time; the registry promoter or a rollback ends it) -- else the job is ``deferred``
   until then, and a newer dataset of the same agent supersedes it (datasets are
-  cumulative, so the newest holds everything the older one did). A *requested* job
+  cumulative, so the newest holds everything the older one did);
+* the dataset was announced after the agent's champion was promoted -- else the job
+  waits for a newer dataset: one that predates the champion holds none of the traffic
+  it served alone, so none of its failures (after a promotion, the next round learns
+  what the new champion gets wrong, e.g. a kind of request that appeared meanwhile). A *requested* job
   (the API's ``POST /v1/training-jobs``, :func:`~agentgym.trainers.jobs.request_job`) is
   never superseded and runs before the agent's automatic ones.
 
@@ -103,6 +107,8 @@ class TrainerService:
         self._consumer: Any = None
         self._recovered = False
         self._candidates: dict[tuple[str, str], str] | None = None
+        # each agent's champion and when an experiment promoted it (0: not by an experiment), read with the candidates
+        self._promoted: dict[tuple[str, str], tuple[str, int]] = {}
         self._candidates_read = 0.0
         self.promoter: RegistryPromoter | None = (
             RegistryPromoter(self.settings.bootstrap_servers, self.settings.trainer_promoter_group)
@@ -156,8 +162,12 @@ class TrainerService:
                 continue
             if rec.started_ms == 0:
                 in_test = self._candidate_in_test(rec.tenant_id, rec.agent_id)
-                if in_test:
-                    reason = f"waiting for the experiment of candidate {in_test} to decide"
+                reason = f"waiting for the experiment of candidate {in_test} to decide" if in_test else ""
+                promoted = self._promoted.get((rec.tenant_id, rec.agent_id))
+                if not reason and not rec.requested and promoted is not None and rec.created_ms < promoted[1]:
+                    # the dataset predates the champion: its traffic (and its failures) are not in it
+                    reason = f"waiting for a dataset newer than the promotion of champion {promoted[0]}"
+                if reason:
                     if rec.reason != reason:
                         self.jobs.save(rec.with_status("deferred", reason))
                     continue
@@ -174,8 +184,10 @@ class TrainerService:
         now = time.monotonic()
         if self._candidates is None or now - self._candidates_read >= 5.0:
             try:
-                self._candidates = {(mv.tenant_id, mv.agent_id): mv.model_version
-                                    for mv in self.registry.versions() if mv.status == "candidate"}
+                versions = self.registry.versions()
+                self._candidates = {(mv.tenant_id, mv.agent_id): mv.model_version for mv in versions if mv.status == "candidate"}
+                self._promoted = {(mv.tenant_id, mv.agent_id): (mv.model_version, int(mv.metrics.get("promoted_ms") or 0))
+                                  for mv in versions if mv.status == "champion"}
             except RegistryError as exc:
                 log.warning("trainer: cannot read the registry (%s); jobs wait", exc)
                 return "(registry unreadable)"

@@ -109,3 +109,23 @@ def test_a_requested_job_is_not_superseded_and_runs_before_the_automatic_one(ser
 
     outcomes = service.run_due()  # both are due; the requested one goes first (datasets missing: both fail fast)
     assert [o.record.job_id for o in outcomes] == [asked.job_id, newer.job_id]
+
+
+def test_after_a_promotion_a_dataset_that_predates_it_waits_for_a_newer_one(
+        registry: ModelRegistry, service: TrainerService, tmp_path: Path, unique: str) -> None:
+    tenant = f"t-{unique}"
+    old = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-old"))  # announced before the promotion
+    champion = registry.register(ModelVersion(tenant_id=tenant, model_version=f"{unique}-v1", agent_id=AGENT,
+                                              base_model="tiny:llama", status="champion", adapter_uri=f"/models/{unique}-v1",
+                                              metrics={"promoted_ms": float(old.created_ms + 1)}))
+    assert service.run_due() == []
+    waiting = service.jobs.get(old.job_id)
+    assert waiting is not None and waiting.status == "deferred" and waiting.started_ms == 0
+    assert waiting.reason == f"waiting for a dataset newer than the promotion of champion {champion.model_version}"
+
+    # the next dataset (announced after the promotion) supersedes it and runs
+    service._clock = lambda: old.created_ms + 10  # type: ignore[method-assign]
+    newer = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-new"))
+    assert service.jobs.get(old.job_id).status == "superseded"  # type: ignore[union-attr]
+    [outcome] = service.run_due()
+    assert outcome.record.job_id == newer.job_id and outcome.record.status == "failed"  # the dataset is not on disk
