@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agentgym.processors.deletions import DeletionLog, DeletionSet
 from agentgym.processors.labelling.engine import AgentLearner, LabellingEngine
 from agentgym.processors.labelling.replay import PartitionCounts, PartitionReplay, ReplayError
 from agentgym.producers.exceptions import DeliveryError, TopicUnavailableError
@@ -230,7 +231,7 @@ class LogReplay:
     """
 
     def __init__(self, bootstrap_servers: str, engine: LabellingEngine, request: ReplayRequest, home: Path, *,
-                 deletions: Any = None, progress: Callable[[ReplayProgress], None] | None = None,
+                 deletions: DeletionSet | None = None, progress: Callable[[ReplayProgress], None] | None = None,
                  progress_s: float = 1.0, dry_run: bool = False, timeout_s: float = 60.0,
                  security: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
@@ -330,8 +331,6 @@ class LogReplay:
 
     def _prepare(self) -> None:
         if self.deletions is None:
-            from agentgym.processors.deletions import DeletionLog
-
             reader = DeletionLog(self.bootstrap_servers, security=self.security)
             try:
                 reader.catch_up(to_end=True, timeout_s=self.timeout_s)

@@ -20,6 +20,7 @@ from agentgym.processors.labelling.replay import ReplayError, parse_time
 from agentgym.processors.labelling.rules import RuleBook
 from agentgym.processors.labelling.settings import LabellerSettings
 from agentgym.processors.relabel import LogReplay, ReplayProgress, ReplayRequest
+from agentgym.processors.settings import ProcessorSettings
 from agentgym.producers.exceptions import BrokerError
 from agentgym.schemas.exceptions import InvalidIdError
 from agentgym.schemas.ids import validate_id
@@ -90,8 +91,6 @@ def replay(since: str, until: str | None, rules_path: str | None, tenant: str | 
         book = RuleBook.from_yaml(settings.rules_path) if settings.rules_path else RuleBook()
     except RulesConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--rules" if rules_path else "AGENTGYM_LABELLER_RULES_PATH") from None
-    from agentgym.processors.settings import ProcessorSettings
-
     proc = ProcessorSettings()
     request = ReplayRequest(since_ms, until_ms, since, until or "now", tenant, agent,
                             str(settings.rules_path) if settings.rules_path else None,
