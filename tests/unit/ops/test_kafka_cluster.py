@@ -122,3 +122,14 @@ def test_topics_create_waits_for_the_brokers_and_says_when_they_are_missing() ->
                                     "--brokers", "3", "--wait", "1"])
     assert res.exit_code == 1
     assert "lists 0 of 3 brokers after 1s" in res.output
+
+
+def test_cluster_heap_is_small_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentgym.ops.commands.kafka import _cluster
+
+    cluster = _cluster(None, tmp_path / "a", 3)
+    assert cluster is not None and {m.heap for m in cluster.members} == {"384m"}
+    monkeypatch.setenv("AGENTGYM_KAFKA_HEAP", "300m")
+    cluster = _cluster(None, tmp_path / "b", 3)
+    assert cluster is not None and {m.heap for m in cluster.members} == {"300m"}
+    assert _cluster(None, tmp_path / "c", None) is None  # one broker: the default
