@@ -2,9 +2,10 @@
 
 * :class:`RayReportCallback` runs in every Ray Train worker: every logging step it
   reports the metrics (``ray.train.report``), and every checkpoint the trainer saves is
-  reported with it (from rank 0; the other ranks report the metrics alone), so Ray
-  Train keeps the latest checkpoints in its storage and hands the newest back through
-  ``ray.train.get_checkpoint()`` after a failure or when the job is started again.
+  reported with it (rank 0's whole checkpoint; each other rank adds its own RNG state
+  file to the same checkpoint), so Ray Train keeps the latest checkpoints in its storage
+  and hands the newest back through ``ray.train.get_checkpoint()`` after a failure or
+  when the job is started again.
 * :class:`ProgressCallback` runs in the Ray Train controller and writes the latest
   progress (step, loss, throughput) and the loss curve so far (``history``: ``[step,
   loss]`` pairs) as JSON to an fsspec URL, where ``agentgym trainer jobs``, the trainer
@@ -16,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 from typing import Any
 
@@ -76,10 +79,18 @@ class RayReportCallback(TrainerCallback):  # type: ignore[misc]
 
         metrics = {**self._last, "step": float(state.global_step), "checkpoint": 1.0}
         directory = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if self._rank() == 0 and os.path.isdir(directory):
+        rank = self._rank()
+        rng_state = os.path.join(directory, f"rng_state_{rank}.pth")
+        if rank == 0 and os.path.isdir(directory):
             with open(os.path.join(directory, self.CARRY_FILE), "w", encoding="utf-8") as fh:
                 json.dump(self.carry, fh)
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(directory))
+        elif os.path.isfile(rng_state):
+            # every rank saved its RNG state in its own (node-local) directory; Ray Train merges the ranks' files
+            # into one checkpoint, so a resumed worker of any rank continues its dropout and sampling streams exactly
+            with tempfile.TemporaryDirectory(prefix="agentgym-rng-") as own:
+                shutil.copy2(rng_state, own)
+                ray.train.report(metrics, checkpoint=Checkpoint.from_directory(own))
         else:
             ray.train.report(metrics)
 
