@@ -5,15 +5,16 @@ the SDK and (b) while the ClickHouse sink consumes a live stream.
 What must hold: every event is in ClickHouse exactly once (count and distinct ids), no
 ``record_*`` call raised and none was lost; the agent's calls return while partitions
 have no leader (the longest call is printed, not asserted: no timings in asserts). The
-time to recover is printed: (a) from the kill to the first write acknowledged by all
-in-sync replicas of a partition the dead broker led, (b) from the kill to the first
-event recorded after it into such a partition that the sink inserted.
+time to recover is printed: (a) from the kill until every partition the dead broker led
+(of a probe topic) took an ``acks=all`` write, (b) from the kill to the first event
+recorded after it into a partition the dead broker led that the sink inserted.
 
 The cluster runs with ``broker.session.timeout.ms`` of 3 s instead of Kafka's 9 s, so
 the controller fences a dead broker sooner, and its JVMs compile with C1 only (a start
 about a third faster on two busy cores); everything else is Kafka's default. The broker
-killed in (a) starts again once writes recovered, while the agent still records; (b) waits until every partition
-has its three replicas in sync again before it kills the next leader.
+killed in (a) starts again once writes recovered, while the agent still records; (b)
+waits until every partition has its three replicas in sync again before it kills the
+next leader.
 """
 
 from __future__ import annotations
