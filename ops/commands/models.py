@@ -89,7 +89,8 @@ def show(version: str, bootstrap: str | None, jobs_dir: str | None, as_lineage: 
 
     JSON (one object, as before, with a ``lineage`` list added: the chain of parents down
     to the base model, newest first, each with its dataset, training job, what training
-    started from, and the experiments and decisions that promoted or retired it);
+    started from, and the experiments and decisions that promoted or retired it; and
+    ``lineage_warnings`` when the job store, experiments or decisions could not be read);
     ``--lineage`` prints that chain as text.
     """
     settings = TrainerServiceSettings()
@@ -104,15 +105,18 @@ def show(version: str, bootstrap: str | None, jobs_dir: str | None, as_lineage: 
         raise click.ClickException(str(exc)) from None
     finally:
         registry.close()
-    for w in warnings:
-        click.echo(f"warning: {w}", err=True)
     if as_lineage:
+        for w in warnings:
+            click.echo(f"warning: {w}", err=True)
         click.echo(f"lineage of {version} (newest first):")
         for line in render_lineage(chain):
             click.echo(f"  {line}")
         return
     m = next(mv for mv in versions if mv.model_version == version)
-    click.echo(json.dumps({**asdict(m), "lineage": [asdict(g) for g in chain]}, default=dict, indent=2, sort_keys=True))
+    shown: dict[str, object] = {**asdict(m), "lineage": [asdict(g) for g in chain]}
+    if warnings:  # a source of the lineage that could not be read (the output stays one JSON object)
+        shown["lineage_warnings"] = warnings
+    click.echo(json.dumps(shown, default=dict, indent=2, sort_keys=True))
 
 
 @models.command()
