@@ -50,7 +50,7 @@ from typing import Any
 
 from agentgym.processors.deletions import DeletionLog, DeletionSet
 from agentgym.processors.labelling.engine import AgentLearner, LabellingEngine
-from agentgym.processors.labelling.replay import PartitionCounts, PartitionReplay, ReplayError
+from agentgym.processors.labelling.replay import PartitionCounts, PartitionReplay, Relabel, ReplayError
 from agentgym.producers.exceptions import DeliveryError, TopicUnavailableError
 from agentgym.producers.kafka_security import client_security
 from agentgym.schemas.codec import AvroCodec
@@ -227,13 +227,14 @@ class LogReplay:
         deletions: the deleted users and traces to skip (None: read ``gym-deletions-v1`` to its end).
         progress: called with a :class:`ReplayProgress` at most every ``progress_s`` and at each partition's end.
         dry_run: decide and count, emit nothing, write no checkpoint.
+        on_relabel: called with each trace whose label changed (before its revision is sent; in a dry run too).
         timeout_s: how long one read or the acknowledgements may take.
     """
 
     def __init__(self, bootstrap_servers: str, engine: LabellingEngine, request: ReplayRequest, home: Path, *,
                  deletions: DeletionSet | None = None, progress: Callable[[ReplayProgress], None] | None = None,
                  progress_s: float = 1.0, dry_run: bool = False, timeout_s: float = 60.0,
-                 security: Mapping[str, Any] | None = None) -> None:
+                 on_relabel: Callable[[Relabel], None] | None = None, security: Mapping[str, Any] | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.engine = engine
         self.request = request
@@ -242,6 +243,7 @@ class LogReplay:
         self.security = client_security(security)
         self.progress = progress
         self.progress_s = progress_s
+        self.on_relabel = on_relabel
         self.deletions = deletions
         self.codec = AvroCodec()
         self.checkpoint_path = Path(home).expanduser() / "replay" / f"{request.key(bootstrap_servers, engine.rulebook.version)}.json"
@@ -433,6 +435,8 @@ class LogReplay:
 
         sent = 0
         for item in replay.relabel(int(time.time() * 1000)):
+            if item.outcome is not None and self.on_relabel is not None:
+                self.on_relabel(item)
             if item.outcome is None or producer is None:
                 continue
             value = self.codec.encode("Outcome", item.outcome, _OUTCOMES)

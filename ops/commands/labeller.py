@@ -16,7 +16,7 @@ import click
 
 from agentgym.processors.labelling.engine import LabellingEngine
 from agentgym.processors.labelling.exceptions import RulesConfigError
-from agentgym.processors.labelling.replay import ReplayError, parse_time
+from agentgym.processors.labelling.replay import Relabel, ReplayError, parse_time
 from agentgym.processors.labelling.rules import RuleBook
 from agentgym.processors.labelling.settings import LabellerSettings
 from agentgym.processors.relabel import LogReplay, ReplayProgress, ReplayRequest
@@ -58,9 +58,11 @@ def _print_progress(p: ReplayProgress) -> None:
               "[env AGENTGYM_APP_ID; agentgym]")
 @click.option("--bootstrap-servers", default=None, help="Kafka [env AGENTGYM_BOOTSTRAP_SERVERS; 127.0.0.1:9092]")
 @click.option("--dry-run", is_flag=True, help="decide and count what would change; emit nothing")
+@click.option("--show", type=click.IntRange(min=0), default=0, show_default=True,
+              help="print the first N relabelled runs: trace, old label, new label")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as one JSON object")
 def replay(since: str, until: str | None, rules_path: str | None, tenant: str | None, agent: str | None, use_model: bool,
-           app_id: str | None, bootstrap_servers: str | None, dry_run: bool, as_json: bool) -> None:
+           app_id: str | None, bootstrap_servers: str | None, dry_run: bool, show: int, as_json: bool) -> None:
     """Relabel past runs: re-read experiences and feedback of a time window from Kafka, label
     them with the given rules (and the live labeller's model), and emit new outcome revisions
     where the label changed. The views and datasets built afterwards show the new labels.
@@ -96,7 +98,20 @@ def replay(since: str, until: str | None, rules_path: str | None, tenant: str | 
                             str(settings.rules_path) if settings.rules_path else None,
                             (app_id or proc.app_id) if use_model else None)
     bootstrap = bootstrap_servers or proc.bootstrap_servers
-    job = LogReplay(bootstrap, LabellingEngine(book, settings), request, proc.home, progress=_print_progress, dry_run=dry_run)
+    shown = [0]
+
+    def print_relabel(item: Relabel) -> None:
+        if shown[0] >= show:
+            return
+        shown[0] += 1
+        before = item.previous
+        old = f"{before['label']} ({before['labeller']}, revision {before['revision']})" if before else "no outcome"
+        new = item.outcome or {}
+        click.echo(f"  {item.tenant_id}/{item.agent_id} {item.trace_id}: {old} -> {new.get('label')} "
+                   f"({new.get('labeller')}, revision {new.get('revision')})", err=True)
+
+    job = LogReplay(bootstrap, LabellingEngine(book, settings), request, proc.home, progress=_print_progress, dry_run=dry_run,
+                    on_relabel=print_relabel if show else None)
     click.echo(f"replay {_when(since_ms)} .. {_when(until_ms)}"
                f"{f' tenant {tenant}' if tenant else ''}{f' agent {agent}' if agent else ''}: rules "
                f"{settings.rules_path or 'built-in defaults'} (version {book.version}), "

@@ -30,7 +30,10 @@ from agentgym.processors.labelling.engine import InMemoryLabeller, LabellingEngi
 from agentgym.processors.labelling.replay import is_replay_id
 from agentgym.processors.labelling.rules import RuleBook
 from agentgym.processors.labelling.settings import LabellerSettings
-from agentgym.processors.relabel import LogReplay, ReplayProgress, ReplayRequest
+from agentgym.processors.labelling.engine import TrainingExample
+from agentgym.processors.labelling.features import model_features
+from agentgym.processors.relabel import LogReplay, ReplayProgress, ReplayRequest, learners_topic
+from agentgym.producers.admin import create_topics
 from agentgym.processors.sink import ClickHouseSink
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
@@ -170,13 +173,16 @@ def test_a_rule_fixed_after_the_fact_relabels_the_past_views_and_datasets_follow
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("AGENTGYM_")},
                "AGENTGYM_BOOTSTRAP_SERVERS": bootstrap, "AGENTGYM_HOME": str(tmp_path / "home"), "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "agentgym.ops.cli", "labeller", "replay", "--since", str(since_ms), "--rules", str(rules),
-               "--tenant", tenant, "--agent", AGENT]
+               "--tenant", tenant, "--agent", AGENT, "--show", "2"]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         t_cli = time.monotonic()
         assert done.returncode == 0, done.stdout + done.stderr
         progress = [ln for ln in done.stderr.splitlines() if ln.startswith("partition ")]
         assert len(progress) >= TOPICS["experiences"].partitions and all("records/s" in ln for ln in progress), done.stderr
         assert "(6/6 done, done)" in progress[-1], done.stderr
+        shown = [ln for ln in done.stderr.splitlines() if ln.startswith(f"  {tenant}/{AGENT} ")]
+        assert len(shown) == 2 and all(": unknown (fallback:unknown, revision 0) -> success (human, revision 1)" in ln
+                                       for ln in shown), done.stderr
         assert "15 relabelled (new revisions emitted), 8 unchanged" in done.stdout, done.stdout + done.stderr  # 16 rated, less bob's
         assert "skipped: 2 deleted" in done.stdout, done.stdout + done.stderr  # bob's experience and feedback
         assert not list((tmp_path / "home" / "replay").glob("*.json")), "a completed replay leaves no checkpoint"
@@ -277,3 +283,44 @@ def test_storage_shows_the_latest_revision_a_live_one_after_a_replay_one_wins(st
     insert_records(store, "Outcome", [outcome("c", 2, "unknown")])  # an old live revision redelivered: no effect
     store.command(f"OPTIMIZE TABLE {store.database}.outcomes FINAL")
     assert _labels(store, tenant) == {t: ("failure", r, f"{t}:outcome:{r}") for t, r in (("a", 1), ("b", 1), ("c", 3))}
+
+
+@pytest.mark.timeout(120)
+def test_the_replay_labels_with_the_live_labellers_checkpointed_model(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """The model is the learner the live labeller checkpointed to its changelog (the copy that learnt the most)."""
+    tenant, app_id = f"t-{unique}", f"lab-{unique}"
+    since_ms = int(time.time() * 1000) - 1000
+    rules = tmp_path / "rules.yaml"
+    engine = _engine(rules, "default:\n  model_min_examples: 5\n")
+    exps, _ = trainer_samples.runs(tenant, AGENT, 11)
+    learner, older = engine.new_learner(tenant, AGENT), engine.new_learner(tenant, AGENT)
+    for i, e in enumerate(exps[:8]):  # what the live labeller learnt from explicit labels
+        example = TrainingExample(model_features(engine.ingest_experience(None, e, 0, 0), engine.rulebook.rules_for(tenant, AGENT)),
+                                  i % 3 != 2, True)
+        learner.learn(example)
+        if i < 6:
+            older.learn(example)
+    topic = learners_topic(app_id)
+    create_topics(bootstrap, {topic: (TOPICS["experiences"].partitions, {"cleanup.policy": "compact"})})
+    p = Producer({"bootstrap.servers": bootstrap})
+    # as Faust writes the table (raw key and value): the master on one partition, an older replica on another
+    p.produce(topic, learner.to_bytes(), json.dumps([tenant, AGENT, 2]).encode(), partition=2)
+    p.produce(topic, older.to_bytes(), json.dumps([tenant, AGENT, 4]).encode(), partition=4)
+    assert p.flush(10) == 0
+    _produce(bootstrap, exps[8:], [], [])  # three runs nobody rated, and no signal: only the model decides
+    request = ReplayRequest(since_ms, int(time.time() * 1000), str(since_ms), "now", tenant, AGENT, str(rules), app_id)
+    got: list[dict[str, Any]] = []
+    result = LogReplay(bootstrap, engine, request, tmp_path / "home", deletions=DeletionSet(), dry_run=True,
+                       on_relabel=lambda r: got.append(r.outcome)).run()
+    assert result.models == {f"{tenant}/{AGENT}": "river-logistic-regression@8"}
+    assert (result.counts.traces, result.counts.relabelled) == (3, 3)
+    assert sorted(o["trace_id"] for o in got) == sorted(e["trace_id"] for e in exps[8:])
+    for o in got:
+        assert (o["labeller"], o["labeller_version"]) == ("model:river-logistic-regression", "river-logistic-regression@8"), o
+        assert o["label"] in ("success", "failure") and o["confidence"] >= 0.5
+    # without the model the same runs have no label: the model is what decided
+    no_model = ReplayRequest(since_ms, request.until_ms, str(since_ms), "now", tenant, AGENT, str(rules), None)
+    unlabelled: list[dict[str, Any]] = []
+    dry = LogReplay(bootstrap, engine, no_model, tmp_path / "home", deletions=DeletionSet(), dry_run=True,
+                    on_relabel=lambda r: unlabelled.append(r.outcome)).run()
+    assert dry.models == {} and {(o["label"], o["labeller"]) for o in unlabelled} == {("unknown", "fallback:unknown")}
