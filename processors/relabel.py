@@ -153,7 +153,7 @@ def load_learners(bootstrap_servers: str, app_id: str, timeout_s: float = 30.0, 
     Returns an empty mapping when the changelog topic does not exist (no labeller ran with this app id).
 
     Raises:
-        TopicUnavailableError: the topic could not be read to its end within ``timeout_s``.
+        TopicUnavailableError: nothing arrived for ``timeout_s`` before the end of a partition.
     """
     from confluent_kafka import Consumer, TopicPartition
 
@@ -165,10 +165,9 @@ def load_learners(bootstrap_servers: str, app_id: str, timeout_s: float = 30.0, 
         meta = c.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             return {}
-        deadline = time.monotonic() + timeout_s
         for p in sorted(meta.partitions):
             lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            _read(c, topic, p, lo, hi, lambda m: latest.__setitem__(m.key() or b"", m.value()), deadline)
+            _read(c, topic, p, lo, hi, lambda m: latest.__setitem__(m.key() or b"", m.value()), timeout_s)
     finally:
         c.close()
     out: dict[tuple[str, str], AgentLearner] = {}
@@ -187,20 +186,27 @@ def load_learners(bootstrap_servers: str, app_id: str, timeout_s: float = 30.0, 
 
 
 def _read(consumer: Any, topic: str, partition: int, start: int, stop: int, handle: Callable[[Any], None],
-          deadline: float) -> None:
-    """Reads ``[start, stop)`` of one partition, calling ``handle`` on each message."""
+          stall_s: float) -> None:
+    """Reads ``[start, stop)`` of one partition, calling ``handle`` on each message.
+
+    Raises:
+        TopicUnavailableError: nothing arrived for ``stall_s`` before ``stop`` was reached.
+    """
     from confluent_kafka import TopicPartition
 
     if start < 0 or stop <= start:
         return
     tp = TopicPartition(topic, partition, start)
     consumer.assign([tp])
+    deadline = time.monotonic() + stall_s
     while True:
         # what is buffered at once; else wait for one message (consume(n, t) would wait t for n of them)
         batch = consumer.consume(500, 0)
         if not batch:
             one = consumer.poll(0.1)
             batch = [one] if one is not None else []
+        if batch:
+            deadline = time.monotonic() + stall_s
         for m in batch:
             if m.error() is not None or m.topic() != topic or m.partition() != partition:
                 continue
@@ -213,7 +219,8 @@ def _read(consumer: Any, topic: str, partition: int, start: int, stop: int, hand
         if position >= stop:  # (past transaction markers and compacted gaps too)
             return
         if time.monotonic() > deadline:
-            raise TopicUnavailableError(f"{topic}[{partition}]: not read up to offset {stop} in time (at {position})")
+            raise TopicUnavailableError(f"{topic}[{partition}]: nothing read for {stall_s:.0f}s before offset {stop} "
+                                        f"(at {position}); is the broker up?")
 
 
 class LogReplay:
@@ -393,7 +400,6 @@ class LogReplay:
                    offsets: dict[str, tuple[int, int]]) -> None:
         """Phases 1-4 for partition ``p``."""
         r = self.request
-        deadline = time.monotonic() + self.timeout_s * 10
         replay = PartitionReplay(self.engine, lambda t, a: self.learners.get((t, a)), p, r.tenant_id, r.agent_id,
                                  self.deletions)
 
@@ -405,7 +411,7 @@ class LogReplay:
                     replay.experience(record, m.key())
             self._report(p, state, "experiences", replay.counts)
 
-        _read(consumer, _EXPERIENCES, p, *offsets[_EXPERIENCES], experience, deadline)
+        _read(consumer, _EXPERIENCES, p, *offsets[_EXPERIENCES], experience, self.timeout_s)
         if len(replay):
 
             def feedback(m: Any) -> None:
@@ -414,7 +420,7 @@ class LogReplay:
                     replay.feedback(record, m.key())
                 self._report(p, state, "feedback", replay.counts)
 
-            _read(consumer, _FEEDBACK, p, *offsets[_FEEDBACK], feedback, deadline)
+            _read(consumer, _FEEDBACK, p, *offsets[_FEEDBACK], feedback, self.timeout_s)
 
             def outcome(m: Any) -> None:
                 record = self._decode(m, "Outcome")
@@ -422,7 +428,7 @@ class LogReplay:
                     replay.outcome(record)
                 self._report(p, state, "outcomes", replay.counts)
 
-            _read(consumer, _OUTCOMES, p, *offsets[_OUTCOMES], outcome, deadline)
+            _read(consumer, _OUTCOMES, p, *offsets[_OUTCOMES], outcome, self.timeout_s)
         self._emit(producer, p, replay)
         self._counts.add(replay.counts)
 
