@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
 from agentgym.processors.store.rows import insert_records
 from tests import store_samples, trainer_samples
-from tests.kafka_utils import consume_all, decode_all, drain_sink
+from tests.kafka_utils import drain_sink
 
 pytestmark = pytest.mark.integration
 
@@ -133,12 +134,30 @@ def _labels(store: Store, tenant: str) -> dict[str, tuple[str, int, str]]:
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
-def _replay_outcomes(bootstrap: str, tenant: str, expected: int) -> list[dict[str, Any]]:
-    """The replay revisions of the tenant's traces in ``gym-outcomes-v1`` (their keys start with the tenant)."""
-    def match(m: Any) -> bool:
-        return (m.key() or b"").startswith(f"{tenant}-".encode()) and is_replay_id(CODEC.decode(m.value()).record["event_id"])
+def _replay_outcomes(bootstrap: str, tenant: str, since_ms: int) -> list[dict[str, Any]]:
+    """The replay revisions of the tenant's traces (keys start with the tenant) in ``gym-outcomes-v1``: every
+    partition read from ``since_ms`` to its end now (so a duplicate would show)."""
+    from confluent_kafka import Consumer, TopicPartition
 
-    return decode_all(consume_all(bootstrap, "gym-outcomes-v1", expected, timeout_s=15, match=match))
+    topic, got = TOPICS["outcomes"].name, []
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    try:
+        for tp in c.offsets_for_times([TopicPartition(topic, p, since_ms) for p in range(TOPICS["outcomes"].partitions)], timeout=10):
+            end = c.get_watermark_offsets(tp, timeout=10)[1]
+            if tp.offset < 0 or tp.offset >= end:
+                continue
+            c.assign([tp])
+            last = tp.offset - 1
+            while last < end - 1:
+                m = c.poll(10)
+                assert m is not None, f"{topic}[{tp.partition}]: stuck at {last} before {end}"
+                if m.error() is None and m.partition() == tp.partition:
+                    last = int(m.offset() or 0)
+                    if (m.key() or b"").startswith(f"{tenant}-".encode()):
+                        got.append(CODEC.decode(m.value()).record)
+    finally:
+        c.close()
+    return [o for o in got if is_replay_id(o["event_id"])]
 
 
 @pytest.mark.timeout(240)
@@ -225,7 +244,7 @@ def test_a_rule_fixed_after_the_fact_relabels_the_past_views_and_datasets_follow
         third = LogReplay(bootstrap, engine, request, tmp_path / "home", deletions=DeletionSet()).run()
         assert third.counts.relabelled == 1, "bob's trace, with no deletion set given"
         # in the topic: one revision per relabelled trace (the second replay added none), bob's last
-        assert sorted(o["trace_id"] for o in _replay_outcomes(bootstrap, tenant, 16)) == sorted(rated)
+        assert sorted(o["trace_id"] for o in _replay_outcomes(bootstrap, tenant, since_ms)) == sorted(rated)
     finally:
         sink.close()
     print(f"\nreplay test: setup {t_setup - t0:.1f}s, CLI replay {t_cli - t_setup:.1f}s, in-process replays and checks "
