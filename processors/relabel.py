@@ -322,7 +322,7 @@ class LogReplay:
                 producer.flush(5)
 
     def _begin(self, consumer: Any) -> dict[str, Any]:
-        """A new checkpoint: the window and the end offsets of the feedback topic now."""
+        """A new checkpoint: the window, and the end offsets of the experiences and feedback topics now."""
         from confluent_kafka import TopicPartition
 
         r = self.request
