@@ -11,7 +11,8 @@ Starts, in one run, a single broker and a local 3-broker KRaft cluster
 * **raw acks=1** against the cluster: the leader alone acknowledges, which separates the
   cost of waiting for the followers from the cost of the cluster's extra work.
 
-Events/s include the final flush, so they are acknowledged throughput. Beside each figure:
+Events/s include the final flush, so they are acknowledged throughput; before each
+measurement the brokers are left to go idle (followers done copying). Beside each figure:
 the CPU seconds the brokers and this process spent per 100,000 events (``/proc``): on two
 cores the brokers and the producer share the machine, and a cluster of three writes every
 byte three times (the leader's log, two followers fetching and writing theirs).
@@ -52,6 +53,17 @@ def _cpu_s(pids: list[int]) -> float:
             fields = f.read().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of the line)
     return total / tick
+
+
+def _quiesce(pids: list[int], idle_cores: float = 0.15, timeout_s: float = 20.0) -> None:
+    """Waits until the brokers use less than ``idle_cores`` of CPU over half a second (followers
+    that still copy the previous measurement's events would slow the next one down)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        c0, t0 = _cpu_s(pids), time.monotonic()
+        time.sleep(0.5)
+        if (_cpu_s(pids) - c0) / (time.monotonic() - t0) < idle_cores:
+            return
 
 
 def _layout(bootstrap: str) -> str:
@@ -103,6 +115,7 @@ def run(single: str, cluster: str, broker_pids: dict[str, list[int]], n: int, re
     results: dict[str, list[dict[str, float]]] = {v[0][0]: [] for v in variants}
     for r in range(repeats):
         for (name, call, flush, _), which in variants:  # interleaved, so drift hits all alike
+            _quiesce(broker_pids["single"] + broker_pids["cluster"])
             b0, c0 = _cpu_s(broker_pids[which]), time.process_time()
             m = _measure(name, n, call, flush)
             m["broker_cpu_s"] = (_cpu_s(broker_pids[which]) - b0) * 100_000 / n
