@@ -20,13 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from agentgym.trainers.registry import STATUS_EXPERIMENT, STATUS_REASON, ModelVersion, base_version_for
-
-if TYPE_CHECKING:
-    from agentgym.processors.experiments import ExperimentConfig
-    from agentgym.trainers.jobs import JobRecord
+from agentgym.processors.experiments import ExperimentConfig
+from agentgym.processors.experiments.admin import ExperimentAdmin
+from agentgym.producers.records import read_topic
+from agentgym.trainers.exceptions import ModelVersionNotFoundError
+from agentgym.trainers.jobs import JobRecord, JobStore
+from agentgym.trainers.registry import STATUS_EXPERIMENT, STATUS_REASON, ModelRegistry, ModelVersion, base_version_for
 
 __all__ = ["Event", "Generation", "lineage", "load_lineage", "render_lineage"]
 
@@ -69,7 +70,7 @@ class Generation:
         return not self.adapter_uri
 
 
-def _events(version: str, experiments: Mapping[str, "ExperimentConfig"],
+def _events(version: str, experiments: Mapping[str, ExperimentConfig],
             decisions: Mapping[str, list[Mapping[str, Any]]]) -> tuple[Event, ...]:
     out: list[Event] = []
     for exp_id, cfg in sorted(experiments.items()):
@@ -97,7 +98,7 @@ def _events(version: str, experiments: Mapping[str, "ExperimentConfig"],
     return tuple(out)
 
 
-def _generation(mv: ModelVersion, jobs: Mapping[str, "JobRecord"], experiments: Mapping[str, "ExperimentConfig"],
+def _generation(mv: ModelVersion, jobs: Mapping[str, JobRecord], experiments: Mapping[str, ExperimentConfig],
                 decisions: Mapping[str, list[Mapping[str, Any]]]) -> Generation:
     h = mv.hyperparameters
     job_id = h.get("job_id", "")
@@ -115,8 +116,8 @@ def _generation(mv: ModelVersion, jobs: Mapping[str, "JobRecord"], experiments: 
     )
 
 
-def lineage(version: str, versions: Mapping[str, ModelVersion], jobs: Mapping[str, "JobRecord"] | None = None,
-            experiments: Mapping[str, "ExperimentConfig"] | None = None,
+def lineage(version: str, versions: Mapping[str, ModelVersion], jobs: Mapping[str, JobRecord] | None = None,
+            experiments: Mapping[str, ExperimentConfig] | None = None,
             decisions: Iterable[Mapping[str, Any]] = ()) -> list[Generation]:
     """The chain from ``version`` down to its base model, newest first. Pure.
 
@@ -171,11 +172,6 @@ def load_lineage(bootstrap_servers: str, version: str, jobs_dir: str | None = No
         ModelVersionNotFoundError: no such version.
         RegistryError: the registry could not be read.
     """
-    from agentgym.producers.records import read_topic
-    from agentgym.trainers.exceptions import ModelVersionNotFoundError
-    from agentgym.trainers.jobs import JobStore
-    from agentgym.trainers.registry import ModelRegistry
-
     report = on_error or (lambda _msg: None)
     if versions is None:
         registry = ModelRegistry(bootstrap_servers)
@@ -199,8 +195,6 @@ def load_lineage(bootstrap_servers: str, version: str, jobs_dir: str | None = No
             report(f"job records in {jobs_dir} not read: {exc}")
     experiments: dict[str, ExperimentConfig] = {}
     try:
-        from agentgym.processors.experiments.admin import ExperimentAdmin
-
         with ExperimentAdmin(bootstrap_servers, timeout_s=10.0) as admin:
             experiments = admin.load_all()
     except Exception as exc:

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentgym.trainers.modeling import local_copy
 from agentgym.trainers.training.job import TrainJob
 
 __all__ = ["Runtime", "runtime_for", "lora_config", "from_adapter", "is_peft", "to_hf_dataset", "build_trainer"]
@@ -86,8 +87,6 @@ def from_adapter(model: Any, adapter_uri: str) -> Any:
         BaseModelError: a local adapter directory that does not exist.
     """
     from peft import PeftModel
-
-    from agentgym.trainers.modeling import local_copy
 
     with local_copy(adapter_uri) as local:  # a remote adapter is copied here first (another node, object storage)
         return PeftModel.from_pretrained(model, local, is_trainable=True)
