@@ -16,8 +16,10 @@ registry: a fresh LoRA unless ``--init-adapter`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import sys
 from typing import Any
 
 import click
@@ -77,27 +79,42 @@ def train(dataset: str, base: str | None, job_id: str | None, method: str | None
     if init_adapter and init_from == "base":
         raise click.UsageError("--init-adapter and --init-from base contradict each other: pass one of them")
     ts = TrainSettings(**overrides)
+    failed = False
     try:
-        manifest = DatasetStore.open(dataset) if "/" in dataset else DatasetStore(ts.dataset_store).manifest(dataset)
-        if register:
-            outcome = _train_and_register(manifest, base, job_id, ts, init_adapter)
-            click.echo(json.dumps({"job": outcome.record.job_id, "status": outcome.record.status,
-                                   "model_version": outcome.record.model_version, "verdict": outcome.record.verdict,
-                                   "reason": outcome.record.reason, "experiment_id": outcome.experiment_id,
-                                   "metrics": outcome.metrics}, indent=2))
-            if outcome.record.status == "failed":
-                raise SystemExit(1)
-            return
-
-        ensure_ray(ts.train_ray_num_cpus, ts.train_ray_address or None)
-        use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto" and cluster_has_gpus(ts.train_num_workers))
-
-        job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts, job_id=job_id,
-                                   use_gpu=use_gpu, init_adapter=init_adapter)
-        result = launch(job)
+        # Ray relays the workers' prints (the trainer's logs) to this process's stdout: they go to stderr, and
+        # stdout carries the result alone (`agentgym train ... | jq` works)
+        with contextlib.redirect_stdout(sys.stderr):
+            try:
+                manifest = DatasetStore.open(dataset) if "/" in dataset else DatasetStore(ts.dataset_store).manifest(dataset)
+                if register:
+                    outcome = _train_and_register(manifest, base, job_id, ts, init_adapter)
+                    out = {"job": outcome.record.job_id, "status": outcome.record.status,
+                           "model_version": outcome.record.model_version, "verdict": outcome.record.verdict,
+                           "reason": outcome.record.reason, "experiment_id": outcome.experiment_id,
+                           "metrics": outcome.metrics}
+                    failed = outcome.record.status == "failed"
+                else:
+                    ensure_ray(ts.train_ray_num_cpus, ts.train_ray_address or None)
+                    use_gpu = ts.train_use_gpu == "yes" or (ts.train_use_gpu == "auto"
+                                                            and cluster_has_gpus(ts.train_num_workers))
+                    job = TrainJob.for_dataset(manifest, base or TrainerServiceSettings().trainer_base_model, ts,
+                                               job_id=job_id, use_gpu=use_gpu, init_adapter=init_adapter)
+                    result = launch(job)
+                    out = {"job": job.job_id, "adapter_uri": result.adapter_uri, "metrics": result.metrics}
+            finally:
+                _disconnect_ray()
     except (TrainersError, DatasetError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(json.dumps({"job": job.job_id, "adapter_uri": result.adapter_uri, "metrics": result.metrics}, indent=2))
+    click.echo(json.dumps(out, indent=2))
+    if failed:
+        raise SystemExit(1)
+
+
+def _disconnect_ray() -> None:
+    """Disconnects from Ray (stopping a local one), so the workers' last relayed lines come before the result."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 def _train_and_register(manifest: Any, base: str | None, job_id: str | None, ts: Any, init_adapter: str | None) -> Any:

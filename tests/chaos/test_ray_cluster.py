@@ -197,11 +197,11 @@ def _finish(proc: subprocess.Popen[str], log: Path, timeout_s: float) -> dict[st
         _kill_tree(proc.pid)
         raise AssertionError(f"agentgym train did not finish in {timeout_s} s:\n{log.read_text()[-4000:]}") from None
     assert proc.returncode == 0, f"agentgym train exited {proc.returncode}:\n{out}\n{log.read_text()[-6000:]}"
-    # the result is the last JSON object on stdout; Ray relays the workers' prints there too, prefixed "(...)"
-    lines = [line for line in out.splitlines() if not line.startswith(("\x1b[", "("))]
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    end = next(i for i in range(start, len(lines)) if lines[i] == "}")
-    return json.loads("\n".join(lines[start:end + 1]))
+    # stdout is the result alone: the workers' prints that Ray relays go to stderr
+    try:
+        return json.loads(out)
+    except ValueError:
+        raise AssertionError(f"agentgym train's stdout is not one JSON document:\n{out[-3000:]}") from None
 
 
 @pytest.mark.timeout(600)
