@@ -110,16 +110,21 @@ class ReplayProgress:
     counts: PartitionCounts
     elapsed_s: float
     phase: str
+    scanned: int = 0
 
     @property
     def rate(self) -> float:
-        """Records read per second so far (this run)."""
-        return self.counts.records / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Records read per second so far (this run; every record read, the window's runs' or not)."""
+        return self.scanned / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass
 class ReplayResult:
-    """What a replay did (this run; ``resumed`` lists the partitions an earlier run had done)."""
+    """What a replay did (this run; ``resumed`` lists the partitions an earlier run had done).
+
+    Attributes:
+        scanned: every record read from the three topics (``counts.records``: those of the window's runs).
+    """
 
     counts: PartitionCounts
     partitions: list[int]
@@ -130,6 +135,7 @@ class ReplayResult:
     models: dict[str, str] = field(default_factory=dict)
     checkpoint: str = ""
     dry_run: bool = False
+    scanned: int = 0
 
 
 def _parse_key(raw: bytes | None) -> tuple[str, str] | None:
@@ -256,6 +262,7 @@ class LogReplay:
         self.checkpoint_path = Path(home).expanduser() / "replay" / f"{request.key(bootstrap_servers, engine.rulebook.version)}.json"
         self.learners: dict[tuple[str, str], AgentLearner] = {}
         self._counts = PartitionCounts()
+        self._scanned = 0
         self._started = 0.0
         self._last_report = 0.0
 
@@ -315,7 +322,8 @@ class LogReplay:
             if not self.dry_run:
                 self.checkpoint_path.unlink(missing_ok=True)  # complete: the same command later is a new replay
             return ReplayResult(self._counts, todo, resumed, state["since_ms"], state["until_ms"],
-                                time.monotonic() - self._started, self._models(), str(self.checkpoint_path), self.dry_run)
+                                time.monotonic() - self._started, self._models(), str(self.checkpoint_path), self.dry_run,
+                                self._scanned)
         finally:
             consumer.close()
             if producer is not None:
@@ -388,9 +396,10 @@ class LogReplay:
             return
         self._last_report = now
         total = PartitionCounts().add(self._counts).add(counts)
-        self.progress(ReplayProgress(p, len(state["done"]), _PARTITIONS, total, now - self._started, phase))
+        self.progress(ReplayProgress(p, len(state["done"]), _PARTITIONS, total, now - self._started, phase, self._scanned))
 
     def _decode(self, m: Any, name: str) -> dict[str, Any] | None:
+        self._scanned += 1
         try:
             return self.codec.decode(m.value(), expected=name).record
         except DecodeError:
@@ -409,6 +418,8 @@ class LogReplay:
                 record = self._decode(m, "Experience")
                 if record is not None:
                     replay.experience(record, m.key())
+            else:
+                self._scanned += 1
             self._report(p, state, "experiences", replay.counts)
 
         _read(consumer, _EXPERIENCES, p, *offsets[_EXPERIENCES], experience, self.timeout_s)

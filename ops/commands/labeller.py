@@ -40,7 +40,7 @@ def _when(ms: int) -> str:
 def _print_progress(p: ReplayProgress) -> None:
     c = p.counts
     where = "done" if p.phase == "done" else f"reading {p.phase}"
-    click.echo(f"partition {p.partition} ({p.partitions_done}/{p.partitions} done, {where}): {c.records:,} records read, "
+    click.echo(f"partition {p.partition} ({p.partitions_done}/{p.partitions} done, {where}): {p.scanned:,} records read, "
                f"{c.traces:,} traces decided, {c.relabelled:,} relabelled, {p.rate:,.0f} records/s", err=True)
 
 
@@ -127,7 +127,8 @@ def replay(since: str, until: str | None, rules_path: str | None, tenant: str | 
     c = result.counts
     summary: dict[str, Any] = {
         "since_ms": result.since_ms, "until_ms": result.until_ms, "partitions": result.partitions,
-        "resumed_partitions": result.resumed, "records_read": c.records, "experiences": c.experiences,
+        "resumed_partitions": result.resumed, "records_read": result.scanned, "records_of_the_window": c.records,
+        "experiences": c.experiences,
         "feedback": c.feedback, "outcomes_read": c.outcomes, "traces": c.traces, "relabelled": c.relabelled,
         "unchanged": c.unchanged, "skipped_deleted": c.skipped_deleted, "skipped_invalid": c.skipped_invalid,
         "feedback_without_experience": c.skipped_no_experience, "models": result.models,
@@ -141,7 +142,8 @@ def replay(since: str, until: str | None, rules_path: str | None, tenant: str | 
     models = ", ".join(f"{k} {v}" for k, v in result.models.items()) or "none checkpointed (rules only)"
     verb = "would be relabelled" if dry_run else "relabelled (new revisions emitted)"
     click.echo(f"{c.traces:,} traces decided: {c.relabelled:,} {verb}, {c.unchanged:,} unchanged; "
-               f"{c.records:,} records read in {result.elapsed_s:.1f} s "
-               f"({c.records / result.elapsed_s if result.elapsed_s > 0 else 0:,.0f} records/s)")
+               f"{result.scanned:,} records read in {result.elapsed_s:.1f} s "
+               f"({result.scanned / result.elapsed_s if result.elapsed_s > 0 else 0:,.0f} records/s), "
+               f"{c.records:,} of them the window's runs' experiences, feedback and outcomes")
     click.echo(f"skipped: {c.skipped_deleted:,} deleted, {c.skipped_invalid:,} invalid, "
                f"{c.skipped_no_experience:,} feedback without an experience in the window; model: {models}")
