@@ -9,10 +9,11 @@ time (experiences, feedback and outcomes are co-partitioned by trace id, so part
 1. **experiences** of ``p`` from the first offset at or after ``--since``
    (``offsets_for_times``) to the first after ``--until``, kept when their Kafka
    timestamp is inside the window;
-2. **feedback** of ``p`` from ``--since`` to the end offset the topic had when the replay
-   started (a late correction of a trace of the window counts);
-3. **outcomes** of ``p`` from ``--since`` to its current end: what was emitted so far,
-   live and replay;
+2. **feedback** of ``p`` from an hour before ``--since`` (:data:`CLOCK_MARGIN_MS`: other
+   processes' clocks) to the end offset the topic had when the replay started (a late
+   correction of a trace of the window counts);
+3. **outcomes** of ``p`` from an hour before ``--since`` to its current end: what was
+   emitted so far, live and replay;
 4. every trace decided again; the changed ones are produced to partition ``p`` of
    ``gym-outcomes-v1`` (where the live labeller writes them), and the producer waits for
    Kafka's acknowledgement of all of them;
@@ -57,7 +58,7 @@ from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.exceptions import DecodeError
 from agentgym.schemas.topics import TOPICS
 
-__all__ = ["ReplayRequest", "ReplayProgress", "ReplayResult", "LogReplay", "load_learners", "learners_topic"]
+__all__ = ["CLOCK_MARGIN_MS", "ReplayRequest", "ReplayProgress", "ReplayResult", "LogReplay", "load_learners", "learners_topic"]
 
 log = logging.getLogger("agentgym.relabel")
 
@@ -66,6 +67,9 @@ _FEEDBACK = TOPICS["feedback"].name
 _OUTCOMES = TOPICS["outcomes"].name
 _PARTITIONS = TOPICS["experiences"].partitions
 _CHECKPOINT_VERSION = 1
+CLOCK_MARGIN_MS = 3_600_000
+"""Feedback and outcomes are read from this long before ``--since``: they come after their
+experience, but from other processes, whose clocks may be behind the agent's."""
 
 
 def learners_topic(app_id: str) -> str:
@@ -372,8 +376,9 @@ class LogReplay:
         if not partitions:
             return {}
         since, until = state["since_ms"], state["until_ms"]
-        starts = consumer.offsets_for_times([TopicPartition(t, p, since) for p in partitions for t in (_EXPERIENCES, _FEEDBACK, _OUTCOMES)],
-                                            timeout=self.timeout_s)
+        starts = consumer.offsets_for_times(
+            [TopicPartition(t, p, since if t == _EXPERIENCES else since - CLOCK_MARGIN_MS)
+             for p in partitions for t in (_EXPERIENCES, _FEEDBACK, _OUTCOMES)], timeout=self.timeout_s)
         after = consumer.offsets_for_times([TopicPartition(_EXPERIENCES, p, until + 1) for p in partitions], timeout=self.timeout_s)
         first = {(tp.topic, tp.partition): tp.offset for tp in starts}
         past_until = {tp.partition: tp.offset for tp in after}
