@@ -9,10 +9,10 @@ time (experiences, feedback and outcomes are co-partitioned by trace id, so part
 1. **experiences** of ``p`` from the first offset at or after ``--since``
    (``offsets_for_times``) to the first after ``--until``, kept when their Kafka
    timestamp is inside the window;
-2. **feedback** of ``p`` from an hour before ``--since`` (:data:`CLOCK_MARGIN_MS`: other
+2. **feedback** of ``p`` from five minutes before ``--since`` (:data:`CLOCK_MARGIN_MS`: other
    processes' clocks) to the end offset the topic had when the replay started (a late
    correction of a trace of the window counts);
-3. **outcomes** of ``p`` from an hour before ``--since`` to its current end: what was
+3. **outcomes** of ``p`` from five minutes before ``--since`` to its current end: what was
    emitted so far, live and replay;
 4. every trace decided again; the changed ones are produced to partition ``p`` of
    ``gym-outcomes-v1`` (where the live labeller writes them), and the producer waits for
@@ -67,9 +67,9 @@ _FEEDBACK = TOPICS["feedback"].name
 _OUTCOMES = TOPICS["outcomes"].name
 _PARTITIONS = TOPICS["experiences"].partitions
 _CHECKPOINT_VERSION = 1
-CLOCK_MARGIN_MS = 3_600_000
-"""Feedback and outcomes are read from this long before ``--since``: they come after their
-experience, but from other processes, whose clocks may be behind the agent's."""
+CLOCK_MARGIN_MS = 300_000
+"""Feedback and outcomes are read from this long (five minutes) before ``--since``: they come
+after their experience, but from other processes, whose clocks may be behind the agent's."""
 
 
 def learners_topic(app_id: str) -> str:
