@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from agentgym.trainers.exceptions import TrainersError
 from agentgym.trainers.fsutil import read_json, write_json
+from agentgym.trainers.training.job import new_job_id
 from agentgym.schemas.ids import validate_id
 
 __all__ = ["JobStatus", "JobRecord", "JobStore", "JobRequestError", "request_job"]
@@ -124,8 +125,6 @@ def request_job(store: JobStore, manifest: Any, *, kinds: frozenset[str] | set[s
     Raises:
         JobRequestError: the dataset's kind is not trained on, it is too small, or a job for it exists.
     """
-    from agentgym.trainers.training.job import new_job_id
-
     if manifest.kind not in kinds:
         raise JobRequestError("not_trainable", f"kind {manifest.kind} is not trained on (AGENTGYM_TRAINER_KINDS={','.join(sorted(kinds))})")
     if manifest.num_examples < min_examples:
