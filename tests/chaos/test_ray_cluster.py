@@ -277,8 +277,11 @@ def test_a_job_on_a_two_node_cluster_survives_losing_a_node_and_trains_as_well_a
     final = json.loads(progress.read_text())["metrics"]
     print(f"cluster run: training again {resumed_at - killed_at:.1f} s after the kill; finished {done - killed_at:.1f} s "
           f"after it ({done - started:.1f} s in all); test {time.monotonic() - t0:.1f} s")
-    # it resumed from the checkpoint it had when the node died (not from scratch)
-    assert final.get("resumed_from_step") == step_at_kill and final["steps"] == STEPS, final
+    # it resumed from the checkpoint it had when the node died (not from scratch): the one the progress named, or
+    # a later one committed in the instant between reading the progress and the kill
+    resumed = final.get("resumed_from_step")
+    print(f"cluster run: resumed from step {resumed}")
+    assert resumed is not None and step_at_kill <= resumed < STEPS and final["steps"] == STEPS, final
     assert (out["status"], out["verdict"]) == ("succeeded", "candidate"), out
 
     # the same quality as the local run
