@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -88,7 +89,7 @@ def _wait_in_sync(bootstrap: str, replicas: int, timeout_s: float = 60) -> None:
     raise SystemExit(f"{TOPIC} did not get {replicas} in-sync replicas within {timeout_s:.0f}s")
 
 
-def _variants(bootstrap: str, n: int, label: str, acks1: bool) -> list[tuple[str, Callable[[int], None], Callable[[], Any], Any]]:
+def _variants(bootstrap: str, n: int, label: str, acks1: bool, spool: Path) -> list[tuple[str, Callable[[int], None], Callable[[], Any], Any]]:
     sv = default_schema_set().latest("Experience")
     buf = io.BytesIO()
     schemaless_writer(buf, parse_schema(sv.raw), _record_dict(0))
@@ -100,17 +101,17 @@ def _variants(bootstrap: str, n: int, label: str, acks1: bool) -> list[tuple[str
     if acks1:
         one = Producer({"bootstrap.servers": bootstrap, **_CONF, "enable.idempotence": False, "acks": 1})
         out.append((f"raw acks=1, {label}", lambda i: one.produce(TOPIC, payload, keys[i]), lambda: one.flush(120), one))
-    gym = AgentGym(bootstrap, "bench", "bench-agent", spool_dir=Path(tempfile.mkdtemp(prefix="agentgym-bench-spool-")),
-                   mask_enabled=False)
+    gym = AgentGym(bootstrap, "bench", "bench-agent", spool_dir=spool, mask_enabled=False)
     kwargs = [experience_kwargs(i) for i in range(1000)]
     record = gym.record_experience
     out.append((f"sdk record_experience, {label}", lambda i: record(**kwargs[i % 1000]), lambda: gym.flush(120), gym))
     return out
 
 
-def run(single: str, cluster: str, broker_pids: dict[str, list[int]], n: int, repeats: int) -> list[dict[str, Any]]:
-    variants = [(v, "single") for v in _variants(single, n, "1 broker", False)]
-    variants += [(v, "cluster") for v in _variants(cluster, n, "3 brokers", True)]
+def run(single: str, cluster: str, broker_pids: dict[str, list[int]], n: int, repeats: int,
+        tmp: Path) -> list[dict[str, Any]]:
+    variants = [(v, "single") for v in _variants(single, n, "1 broker", False, tmp / "spool-single")]
+    variants += [(v, "cluster") for v in _variants(cluster, n, "3 brokers", True, tmp / "spool-cluster")]
     for (_, call, flush, _), _ in variants:  # warm up: connections, metadata, code paths
         for i in range(2000):
             call(i)
@@ -152,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         _wait_in_sync(cluster.bootstrap_servers, 3)
         layouts = {"1 broker": _layout(single.bootstrap_servers), "3 brokers": _layout(cluster.bootstrap_servers)}
         pids = {"single": [single.status().pid or 0], "cluster": [st.pid or 0 for st in cluster.status()]}
-        rows = run(single.bootstrap_servers, cluster.bootstrap_servers, pids, args.n, args.repeats)
+        rows = run(single.bootstrap_servers, cluster.bootstrap_servers, pids, args.n, args.repeats, tmp)
     finally:
         single.stop()
         cluster.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     for label, layout in layouts.items():
         print(f"{label}: {layout}")
     print(f"machine: {os.cpu_count()} CPU cores; {args.n:,} events of ~1 KiB per measurement, median of {args.repeats}")
