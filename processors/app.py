@@ -25,6 +25,7 @@ from agentgym.processors import replication, shutdown
 from agentgym.processors.membership import (
     HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT_S, claim_instance_id, faust_instance_id, web_host,
 )
+from agentgym.processors.producer_flush import drain_on_flush
 from agentgym.processors.settings import KNOWN_PROCESSORS, ProcessorSettings
 from agentgym.producers.kafka_security import aiokafka_security
 from agentgym.schemas.topics import TOPICS
@@ -77,6 +78,7 @@ def create_app(settings: ProcessorSettings | None = None) -> faust.App:
         broker_heartbeat_interval=HEARTBEAT_INTERVAL_S,
         broker_credentials=broker_credentials(settings),  # None: PLAINTEXT
     )
+    drain_on_flush(app)  # at-least-once on a loaded machine too: see processors/producer_flush.py
     for name, register in REGISTRATIONS.items():
         if name in enabled:
             register(app, settings)

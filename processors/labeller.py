@@ -49,6 +49,7 @@ from agentgym.processors.channels import topic
 from agentgym.processors.deletions import DeletionFollower
 from agentgym.processors.labelling.engine import AgentLearner, DueQueue, LabellingEngine, Observation, TrainingExample, drift_alert_record
 from agentgym.processors.labelling.exceptions import InvalidEventError
+from agentgym.processors.labelling.masters import MasterLearners
 from agentgym.processors.labelling.settings import LabellerSettings
 from agentgym.processors.labelling.state import TraceState
 from agentgym.processors.settings import ProcessorSettings
@@ -166,9 +167,8 @@ class Labeller:
         )
         # worker-local; rebuilt from the tables after every recovery
         self._due = DueQueue()
-        self._masters: dict[str, AgentLearner] = {}  # agent key -> live learner, for home partitions owned here
+        self._masters = MasterLearners()  # agent key -> live learner, for home partitions owned here (kept across rebalances)
         self._replicas: dict[tuple[str, int], tuple[bytes, AgentLearner]] = {}  # (agent key, partition) -> (checkpoint, learner)
-        self._dirty: set[str] = set()  # agent keys whose master changed since its last checkpoint
         self._last_sweep = 0.0
         # deleted users and traces (gym-deletions-v1, followed in a thread): never labelled nor learnt from
         self._deletions: DeletionFollower | None = None
@@ -304,13 +304,11 @@ class Labeller:
 
     def _master(self, agent_key: str) -> AgentLearner:
         """The live learner of an agent whose home partition this worker owns."""
-        learner = self._masters.get(agent_key)
-        if learner is None:
-            tk = _table_key(agent_key, home_partition(agent_key))
-            learner = _load(self.learners.get(tk), tk)
+        tk = _table_key(agent_key, home_partition(agent_key))
         tenant, agent = json.loads(agent_key)
-        learner = self._masters[agent_key] = self.engine.fit_learner(learner, tenant, agent)
-        return learner
+        learner = self._masters.get(agent_key, self.learners.get(tk),
+                                    lambda data: self.engine.fit_learner(_load(data, tk), tenant, agent))
+        return self.engine.fit_learner(learner, tenant, agent)  # the same object (a new model if the rules changed)
 
     def _learner_for_prediction(self, st: TraceState) -> AgentLearner | None:
         """The master when this worker owns the agent's home partition, else the replica on the trace's partition."""
@@ -372,10 +370,10 @@ class Labeller:
                 self._due.discard(key)
         elif op == "learn":
             self._master(key).learn(TrainingExample(**cmd))
-            self._dirty.add(key)
+            self._masters.dirty.add(key)
         elif op == "observe":
             drift = self._master(key).observe(Observation(**cmd))
-            self._dirty.add(key)
+            self._masters.dirty.add(key)
             if drift is not None:
                 tenant, agent = json.loads(key)
                 alert = drift_alert_record(drift, tenant, agent, now)
@@ -383,10 +381,11 @@ class Labeller:
                             tenant, agent, drift.model_version, drift.estimate_before, drift.estimate_after, drift.n)
                 self.drift_topic.send_soon(key=drift.model_version.encode(), value=self.codec.encode("DriftAlert", alert))
         elif op == "checkpoint":
-            learner = self._masters.get(key)
+            learner = self._masters.peek(key)
             if learner is not None:
                 data = learner.to_bytes()
                 self.learners[_table_key(key, partition)] = data
+                self._masters.checkpointed(key, data)
                 for p in range(_PARTITIONS):  # copies for finalisation on every partition
                     if p != partition:
                         self._command("replica", p, key, data)
@@ -408,11 +407,10 @@ class Labeller:
         log.info("labeller: %d traces in state, %d awaiting an outcome", len(self.traces), pending)
 
     async def _on_revoked(self, sender: Any, revoked: set[TP], signal: Any = None, **kwargs: Any) -> None:
-        # another worker may own these now; its copy, restored from the changelog, is the truth
+        # Faust revokes every partition at every rebalance, also those this worker gets back: the
+        # masters stay (each is reloaded at its next use if it was checkpointed elsewhere meanwhile,
+        # and dropped at the next tick if its home partition is gone; see labelling/masters.py)
         gone = {tp.partition for tp in revoked if tp.topic == _EXPERIENCES}
-        for agent_key in [k for k in self._masters if home_partition(k) in gone]:
-            self._masters.pop(agent_key, None)
-            self._dirty.discard(agent_key)
         for rk in [rk for rk in self._replicas if rk[1] in gone]:
             self._replicas.pop(rk, None)
 
@@ -430,11 +428,10 @@ class Labeller:
                     self._due.push(key, self.engine.due_at(st))
                     continue
                 self._command("finalise", st.partition, key)
-            for agent_key in list(self._dirty):
-                self._dirty.discard(agent_key)
-                home = home_partition(agent_key)
-                if home in active:
-                    self._command("checkpoint", home, agent_key)
+            self._masters.forget_unless(active, home_partition)  # homes that moved to another worker
+            for agent_key in list(self._masters.dirty):
+                self._masters.dirty.discard(agent_key)
+                self._command("checkpoint", home_partition(agent_key), agent_key)
             if time.monotonic() - self._last_sweep >= self.settings.expiry_sweep_s:
                 self._last_sweep = time.monotonic()
                 self._sweep(now, active)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -190,10 +190,14 @@ class RetentionLoop:
     Args:
         settings: the retention settings (default: read from the environment now).
         store: the store to keep (default: a store opened on the configured ClickHouse, closed at :meth:`stop`).
+        when: a pass runs only while this holds (checked every second): with several workers on a
+            ClickHouse server, only in the worker whose sink has the store-wide chores.
     """
 
-    def __init__(self, settings: RetentionSettings | None = None, store: Store | None = None) -> None:
+    def __init__(self, settings: RetentionSettings | None = None, store: Store | None = None,
+                 when: Callable[[], bool] | None = None) -> None:
         self.settings = settings if settings is not None else RetentionSettings()
+        self.when = when if when is not None else (lambda: True)
         self._store = store
         self._own_store = store is None
         self._stop = threading.Event()
@@ -220,6 +224,9 @@ class RetentionLoop:
         except Exception:  # the broker may refuse (ACLs): ClickHouse's retention still runs
             log.exception("retention: could not set the event topics' retention.ms")
         while not self._stop.is_set():
+            if not self.when():
+                self._stop.wait(1.0)
+                continue
             try:
                 self.run_once()
             except Exception:

@@ -43,7 +43,9 @@ from agentgym.processors.membership import HEARTBEAT_INTERVAL_S, SESSION_TIMEOUT
 from agentgym.processors.retention import RetentionLoop
 from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.base import Store
-from agentgym.processors.store.exceptions import InsertAbandonedError
+from agentgym.processors.store.chdb_store import directory_owner, parse_chdb_url
+from agentgym.processors.store.exceptions import InsertAbandonedError, StoreLockedError
+from agentgym.processors.store.settings import StoreSettings
 from agentgym.processors.store.http_server import HttpLimits, serve_readonly
 from agentgym.processors.store.rows import to_arrow
 from agentgym.producers.kafka_security import client_security, librdkafka_security
@@ -190,6 +192,12 @@ class ClickHouseSink:
         self._deletions_read = False
         # only a sink that stores the runs applies deletions (it owns the rows they delete)
         self._applies = any(s.record == "Experience" for s in self.specs.values())
+        self._requests: dict[str, str] = {}  # subject -> event id of a deletion request not applied yet
+        # several sinks share the topics' partitions (several workers on a ClickHouse server): the
+        # store-wide chores (applying deletions, the retention pass) are done by one of them, the one
+        # assigned partition 0 of the runs' topic; a lone sink is assigned every partition
+        self.chores = False
+        self._chores_topic = next((s.name for s in self.specs.values() if s.record == "Experience"), None)
         self.datasets_url = datasets_url
 
     # -- one batch -------------------------------------------------------------
@@ -203,19 +211,33 @@ class ClickHouseSink:
             msgs.extend(self._consumer.consume(self.batch_size - len(msgs), timeout))
         return msgs
 
+    def _holds_chores(self) -> bool:
+        if self._chores_topic is None:
+            return False
+        try:
+            assigned = self._consumer.assignment()
+        except KafkaException:
+            return self.chores
+        return any(tp.topic == self._chores_topic and tp.partition == 0 for tp in assigned)
+
     def _follow_deletions(self) -> None:
-        """Reads new deletion records (all of them before the first batch) and applies new requests."""
+        """Reads new deletion records (all of them before the first batch) and, in the sink with the
+        chores, applies the requests not applied yet (also those read while another sink had them)."""
         if self._deletions is None:
             return
-        if not self._deletions_read:
-            self._deletions.catch_up(to_end=True)
-            self._deletions_read = True
-            pending = [r for r in self._deletions.records.values() if r["status"] == "requested"]
-        else:
-            pending = [self._deletions.records[r["subject"]] for r in self._deletions.catch_up() if r["status"] == "requested"]
-        if not self._applies:
+        new = self._deletions.catch_up(to_end=not self._deletions_read)
+        self._deletions_read = True
+        for r in new:
+            latest = self._deletions.records[r["subject"]]
+            if latest["status"] == "requested":
+                self._requests[latest["subject"]] = latest["event_id"]
+            else:  # applied (by this sink, or by the one that had the chores before)
+                self._requests.pop(latest["subject"], None)
+        if not self._applies or not self.chores:
             return
-        for record in {r["event_id"]: r for r in pending}.values():
+        for subject in list(self._requests):
+            record = self._deletions.records[subject]
+            del self._requests[subject]
             if record["status"] != "requested":
                 continue
             applied = apply_deletion(self.store, record, self.datasets_url)
@@ -233,6 +255,7 @@ class ClickHouseSink:
 
     def process_batch(self) -> int:
         """Consumes one batch, inserts it, commits its offsets. Returns messages handled."""
+        self.chores = self._holds_chores()
         self._follow_deletions()
         msgs = []
         for m in self._collect():
@@ -474,10 +497,6 @@ def register(app: Any, settings: Any) -> None:
 
     from mode import Service
 
-    from agentgym.processors.store.chdb_store import directory_owner, parse_chdb_url
-    from agentgym.processors.store.exceptions import StoreLockedError
-    from agentgym.processors.store.settings import StoreSettings
-
     @app.service
     class ClickHouseSinkService(Service):
         """Owns the store (in embedded mode also serves it read-only over HTTP) and the sink thread."""
@@ -551,7 +570,8 @@ def register(app: Any, settings: Any) -> None:
             self._thread = threading.Thread(target=self._run, args=(loop,), name="clickhouse-sink", daemon=True)
             self._thread.start()
             # per-tenant retention: ClickHouse's TTLs follow gym-tenants-v1; the event topics' retention.ms
-            self._retention = RetentionLoop().start()
+            sink = self._sink
+            self._retention = RetentionLoop(when=lambda: sink.chores).start()
 
         def _run(self, loop: asyncio.AbstractEventLoop) -> None:
             assert self._sink is not None

@@ -20,7 +20,8 @@ from agentgym.processors.deletions import DeletionLog
 from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.processors.datasets.store import Manifest
 from agentgym.processors.store import StoreError, StoreSettings, open_reader
-from agentgym.processors.store.chdb_store import ChdbStore, directory_owner, open_paths, parse_chdb_url
+from agentgym.processors.store.chdb_store import ChdbStore, directory_owner, open_paths, parse_chdb_url, read_port_file
+from agentgym.processors.store.server_store import ServerStore
 from agentgym.processors.store.base import Store
 from agentgym.producers.records import RecordProducer
 
@@ -46,13 +47,15 @@ def register(app: Any, processor_settings: Any) -> None:
         except StoreError as exc:  # nothing stored yet, or the owner's read interface is not up yet
             log.info("datasets: the store is not readable yet (%s); next check in %.0fs", exc, settings.dataset_interval_s)
             return None
-        producer = RecordProducer(settings.bootstrap_servers)
+        if "producer" not in state:  # made once: a builder is made again after its store failed
+            state["producer"] = RecordProducer(settings.bootstrap_servers)
+            state["deletions"] = DeletionLog(settings.bootstrap_servers)  # deleted users' runs never enter a dataset
+        producer = state["producer"]
 
         def announce(manifest: Manifest) -> None:
             producer.send("datasets", manifest.announcement())
 
-        deletions = DeletionLog(settings.bootstrap_servers)  # deleted users' runs never enter a dataset
-        builder = state["builder"] = DatasetBuilder(store, settings, announce=announce, deletions=deletions)
+        builder = state["builder"] = DatasetBuilder(store, settings, announce=announce, deletions=state["deletions"])
         return builder
 
     def _check() -> int:
@@ -92,6 +95,13 @@ def open_shared_reader(url: str | None = None) -> Store:
         return open_reader(url)
     path = parse_chdb_url(url)
     mine = str(path) in open_paths()
+    port = read_port_file(path)
+    if mine and port is not None:
+        # this worker's sink owns the store: read through its HTTP interface too, not a second
+        # engine session in this process (one left open when the sink closed the engine
+        # crashed the worker at exit)
+        return ServerStore(f"http://127.0.0.1:{port}", StoreSettings().clickhouse_database, create_database=False,
+                           connect_timeout_s=3.0)
     if not mine and directory_owner(path) is None:
         raise StoreError(f"no worker owns the embedded ClickHouse at {path} now (its sink is starting or being taken over)")
     store = open_reader(url)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,11 @@ from agentgym.processors.datasets.processor import open_shared_reader
 from agentgym.processors.datasets.quality import LengthLimits, Scrubber
 from agentgym.processors.datasets.settings import DatasetSettings
 from agentgym.processors.datasets.store import DatasetStore
+from agentgym.processors.sink import ClickHouseSink
+from agentgym.processors.store.chdb_store import ChdbStore, directory_owner
+from agentgym.producers.admin import create_topics
 from agentgym.schemas.codec import AvroCodec
-from agentgym.schemas.topics import TOPICS
+from agentgym.schemas.topics import TOPICS, TopicSpec
 from tests.kafka_utils import consume_all
 from tests.workers import Worker, wait_for, worker_env
 
@@ -71,6 +75,20 @@ def _outcome_contents(bootstrap: str, traces: set[str]) -> dict[str, set[tuple[A
     return out
 
 
+def _diagnose(bootstrap: str, app_id: str, missing: set[str]) -> dict[str, Any]:
+    """What the topics hold about traces left unlabelled: their outcomes, and their join state's changelog."""
+    outcomes = _outcome_contents(bootstrap, missing)
+    changelog = consume_all(bootstrap, f"{app_id}-labeller-traces-changelog", 10**9, timeout_s=6.0,
+                            match=lambda m: m.key() is not None and m.key().decode().strip('"') in missing)
+    states: dict[str, Any] = {}
+    for m in changelog:
+        raw = json.loads(m.value()) if m.value() else None
+        states.setdefault(m.key().decode(), []).append(
+            None if raw is None else {k: raw.get(k) for k in ("dirty", "revision", "partition", "last_event_ms")})
+    return {"outcomes": sorted(c for cs in outcomes.values() for c in cs), "changelog": states,
+            "missing": sorted(missing)[:10]}
+
+
 def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstrap: str, unique: str, tmp_path: Path) -> None:
     tenant, exp = f"mw-{unique}", f"exp-{unique}"
     home = tmp_path / "home"
@@ -94,13 +112,13 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
     workers: list[Worker] = []
     t_start = time.monotonic()
     try:
-        a = start("a")
-        workers.append(a)
-        wait_for(lambda: _rows(url, "SELECT 1", {}) == [(1,)], 120, "worker a to own the store", a)
-        b = start("b")
-        workers.append(b)
-        wait_for(lambda: "standing by" in b.log.read_text(errors="replace"), 60, "worker b's sink to stand by", b)
-        for w in (a, b):
+        workers += [start("a"), start("b")]  # together: the first to open the store owns it
+        wait_for(lambda: _rows(url, "SELECT 1", {}) == [(1,)], 120, "a worker to own the store", workers[0])
+        owner_pid = directory_owner(home / "clickhouse")
+        owner = next(w for w in workers if w.proc is not None and w.proc.pid == owner_pid)
+        other = next(w for w in workers if w is not owner)
+        wait_for(lambda: "standing by" in other.log.read_text(errors="replace"), 60, "the other sink to stand by", other)
+        for w in workers:
             wait_for(lambda w=w: "Ready" in w.log.read_text(errors="replace"), 120, "the workers to be ready", w)
 
         out = CliRunner().invoke(cli, ["experiments", "create", exp, "--agent", "bot", "--tenant", tenant,
@@ -145,10 +163,10 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
         workers.append(c)
         late_sql = ("SELECT count() FROM agentgym.v_outcomes_latest WHERE tenant_id = {t:String} AND agent_id = 'late' "
                     "AND label = 'unknown'")
-        wait_for(lambda: _rows(url, late_sql, {"t": tenant}) == [(LATE,)], 120, "the late traces' first outcomes", a)
+        wait_for(lambda: _rows(url, late_sql, {"t": tenant}) == [(LATE,)], 120, "the late traces' first outcomes", owner)
         wait_for(lambda: "Ready" in c.log.read_text(errors="replace"), 120, "worker c to be ready", c)
         bot_traffic(UNITS // 2, UNITS)
-        a.kill()  # the store's owner, mid-labelling and mid-experiment
+        owner.kill()  # the store's owner, mid-labelling and mid-experiment
         t_kill = time.monotonic()
         for trace, good in late.items():
             gym_late.record_feedback(trace, thumbs_up=good)
@@ -166,8 +184,13 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
             got.update({r[0]: r[1:] for r in _rows(url, labels_sql, {"t": tenant})})
             return len(got) == len(expected) and all(got[t][0] == lab for t, (lab, _) in expected.items())
 
-        survivors = [b, c]
-        wait_for(labelled, 150, "every trace's expected label", survivors[0])
+        survivors = [other, c]
+        try:
+            wait_for(labelled, 150, "every trace's expected label", survivors[0])
+        except AssertionError:
+            missing = {t for t in expected if t not in got or got[t][0] != expected[t][0]}
+            raise AssertionError(f"{len(missing)} traces without their expected label: "
+                                 f"{_diagnose(bootstrap, app_id, missing)}") from None
         t_labelled = time.monotonic() - t_kill
         assert all(got[t][1] == rev for t, (_, rev) in expected.items() if t in late), \
             {t: got[t] for t in late if got[t][1] != 1}
@@ -241,3 +264,42 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
     finally:
         for w in workers:
             w.kill()
+
+
+@pytest.mark.timeout(120)
+def test_one_sink_of_a_group_does_the_store_wide_chores_and_another_takes_them_over(bootstrap: str, unique: str,
+                                                                                   tmp_path: Path) -> None:
+    """Several workers sinking into a ClickHouse server share the sink's group: only the sink assigned
+    partition 0 of the runs' topic applies deletions and runs the retention pass (before, every worker
+    did, so a deletion rewrote the same datasets concurrently); when it leaves, another one has them."""
+    spec = TopicSpec(f"chores-{unique}", "Experience", "trace_id", 6, "experiences")
+    create_topics(bootstrap, {spec.name: (6, {})})
+    store = ChdbStore(tmp_path / "clickhouse")
+    fast = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 300}  # rebalances in well under a second
+    sinks = [ClickHouseSink(bootstrap, store, group=f"chores-{unique}", batch_ms=100, specs=[spec], deletions=False,
+                            consumer_config=fast) for _ in range(2)]
+    threads = [threading.Thread(target=s.run, daemon=True) for s in sinks]
+    for t in threads:
+        t.start()
+    holder = -1
+    try:
+        def settled(members: list[ClickHouseSink]) -> bool:  # every partition assigned, each to one of them
+            parts = [tp.partition for s in members for tp in s._consumer.assignment()]
+            return sorted(parts) == list(range(6)) and all(s._consumer.assignment() for s in members)
+
+        wait_for(lambda: settled(sinks) and sum(s.chores for s in sinks) == 1, 60, "one sink with the chores")
+        holder = next(i for i, s in enumerate(sinks) if s.chores)
+        sinks[holder].stop()
+        threads[holder].join(30)
+        sinks[holder].close()  # leaves the group
+        rest = [s for i, s in enumerate(sinks) if i != holder]
+        wait_for(lambda: settled(rest) and sum(s.chores for s in rest) == 1, 60, "another sink with the chores")
+    finally:
+        for s in sinks:
+            s.stop()
+        for t in threads:
+            t.join(30)
+        for i, s in enumerate(sinks):
+            if i != holder:
+                s.close()
+        store.close()
