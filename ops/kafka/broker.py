@@ -472,7 +472,7 @@ class KafkaBroker:
                      for a in ("--add-scram", f"{m}=[name={name},password={pw}]")]
             fmt = subprocess.run(
                 self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
-                           "--ignore-formatted", *scram),
+                           "--ignore-formatted", *scram, options=self.jvm_options),
                 capture_output=True, text=True,
             )
             if fmt.returncode != 0:
