@@ -122,7 +122,7 @@ class DemoConfig:
         are raised to what the audit sample needs, before and after scaling: about 1.6
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
-        base = (cls(users=160, dataset_min_new=700, min_samples_per_arm=30, heldout=200, settle_s=6.0, train_max_steps=180,
+        base = (cls(users=160, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0, train_max_steps=180,
                     timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
@@ -568,7 +568,7 @@ class _DemoRun:
             manifest = DatasetStore.open(source.dataset_uri)
             store = DatasetStore(manifest.uri.rsplit("/", 1)[0])
             # the newest examples, enough to teach the wrong lesson in a short job
-            rows = {split: broken_rows(store.read(manifest, split)[:cap]) for split, cap in (("train", 240), ("eval", 60))}
+            rows = {split: broken_rows(store.read(manifest, split)[:cap]) for split, cap in (("train", 160), ("eval", 60))}
             now_ms = int(time.time() * 1000)
             broken = store.write(
                 dataset_id=f"{manifest.dataset_id}-broken", tenant_id=TENANT, agent_id=AGENT, kind=manifest.kind,
