@@ -140,21 +140,21 @@ def _replay_outcomes(bootstrap: str, tenant: str, since_ms: int) -> list[dict[st
     from confluent_kafka import Consumer, TopicPartition
 
     topic, got = TOPICS["outcomes"].name, []
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
     try:
         for tp in c.offsets_for_times([TopicPartition(topic, p, since_ms) for p in range(TOPICS["outcomes"].partitions)], timeout=10):
             end = c.get_watermark_offsets(tp, timeout=10)[1]
             if tp.offset < 0 or tp.offset >= end:
                 continue
             c.assign([tp])
-            last = tp.offset - 1
-            while last < end - 1:
-                m = c.poll(10)
-                assert m is not None, f"{topic}[{tp.partition}]: stuck at {last} before {end}"
-                if m.error() is None and m.partition() == tp.partition:
-                    last = int(m.offset() or 0)
-                    if (m.key() or b"").startswith(f"{tenant}-".encode()):
-                        got.append(CODEC.decode(m.value()).record)
+            deadline = time.monotonic() + 30
+            while c.position([TopicPartition(topic, tp.partition)])[0].offset < end:
+                assert time.monotonic() < deadline, f"{topic}[{tp.partition}]: not read to {end}"
+                m = c.poll(0.5)
+                if m is not None and m.error() is None and m.partition() == tp.partition and (m.offset() or 0) < end \
+                        and (m.key() or b"").startswith(f"{tenant}-".encode()):
+                    got.append(CODEC.decode(m.value()).record)
     finally:
         c.close()
     return [o for o in got if is_replay_id(o["event_id"])]
