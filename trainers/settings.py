@@ -90,7 +90,8 @@ class TrainSettings(SharedSettings):
     train_init_from: Literal["champion", "base"] = Field(
         "champion", description="what a job of the trainer service (and `agentgym train`) starts from: `champion` "
         "(the agent's champion's adapter, trained further as a trainable PEFT model, its LoRA shape winning over "
-        "`AGENTGYM_TRAIN_LORA_*`; a fresh LoRA when the champion is the base model) or `base` (a fresh LoRA on the "
+        "`AGENTGYM_TRAIN_LORA_R`, `AGENTGYM_TRAIN_LORA_ALPHA`, `AGENTGYM_TRAIN_LORA_DROPOUT` and "
+        "`AGENTGYM_TRAIN_LORA_TARGET_MODULES`; a fresh LoRA when the champion is the base model) or `base` (a fresh LoRA on the "
         "base model every round)")
 
     @model_validator(mode="after")
