@@ -11,10 +11,13 @@ each DatasetReady applies its policy:
   time; the registry promoter or a rollback ends it) -- else the job is ``deferred``
   until then, and a newer dataset of the same agent supersedes it (datasets are
   cumulative, so the newest holds everything the older one did);
-* the dataset was announced after the agent's champion was promoted -- else the job
-  waits for a newer dataset: one that predates the champion holds none of the traffic
-  it served alone, so none of its failures (after a promotion, the next round learns
-  what the new champion gets wrong, e.g. a kind of request that appeared meanwhile). A *requested* job
+* after an experiment promoted the agent's champion, the dataset is the second one (or
+  later) announced since the promotion -- else the job waits for a newer dataset. One
+  that predates the champion holds none of the traffic it served alone, and the first
+  one after may have been cut moments after the promotion; the second holds at least a
+  full dataset interval (``AGENTGYM_DATASET_MIN_NEW_EXAMPLES`` labelled runs) of it. So
+  the next round learns what the new champion gets wrong (e.g. a kind of request that
+  appeared meanwhile). A *requested* job
   (the API's ``POST /v1/training-jobs``, :func:`~agentgym.trainers.jobs.request_job`) is
   never superseded and runs before the agent's automatic ones.
 
@@ -164,15 +167,22 @@ class TrainerService:
                 in_test = self._candidate_in_test(rec.tenant_id, rec.agent_id)
                 reason = f"waiting for the experiment of candidate {in_test} to decide" if in_test else ""
                 promoted = self._promoted.get((rec.tenant_id, rec.agent_id))
-                if not reason and not rec.requested and promoted is not None and rec.created_ms < promoted[1]:
-                    # the dataset predates the champion: its traffic (and its failures) are not in it
-                    reason = f"waiting for a dataset newer than the promotion of champion {promoted[0]}"
+                if not reason and not rec.requested and promoted is not None and promoted[1] and \
+                        self._datasets_since(rec.tenant_id, rec.agent_id, promoted[1], rec.created_ms) < 2:
+                    # the first dataset after a promotion may have been cut moments after it: the second one
+                    # holds at least a full dataset interval of the champion's own traffic (and its failures)
+                    reason = f"waiting for a full dataset interval of champion {promoted[0]}'s own traffic"
                 if reason:
                     if rec.reason != reason:
                         self.jobs.save(rec.with_status("deferred", reason))
                     continue
             out.append(self.run_job(rec))
         return out
+
+    def _datasets_since(self, tenant_id: str, agent_id: str, since_ms: int, until_ms: int) -> int:
+        """Datasets of the agent announced (admitted) in ``[since_ms, until_ms]``, superseded ones included."""
+        return sum(1 for r in self.jobs.list() if (r.tenant_id, r.agent_id) == (tenant_id, agent_id)
+                   and since_ms <= r.created_ms <= until_ms)
 
     def _candidate_in_test(self, tenant_id: str, agent_id: str) -> str | None:
         """The agent's candidate still in its A/B experiment, if any (the registry re-read at most every 5 s).

@@ -37,8 +37,8 @@ truth over the experiment's units and the held-out measurement.
    (:data:`~agentgym.ops.demo.task.DRIFT_MIX`: a new tool, ``cancel_order``, that no
    model has learnt, takes 40% of the requests). Success drops, the labeller's drift
    detector (ADWIN per model version) raises an alert, the dataset builder collects the
-   new failures and corrections (the trainer waits for a dataset newer than the
-   promotion: one that holds the new champion's own traffic), the next candidate trains
+   new failures and corrections (the trainer waits for a full dataset interval of the
+   new champion's own traffic), the next candidate trains
    *from the current champion* (its adapter, trained further), and the A/B test
    promotes it.
 3. *A bad candidate, rolled back*: when the second experiment starts, the demo injects

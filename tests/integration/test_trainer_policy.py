@@ -111,21 +111,28 @@ def test_a_requested_job_is_not_superseded_and_runs_before_the_automatic_one(ser
     assert [o.record.job_id for o in outcomes] == [asked.job_id, newer.job_id]
 
 
-def test_after_a_promotion_a_dataset_that_predates_it_waits_for_a_newer_one(
+def test_after_a_promotion_the_next_job_waits_for_a_full_dataset_interval_of_the_champions_traffic(
         registry: ModelRegistry, service: TrainerService, tmp_path: Path, unique: str) -> None:
     tenant = f"t-{unique}"
     old = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-old"))  # announced before the promotion
     champion = registry.register(ModelVersion(tenant_id=tenant, model_version=f"{unique}-v1", agent_id=AGENT,
                                               base_model="tiny:llama", status="champion", adapter_uri=f"/models/{unique}-v1",
                                               metrics={"promoted_ms": float(old.created_ms + 1)}))
+    waiting_reason = f"waiting for a full dataset interval of champion {champion.model_version}'s own traffic"
     assert service.run_due() == []
     waiting = service.jobs.get(old.job_id)
     assert waiting is not None and waiting.status == "deferred" and waiting.started_ms == 0
-    assert waiting.reason == f"waiting for a dataset newer than the promotion of champion {champion.model_version}"
+    assert waiting.reason == waiting_reason
 
-    # the next dataset (announced after the promotion) supersedes it and runs
+    # the first dataset after the promotion may hold moments of its traffic: it waits too
     service._clock = lambda: old.created_ms + 10  # type: ignore[method-assign]
-    newer = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-new"))
+    first = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-first"))
     assert service.jobs.get(old.job_id).status == "superseded"  # type: ignore[union-attr]
+    assert service.run_due() == []
+    assert service.jobs.get(first.job_id).reason == waiting_reason  # type: ignore[union-attr]
+
+    # the second one holds a full interval of it: it runs
+    service._clock = lambda: old.created_ms + 20  # type: ignore[method-assign]
+    second = service.admit(_ready(tmp_path, tenant, AGENT, f"ds-{unique}-second"))
     [outcome] = service.run_due()
-    assert outcome.record.job_id == newer.job_id and outcome.record.status == "failed"  # the dataset is not on disk
+    assert outcome.record.job_id == second.job_id and outcome.record.status == "failed"  # the dataset is not on disk
