@@ -14,6 +14,10 @@ A dead worker's lock is released by the kernel, so its successor gets the same s
 two live workers on one host get different slots. The id is ``<host>-<app id>-<n>``,
 or ``AGENTGYM_WORKER_ID`` when set (e.g. a StatefulSet pod name).
 
+Slots are per ``AGENTGYM_HOME``: two workers with their own homes on one host can claim
+the same slot, so each consumer's id also carries the worker's web URL (``faust_instance_id``;
+the sink's is that id plus ``-sink``), which only one live process on a host can bind.
+
 The cost of static membership: a member that stops for good is noticed only after the
 session timeout, so the session timeouts are short (``SESSION_TIMEOUT_S``).
 """

@@ -16,6 +16,10 @@ Guarantees:
 * bad input never stops the worker: undecodable or invalid messages become
   DeadLetter records on ``gym-deadletter-v1`` (with the reason) and land in the
   ``dead_letters`` table;
+* one sink at a time does the store-wide chores: several sinks of one group (several
+  workers on a ClickHouse server) share the topics' partitions, and only the one assigned
+  partition 0 of ``gym-experiences-v1`` applies deletion requests and runs the retention
+  pass (``chores``); a lone sink has every partition;
 * deleted users stay deleted: before its first batch the sink reads the compacted
   ``gym-deletions-v1`` to its end (:class:`~agentgym.processors.deletions.DeletionLog`), and it
   never inserts an event of a deleted user or trace, on a replay from the beginning
@@ -197,6 +201,7 @@ class ClickHouseSink:
         # store-wide chores (applying deletions, the retention pass) are done by one of them, the one
         # assigned partition 0 of the runs' topic; a lone sink is assigned every partition
         self.chores = False
+        self.assignment: list[tuple[str, int]] = []  # (topic, partition) assigned at the start of the last batch
         self._chores_topic = next((s.name for s in self.specs.values() if s.record == "Experience"), None)
         self.datasets_url = datasets_url
 
@@ -212,13 +217,13 @@ class ClickHouseSink:
         return msgs
 
     def _holds_chores(self) -> bool:
-        if self._chores_topic is None:
-            return False
         try:
             assigned = self._consumer.assignment()
         except KafkaException:
             return self.chores
-        return any(tp.topic == self._chores_topic and tp.partition == 0 for tp in assigned)
+        # (read here, on the sink's thread: other threads calling the consumer wait for its lock)
+        self.assignment = sorted((tp.topic, tp.partition) for tp in assigned)
+        return any(t == self._chores_topic and p == 0 for t, p in self.assignment)
 
     def _follow_deletions(self) -> None:
         """Reads new deletion records (all of them before the first batch) and, in the sink with the

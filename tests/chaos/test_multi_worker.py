@@ -64,9 +64,10 @@ def _words(rng: random.Random, vocabulary: list[str], n: int) -> str:
     return " ".join(rng.choice(vocabulary) for _ in range(n))
 
 
-def _outcome_contents(bootstrap: str, traces: set[str]) -> dict[str, set[tuple[Any, ...]]]:
-    """Every Outcome emitted for ``traces`` on the topic: event id -> the distinct contents."""
-    msgs = consume_all(bootstrap, TOPICS["outcomes"].name, 10**9, timeout_s=6.0,
+def _outcome_contents(bootstrap: str, traces: set[str], at_least: int) -> dict[str, set[tuple[Any, ...]]]:
+    """Every Outcome emitted for ``traces`` on the topic (``at_least`` of them, then a second's more):
+    event id -> the distinct contents."""
+    msgs = consume_all(bootstrap, TOPICS["outcomes"].name, at_least, timeout_s=30.0,
                        match=lambda m: m.key() is not None and m.key().decode() in traces)
     out: dict[str, set[tuple[Any, ...]]] = {}
     for m in msgs:
@@ -77,7 +78,7 @@ def _outcome_contents(bootstrap: str, traces: set[str]) -> dict[str, set[tuple[A
 
 def _diagnose(bootstrap: str, app_id: str, missing: set[str]) -> dict[str, Any]:
     """What the topics hold about traces left unlabelled: their outcomes, and their join state's changelog."""
-    outcomes = _outcome_contents(bootstrap, missing)
+    outcomes = _outcome_contents(bootstrap, missing, 10**9)
     changelog = consume_all(bootstrap, f"{app_id}-labeller-traces-changelog", 10**9, timeout_s=6.0,
                             match=lambda m: m.key() is not None and m.key().decode().strip('"') in missing)
     states: dict[str, Any] = {}
@@ -243,7 +244,7 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
         dup = _rows(url, "SELECT count(), uniqExact(event_id) FROM agentgym.v_experiences WHERE tenant_id = {t:String}",
                     {"t": tenant})
         assert dup == [(n_bot + LATE, n_bot + LATE)], dup
-        contents = _outcome_contents(bootstrap, set(expected))
+        contents = _outcome_contents(bootstrap, set(expected), n_bot + 2 * LATE)
         assert {e: c for e, c in contents.items() if len(c) > 1} == {}
         revisions: dict[str, set[int]] = {}
         for cs in contents.values():
@@ -259,7 +260,10 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
               f"whole test {time.monotonic() - t_start:.1f}s")
         gym.close()
         gym_late.close()
-        codes = [w.stop() for w in survivors]
+        for w in survivors:  # SIGTERM to both at once
+            assert w.proc is not None
+            w.proc.terminate()
+        codes = [w.proc.wait(60) for w in survivors if w.proc is not None]
         assert codes == [0, 0], "\n".join(w.tail() for w in survivors)
     finally:
         for w in workers:
@@ -284,8 +288,8 @@ def test_one_sink_of_a_group_does_the_store_wide_chores_and_another_takes_them_o
     holder = -1
     try:
         def settled(members: list[ClickHouseSink]) -> bool:  # every partition assigned, each to one of them
-            parts = [tp.partition for s in members for tp in s._consumer.assignment()]
-            return sorted(parts) == list(range(6)) and all(s._consumer.assignment() for s in members)
+            parts = [p for s in members for _, p in s.assignment]
+            return sorted(parts) == list(range(6)) and all(s.assignment for s in members)
 
         wait_for(lambda: settled(sinks) and sum(s.chores for s in sinks) == 1, 60, "one sink with the chores")
         holder = next(i for i, s in enumerate(sinks) if s.chores)
