@@ -102,13 +102,13 @@ class DemoConfig:
     users: int = 240
     batch: int = 16
     rate: float = 25.0  # runs per second the agents aim at
-    dataset_min_new: int = 1000  # labelled runs that finish the first dataset
+    dataset_min_new: int = 700  # labelled runs that finish the first dataset (and each later one)
     min_samples_per_arm: int = 40
     heldout: int = 300
     settle_s: float = 20.0  # traffic after the switch, so the plots show it
     base_steps: int = DEFAULT_STEPS
     train_epochs: float = 4.0
-    train_max_steps: int = 240  # per round (datasets are cumulative: later rounds would take ever longer)
+    train_max_steps: int = 120  # per round (datasets are cumulative: later rounds would take ever longer)
     timeout_s: float = 840.0  # the loop (after start-up) gives up after this long
     seed: int = 7
     audit_rate: float = 0.2  # the experiment's audit sample (0: none)
@@ -122,7 +122,7 @@ class DemoConfig:
         are raised to what the audit sample needs, before and after scaling: about 1.6
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
-        base = (cls(users=160, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0, train_max_steps=180,
+        base = (cls(users=160, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0, train_max_steps=100,
                     timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
