@@ -54,15 +54,20 @@ def test_an_admin_deletes_a_user_and_the_models_trained_on_them_are_flagged(
         status, listed, _ = call("GET", url, headers=auth(admin))
         assert status == 200 and [d["deletion_id"] for d in listed["deletions"]] == [deletion]
 
-        # the sink (the store's owner) applies it: rows deleted, the dataset rewritten
+        # the sink (the store's owner) applies it once it holds partition 0 of the runs' topic (its group's
+        # assignment arrives with a batch): rows deleted, the dataset rewritten
         sink = ClickHouseSink(bootstrap, store, group=f"privacy-{unique}", batch_ms=100, datasets_url=datasets.url,
                               specs=[TOPICS["experiences"]])
+
+        def left() -> set[str]:
+            return {r[0] for r in store.query("SELECT trace_id FROM v_experiences WHERE tenant_id = {t:String}", {"t": tenant}).rows}
+
+        kept = {exps[2]["trace_id"], exps[3]["trace_id"]}
         try:
-            sink.process_batch()
+            wait_for(lambda: (sink.process_batch(), left() == kept)[1], 60, "the sink to apply the deletion")
         finally:
             sink.close()
-        left = {r[0] for r in store.query("SELECT trace_id FROM v_experiences WHERE tenant_id = {t:String}", {"t": tenant}).rows}
-        assert left == {exps[2]["trace_id"], exps[3]["trace_id"]}
+        assert left() == kept
         rewritten = datasets.manifest(ds.dataset_id)
         assert rewritten.num_examples == 2 and rewritten.checksum != ds.checksum
 
@@ -73,7 +78,7 @@ def test_an_admin_deletes_a_user_and_the_models_trained_on_them_are_flagged(
         shown = wait_for(applied, 30, "the applied deletion in the API")
         assert shown["deletion_id"] == deletion and shown["deleted_rows"]["experiences"] == 2 and shown["datasets"] == [ds.dataset_id]
         status, text, _ = call("GET", f"{served.url}/v1/datasets/{copy.dataset_id}/export", headers=auth(read))
-        assert status == 200 and sorted(json.loads(line)["trace_id"] for line in text.splitlines()) == sorted(left)
+        assert status == 200 and sorted(json.loads(line)["trace_id"] for line in text.splitlines()) == sorted(kept)
         wait_for(lambda: deletion in registry.get(f"mv-{unique}").hyperparameters.get(DELETED_DATA_FLAG, ""), 30,
                  "the model trained on the dataset flagged")
     store.close()
