@@ -210,7 +210,7 @@ def test_workers_join_and_one_is_killed_mid_experiment_and_mid_labelling(bootstr
                 arms.update(zip(rows[0][0], rows[0][1]))
             return sum(arms.values()) >= UNITS
 
-        wait_for(counted, 60, "every unit in the experiment's statistics", survivors[0])
+        wait_for(counted, 150, "every unit in the experiment's statistics", survivors[0])
         first_full = _rows(url, "SELECT max(ts) FROM agentgym.v_stats_snapshots WHERE experiment_id = {e:String}", {"e": exp})
         # two more looks after the first complete one: a unit counted twice would show by then
         wait_for(lambda: _rows(url, "SELECT count() FROM agentgym.v_stats_snapshots WHERE experiment_id = {e:String} "

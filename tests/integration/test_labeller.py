@@ -243,7 +243,8 @@ def test_restart_keeps_join_state_and_the_model(start_worker: Callable[..., Labe
     # the model's state survived too: it labels with all 8 examples learnt before the restart
     m = latest(after)[fresh]
     assert m["labeller"] == "model:river-logistic-regression", m
-    assert m["labeller_version"] == "river-logistic-regression@8", m
+    # (@9 when the pending trace's revision, learnt after the restart, reached the learner first)
+    assert int(m["labeller_version"].rsplit("@", 1)[1]) >= 8, m
     assert m["label"] in ("success", "failure") and 0.5 <= m["confidence"] <= 1.0
 
 
