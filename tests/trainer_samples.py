@@ -56,3 +56,20 @@ def runs(tenant: str, agent: str, n: int, *, seed: int = 0, failure_every: int =
             "corrected_output": answer(word, number) if failed and (i // failure_every) % 2 == 0 else None,
         }))
     return experiences, outcomes
+
+
+def shout_dataset(home: Any, tenant: str = "acme", n: int = 96) -> Any:
+    """A small SFT dataset of the shouting task (one eval row in eight) in ``<home>/datasets``, as ``ds-shout``."""
+    from agentgym.processors.datasets.store import DatasetStore
+
+    rng = random.Random(0)
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
+    for i in range(n):
+        word, number = rng.choice(WORDS), rng.randint(1, 999)
+        rows["eval" if i % 8 == 0 else "train"].append({
+            "prompt": [{"role": "user", "content": f"shout {word} {number}"}],
+            "completion": [{"role": "assistant", "content": answer(word, number)}],
+            "trace_id": f"t{i}", "labeller_version": "rules-2", "source": "success", "prompt_key": f"k{i}",
+        })
+    return DatasetStore(f"{home}/datasets").write(dataset_id="ds-shout", tenant_id=tenant, agent_id="shouter",
+                                                      kind="sft", created_ms=1, rows=rows)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import secrets
 import shutil
 import subprocess
@@ -42,7 +41,7 @@ import psutil
 import pytest
 
 from agentgym.ops.kafka.broker import free_port
-from agentgym.processors.datasets.store import DatasetStore, Manifest
+from agentgym.processors.datasets.store import Manifest
 from agentgym.trainers.registry import ModelRegistry
 from tests import trainer_samples
 from tests.workers import wait_for
@@ -168,20 +167,6 @@ def ray_cluster() -> Iterator[LocalCluster]:
         assert not left, f"processes of the test cluster outlived it: {[p.pid for p in left]}"
 
 
-def _dataset(home: Path, tenant: str, n: int = 96) -> Manifest:
-    rng = random.Random(0)
-    rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
-    for i in range(n):
-        word, number = rng.choice(trainer_samples.WORDS), rng.randint(1, 999)
-        rows["eval" if i % 8 == 0 else "train"].append({
-            "prompt": [{"role": "user", "content": f"shout {word} {number}"}],
-            "completion": [{"role": "assistant", "content": trainer_samples.answer(word, number)}],
-            "trace_id": f"t{i}", "labeller_version": "rules-2", "source": "success", "prompt_key": f"k{i}",
-        })
-    return DatasetStore(str(home / "datasets")).write(dataset_id="ds-shout", tenant_id=tenant, agent_id="shouter",
-                                                      kind="sft", created_ms=1, rows=rows)
-
-
 def _train(env: dict[str, str], manifest: Manifest, job_id: str, log: Path, *extra: str) -> subprocess.Popen[str]:
     cmd = [str(BIN / "agentgym"), "train", "--dataset", manifest.manifest_uri or manifest.uri, "--base", "tiny:llama",
            "--job-id", job_id, *extra]
@@ -210,7 +195,7 @@ def test_a_job_on_a_two_node_cluster_survives_losing_a_node_and_trains_as_well_a
     t0 = time.monotonic()
     home = tmp_path / "home"
     tenant = f"t-{unique}"
-    manifest = _dataset(home, tenant)
+    manifest = trainer_samples.shout_dataset(home, tenant)
     base_env = {k: v for k, v in ray_cluster.env.items() if k != "RAY_ADDRESS"}
     base_env.update(TRAIN_ENV, AGENTGYM_HOME=str(home), AGENTGYM_BOOTSTRAP_SERVERS=bootstrap)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,9 +25,9 @@ from agentgym.processors.store import migrate, open_store
 from agentgym.processors.store.rows import insert_records
 from agentgym.schemas.topics import TOPICS
 from tests import trainer_samples
+from tests.trainer_samples import shout_dataset
 from tests.kafka_utils import consume_all, decode_all, drain_sink
 from agentgym.processors.datasets.builder import DatasetBuilder
-from agentgym.processors.datasets.store import DatasetStore, Manifest
 from agentgym.producers.records import RecordProducer, watermarks
 from agentgym.trainers.modeling import generate, load_for_inference
 from agentgym.trainers.registry import ModelRegistry
@@ -59,20 +58,6 @@ def small(home: Path, **kw: Any) -> TrainSettings:
                                   train_max_length=128, train_use_gpu="no")
     fields.update(kw)
     return TrainSettings(**fields)
-
-
-def shout_dataset(home: Path, n: int = 96) -> Manifest:
-    rng = random.Random(0)
-    rows: dict[str, list[dict[str, Any]]] = {"train": [], "eval": []}
-    for i in range(n):
-        word, number = rng.choice(trainer_samples.WORDS), rng.randint(1, 999)
-        rows["eval" if i % 8 == 0 else "train"].append({
-            "prompt": [{"role": "user", "content": f"shout {word} {number}"}],
-            "completion": [{"role": "assistant", "content": trainer_samples.answer(word, number)}],
-            "trace_id": f"t{i}", "labeller_version": "rules-2", "source": "success", "prompt_key": f"k{i}",
-        })
-    return DatasetStore(str(home / "datasets")).write(dataset_id="ds-shout", tenant_id="acme", agent_id="shouter",
-                                                      kind="sft", created_ms=1, rows=rows)
 
 
 def preempted_once(config: dict[str, Any]) -> None:
