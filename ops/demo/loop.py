@@ -29,8 +29,31 @@ estimate corrects the labeller's labels with, and the decision uses that correct
 estimate. The report shows the experiment's labelled and corrected estimates beside the
 truth over the experiment's units and the held-out measurement.
 
+**Three phases**, each driven only by the real pipeline:
+
+1. *Improvement*: the first fine-tuned model (trained on the base's failures and the
+   users' corrections) beats the base in the A/B test and is promoted.
+2. *Drift and recovery*: once the first experiment has decided, the traffic changes
+   (:data:`~agentgym.ops.demo.task.DRIFT_MIX`: a new tool, ``cancel_order``, that no
+   model has learnt, takes 40% of the requests). Success drops, the labeller's drift
+   detector (ADWIN per model version) raises an alert, the dataset builder collects the
+   new failures and corrections (the trainer waits for a full dataset interval of the
+   new champion's own traffic), the next candidate trains
+   *from the current champion* (its adapter, trained further), and the A/B test
+   promotes it.
+3. *A bad candidate, rolled back*: when the second experiment starts, the demo injects
+   a deliberately broken dataset (the newest real dataset with every tool name rotated
+   to the next tool) and requests a training job on it, as an operator would through the
+   API. It trains from the champion, passes the gate (its loss on its own broken
+   held-out split is lower than the champion's: the gate cannot know), and the live A/B
+   test rolls it back; the champion keeps serving and the registry retires the version
+   with the reason.
+
 The loop only watches (registry, experiment configuration, ClickHouse, job records)
-and prints what happens; it decides nothing.
+and prints what happens; it decides nothing. Held-out success is then measured per
+phase: base against the first promotion on the original traffic, the first against the
+second promotion on the traffic after the drift (and on the new kind of request alone),
+the champion against the bad candidate on the same.
 """
 
 from __future__ import annotations
@@ -50,17 +73,19 @@ import click
 
 from agentgym.ops.demo.agents import ModelPool, RouterAgent, RunResult, SimulatedUsers
 from agentgym.ops.demo.base import DEFAULT_STEPS, base_model_dir, pretrain_base
-from agentgym.ops.demo.report import AuditArm, AuditFigures, CsPoint, DemoReport, HeldOut, RatePoint, wilson, write
+from agentgym.ops.demo.report import (AuditArm, AuditFigures, CsPoint, DemoReport, ExperimentView, HeldOut, RatePoint,
+                                     wilson, write)
 from agentgym.ops.demo.reviewers import SimulatedReviewers
 from agentgym.ops.demo.stack import DemoStack
-from agentgym.ops.demo.task import is_correct, sample_task, sample_tasks
+from agentgym.ops.demo.task import ALL_INTENTS, DRIFT_MIX, NEW_INTENTS, is_correct, mix_label, sample_task, sample_tasks
 from agentgym.ops.exceptions import StackError
+from agentgym.processors.datasets.store import DatasetStore
 from agentgym.processors.experiments.config import ExperimentConfig
 from agentgym.producers import AgentGym
-from agentgym.trainers.jobs import JobStore
-from agentgym.trainers.registry import ModelRegistry, base_version_for
+from agentgym.trainers.jobs import JobStore, request_job
+from agentgym.trainers.registry import STATUS_REASON, ModelRegistry, base_version_for
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "audit_shortfall"]
+__all__ = ["DemoConfig", "DemoResult", "Round", "run_demo", "audit_shortfall", "broken_rows"]
 
 TENANT, AGENT = "demo", "router"
 TREATMENT_WEIGHT = 0.5  # the candidate's share of the experiment's traffic
@@ -77,13 +102,14 @@ class DemoConfig:
     users: int = 240
     batch: int = 16
     rate: float = 25.0  # runs per second the agents aim at
-    dataset_min_new: int = 1000  # labelled runs that finish the first dataset
+    dataset_min_new: int = 700  # labelled runs that finish the first dataset (and each later one)
     min_samples_per_arm: int = 40
     heldout: int = 300
     settle_s: float = 20.0  # traffic after the switch, so the plots show it
     base_steps: int = DEFAULT_STEPS
     train_epochs: float = 4.0
-    timeout_s: float = 540.0  # the loop (after start-up) gives up after this long
+    train_max_steps: int = 120  # per round (datasets are cumulative: later rounds would take ever longer)
+    timeout_s: float = 840.0  # the loop (after start-up) gives up after this long
     seed: int = 7
     audit_rate: float = 0.2  # the experiment's audit sample (0: none)
     review_error: float = 0.03  # the simulated reviewers' error rate
@@ -96,7 +122,8 @@ class DemoConfig:
         are raised to what the audit sample needs, before and after scaling: about 1.6
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
-        base = cls(users=160, dataset_min_new=700, min_samples_per_arm=30, heldout=200, settle_s=8.0) if fast else cls()
+        base = (cls(users=160, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0, train_max_steps=100,
+                    timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
         base = replace(base, users=max(base.users, audit_users(base)))  # scaled below like the rest
@@ -165,6 +192,50 @@ class DemoResult:
     audit: dict[str, Any] = field(default_factory=dict)
     report_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # the three phases (Round.to_dict each), the drift and the final champion
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    drift: dict[str, Any] = field(default_factory=dict)
+    final_champion: str = ""
+
+
+PHASES = {1: "improvement", 2: "drift and recovery", 3: "a bad candidate, rolled back"}
+
+
+@dataclass
+class Round:
+    """One fine-tuning round as the demo saw it: dataset -> job -> model -> experiment -> decision."""
+
+    phase: int
+    experiment_id: str = ""
+    control_version: str = ""
+    candidate_version: str = ""
+    started_s: float | None = None
+    decided_s: float | None = None
+    status: str = ""  # the experiment's: concluded, rolled_back
+    decision: str = ""  # "action winner: reason", from gym-decisions-v1
+    winner_version: str = ""
+    promoted: bool = False
+    # the lineage, from the job record and the registry
+    dataset_id: str = ""
+    num_examples: int = 0
+    job_id: str = ""
+    parent_version: str = ""
+    init_from: str = ""
+    registry_status: str = ""
+    registry_reason: str = ""
+    injected: str = ""  # what the demo injected (phase 3), else empty
+    cs: list[CsPoint] = field(default_factory=list)
+    heldout: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"phase {self.phase}: {PHASES.get(self.phase, '')}"
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = {k: v for k, v in self.__dict__.items() if k != "cs"}
+        doc["title"] = self.title
+        doc["looks"] = len(self.cs)
+        return doc
 
 
 class _Registry:
@@ -239,12 +310,21 @@ class _DemoRun:
         self.truth: dict[str, bool] = {}  # trace id -> the run was right (the simulator's; reviewers only)
         self.reviewers: SimulatedReviewers | None = None
         self.last_review = 0.0
-        # what the traffic loop has seen of the experiment
+        # what the traffic loop has seen of the experiments (one Round each, in order)
         self.phase = "collect"
-        self.experiment_id = ""
-        self.decided_at: float | None = None
+        self.experiment_id = ""  # the newest experiment's
+        self.rounds: list[Round] = []
         self.reported: set[str] = set()
         self.job_seen = ""
+        # phase 2: the traffic's mix of intents (None: the original four) and the drift detector's alerts
+        self.mix: dict[str, float] | None = None
+        self.drift_started: float | None = None
+        self.drift_alerts: list[dict[str, Any]] = []
+        self.last_drift_check = 0.0
+        # phase 3: the job the demo requested on a broken dataset
+        self.injected_job = ""
+        self.injected_dataset = ""
+        self.done_at: float | None = None
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
@@ -279,6 +359,7 @@ class _DemoRun:
             AGENTGYM_TRAINER_BASE_MODEL=str(self.pretrain_target), AGENTGYM_TRAINER_MIN_EXAMPLES="50",
             AGENTGYM_TRAINER_COOLDOWN_S="45", AGENTGYM_TRAINER_KINDS="sft",
             AGENTGYM_TRAIN_LEARNING_RATE="3e-3", AGENTGYM_TRAIN_EPOCHS=str(cfg.train_epochs),
+            AGENTGYM_TRAIN_MAX_STEPS=str(cfg.train_max_steps), AGENTGYM_TRAIN_INIT_FROM="champion",
             AGENTGYM_TRAIN_MAX_LENGTH="256", AGENTGYM_TRAIN_BATCH_SIZE="8", AGENTGYM_TRAIN_LOGGING_STEPS="5",
             AGENTGYM_TRAIN_SAVE_STEPS="50", AGENTGYM_TRAIN_RAY_NUM_CPUS="2",
             # the gate on held-out loss alone: exact match against the dataset's references would
@@ -340,15 +421,18 @@ class _DemoRun:
             self.reviewers = SimulatedReviewers(self.gym, self.stack.query, cfg.review_error, seed=cfg.seed + 2)
 
     def serve_until_settled(self) -> None:
-        """Phases 3 and 4: traffic, while the pipeline labels, builds a dataset, trains, gates,
-        runs the experiment and decides; returns once the decision has settled.
+        """Phases 3 and 4 of the run, the demo's three phases: traffic, while the pipeline labels,
+        builds datasets, trains, gates, runs the experiments and decides; the demo changes the
+        traffic (phase 2) and injects a broken dataset (phase 3). Returns once the bad
+        candidate's experiment has ended and its outcome is in the registry.
 
         Raises:
             StackError: a process died, or the loop did not close within ``cfg.timeout_s``.
         """
         cfg = self.cfg
-        self.say(f"3/5 {cfg.users} users send requests; agents serve {self.base_version} (the base) ...",
+        self.say(f"3/5 {cfg.users} users send requests ({mix_label(None)}); agents serve {self.base_version} (the base) ...",
                  mark="traffic starts")
+        self.say("      phase 1 (improvement): the base's failures and the users' corrections become the first dataset")
         deadline = time.monotonic() + cfg.timeout_s
         last_status = 0.0
         while True:
@@ -361,6 +445,7 @@ class _DemoRun:
             self._follow_experiment()
             self._review()
             self._read_decision()
+            self._watch_drift()
             if self._settled():
                 break
             if time.monotonic() - last_status >= 3.0:
@@ -371,12 +456,42 @@ class _DemoRun:
         self.result.runs = len(self.history)
         self.result.timings["loop_s"] = self.elapsed()
 
+    def _start_drift(self) -> None:
+        """Phase 2 begins once the first experiment has decided: a new tool, and the traffic changes."""
+        if self.drift_started is not None:
+            return
+        self.mix = dict(DRIFT_MIX)
+        self.drift_started = self.elapsed()
+        tool = ", ".join(t for t, _ in NEW_INTENTS.values())
+        self.say(f"      phase 2 (drift): a new tool, {tool}, launches; the traffic changes to {mix_label(self.mix)} "
+                 "(no model has learnt the new requests)", mark="drift starts")
+
+    def _watch_drift(self, every_s: float = 3.0) -> None:
+        """After the traffic changed: the labeller's drift alerts (gym-drift-v1 -> ClickHouse), printed once each."""
+        if self.drift_started is None or time.monotonic() - self.last_drift_check < every_s:
+            return
+        self.last_drift_check = time.monotonic()
+        rows = _safe(lambda: self.stack.query(
+            "SELECT event_id, model_version, metric, detector, estimate_before, estimate_after, n, toUnixTimestamp64Milli(ts) "
+            "FROM v_drift_alerts WHERE tenant_id = {t:String} AND agent_id = {a:String} ORDER BY ts", t=TENANT, a=AGENT), [])
+        known = {a["event_id"] for a in self.drift_alerts}
+        for event_id, version, metric, detector, before, after, n, ts_ms in rows or []:
+            if event_id in known:
+                continue
+            alert = {"event_id": event_id, "model_version": version, "metric": metric, "detector": detector,
+                     "estimate_before": float(before), "estimate_after": float(after), "n": int(n),
+                     "t_s": self.elapsed(), "drop": float(after) < float(before)}
+            self.drift_alerts.append(alert)
+            first_drop = alert["drop"] and sum(a["drop"] for a in self.drift_alerts) == 1
+            self.say(f"      drift alert ({detector} on {metric}): {_short(version)} {float(before):.0%} -> {float(after):.0%} "
+                     f"after {int(n)} labelled runs", mark="drift alert" if first_drop else None)
+
     def _serve_batch(self, started: float) -> None:
         """One batch of requests served and reacted to, paced to ``cfg.rate`` runs per second."""
         cfg = self.cfg
         batch = []
         for _ in range(cfg.batch):
-            task = sample_task(self.rng)
+            task = sample_task(self.rng, self.mix)
             self.seen.add(task.request)
             batch.append((self.rng.choice(self.user_ids), task))
         for run in self.agent.serve(batch):
@@ -388,26 +503,89 @@ class _DemoRun:
             time.sleep(pause)
 
     # -- 4/5 ---------------------------------------------------------------------------
+    def _configs(self) -> list[dict[str, Any]]:
+        """The agent's experiments that routed traffic, oldest first (from the SDK's live follower)."""
+        follower = self.gym.follow_experiments(wait_s=None)
+        mine = [c for c in follower.configs().values()
+                if c.get("tenant_id") == TENANT and c.get("agent_id") == AGENT
+                and c.get("status") in ("running", "concluded", "rolled_back")]
+        return sorted(mine, key=lambda c: c["experiment_id"])
+
+    def _round(self, experiment_id: str) -> Round | None:
+        return next((r for r in self.rounds if r.experiment_id == experiment_id), None)
+
     def _follow_experiment(self) -> None:
-        """Reports the live experiment the agents follow: when it starts, and when its configuration says it ended."""
-        exp = self.agent.experiment()
-        if exp is not None and exp["experiment_id"] not in self.reported:
-            self.reported.add(exp["experiment_id"])
-            self.experiment_id = exp["experiment_id"]
-            variants = ", ".join(f"{v['name']}={v['model_version']} ({v['weight']:.0%})" for v in exp["variants"])
-            self.say(f"4/5 A/B experiment {self.experiment_id} running: {variants}", mark="experiment starts")
-            self.phase = "experiment"
-        if exp is not None and exp["status"] in ("concluded", "rolled_back") and self.decided_at is None:
-            self.decided_at = time.monotonic()
-            self.events.append((self.elapsed(), "decision"))
-            winner = next((v for v in exp["variants"] if float(v["weight"]) > 0), None)
-            if exp["status"] == "concluded" and winner is not None:
-                self.result.winner_version = winner["model_version"]
-                self.say(f"      experiment {exp['status']}: agents switched live, 100% of traffic on "
-                         f"{self.result.winner_version}")
-            else:
-                self.say(f"      experiment {exp['status']}: agents back on the control")
-            self.phase = "settle"
+        """Reports each experiment the agents follow: when it starts, and when its configuration says it ended."""
+        for exp in self._configs():
+            rnd = self._round(exp["experiment_id"])
+            if rnd is None:
+                rnd = self._new_round(exp)
+            if exp["status"] in ("concluded", "rolled_back") and rnd.decided_s is None:
+                rnd.decided_s, rnd.status = self.elapsed(), exp["status"]
+                self.events.append((self.elapsed(), f"decision {rnd.phase}"))
+                winner = next((v for v in exp["variants"] if float(v["weight"]) > 0), None)
+                if exp["status"] == "concluded" and winner is not None:
+                    rnd.winner_version = winner["model_version"]
+                    self.say(f"      experiment {exp['status']}: agents switched live, 100% of traffic on {rnd.winner_version}")
+                else:
+                    self.say(f"      experiment {exp['status']}: agents back on the control, {rnd.control_version}")
+                self.phase = "settle" if rnd.phase >= 3 else "next round"
+                if rnd.phase == 1:
+                    self._start_drift()
+
+    def _new_round(self, exp: dict[str, Any]) -> Round:
+        control = next((v for v in exp["variants"] if v.get("is_control")), exp["variants"][0])
+        treatment = next((v for v in exp["variants"] if v is not control), control)
+        injected = self._injected_version()
+        phase = 3 if injected and treatment["model_version"] == injected else min(2, 1 + len(self.rounds))
+        rnd = Round(phase, exp["experiment_id"], control["model_version"], treatment["model_version"], self.elapsed())
+        self.rounds.append(rnd)
+        self.experiment_id = rnd.experiment_id
+        self.phase = f"experiment {len(self.rounds)}"
+        variants = ", ".join(f"{v['name']}={v['model_version']} ({v['weight']:.0%})" for v in exp["variants"])
+        self.say(f"4/5 [{rnd.title}] A/B experiment {rnd.experiment_id} running: {variants}",
+                 mark=f"experiment {rnd.phase} starts")
+        if rnd.phase == 2 and not self.injected_job:
+            self._inject_bad_candidate(rnd)
+        return rnd
+
+    def _injected_version(self) -> str:
+        if not self.injected_job:
+            return ""
+        rec = _safe(lambda: JobStore(str(self.stack.root / "trainer" / "jobs")).get(self.injected_job))
+        return rec.model_version if rec is not None else ""
+
+    def _inject_bad_candidate(self, rnd: Round) -> None:
+        """Phase 3, prepared while the second experiment runs: a deliberately broken dataset (the newest
+        real one with every tool name rotated to the next tool) and a training job requested on it, as
+        an operator would through the API; it runs once the running experiment has decided."""
+        jobs = JobStore(str(self.stack.root / "trainer" / "jobs"))
+        source = next((j for j in jobs.list() if j.model_version == rnd.candidate_version), None)
+        if source is None or not source.dataset_uri:
+            self.say("      (no dataset found for the second candidate: the bad candidate is not injected)")
+            return
+        try:
+            manifest = DatasetStore.open(source.dataset_uri)
+            store = DatasetStore(manifest.uri.rsplit("/", 1)[0])
+            # the newest examples, enough to teach the wrong lesson in a short job
+            rows = {split: broken_rows(store.read(manifest, split)[:cap]) for split, cap in (("train", 160), ("eval", 60))}
+            now_ms = int(time.time() * 1000)
+            broken = store.write(
+                dataset_id=f"{manifest.dataset_id}-broken", tenant_id=TENANT, agent_id=AGENT, kind=manifest.kind,
+                created_ms=now_ms, rows=rows,
+                counts={"rows": {k: len(v) for k, v in rows.items()}},
+                lineage={**{k: v for k, v in manifest.lineage.items() if k != "trace_ids"}, "injected_by": "agentgym demo",
+                         "broken_from": manifest.dataset_id, "how": "every tool name rotated to the next tool"},
+                settings=dict(manifest.settings))
+            rec = request_job(jobs, broken, kinds={"sft"}, min_examples=50, cooldown_s=45.0,
+                              reason="requested by the demo: a deliberately broken dataset")
+        except Exception as exc:  # the demo goes on without phase 3; the test sees it in result.json
+            self.say(f"      (could not inject the bad candidate: {type(exc).__name__}: {exc})")
+            return
+        self.injected_job, self.injected_dataset = rec.job_id, broken.dataset_id
+        self.say(f"      phase 3 (prepared): the demo injects a deliberately broken dataset, {broken.dataset_id} "
+                 f"({broken.num_examples} examples, tool names rotated), and requests job {rec.job_id} on it; "
+                 "it trains once the running experiment decides", mark="bad dataset injected")
 
     def _review(self, every_s: float = 3.0) -> None:
         """Every ``every_s`` while an experiment runs: the reviewers label what the audit sample's queue offers."""
@@ -428,36 +606,72 @@ class _DemoRun:
                      f"{self.reviewers.posted} gold labels so far", mark="audit labels")
 
     def _read_decision(self) -> None:
-        """Once the experiment ended, reads its decision (action, winner, reason) from ClickHouse."""
-        if self.decided_at is not None and not self.result.decision:
+        """Once an experiment ended, reads its decision (action, winner, reason) from ClickHouse."""
+        for rnd in self.rounds:
+            if rnd.decided_s is None or rnd.decision:
+                continue
             rows = _safe(lambda: self.stack.query(
                 "SELECT action, winner, reason FROM v_decisions WHERE experiment_id = {e:String} ORDER BY ts DESC LIMIT 1",
-                e=self.experiment_id))
+                e=rnd.experiment_id))
             if rows:
-                self.result.decision = f"{rows[0][0]} {rows[0][1] or ''}: {rows[0][2]}"
-                self.say(f"      decision (sequential test, from gym-decisions-v1): {self.result.decision}")
+                rnd.decision = f"{rows[0][0]} {rows[0][1] or ''}: {rows[0][2]}"
+                self.say(f"      decision (sequential test, from gym-decisions-v1): {rnd.decision}")
 
     def _settled(self) -> bool:
-        """Whether the loop may stop: the winner is the registry's champion (or there is none), the
-        decision was read (or a minute passed) and the traffic ran ``cfg.settle_s`` after the switch."""
-        if self.phase != "settle" or self.decided_at is None or self.registry is None:
+        """Whether the loop may stop: every experiment's decision is in the registry (a winner is the
+        champion, a rolled-back candidate retired), the decisions were read (or a minute passed),
+        the bad candidate's experiment ended (or none was injected and two rounds ended) and the
+        traffic ran ``cfg.settle_s`` after the last decision."""
+        if self.registry is None or not self.rounds:
             return False
-        champ = self.registry.champion()
-        promoted = bool(self.result.winner_version) and champ == self.result.winner_version
-        if promoted and "promoted" not in self.reported:
-            self.reported.add("promoted")
-            self.say(f"      registry: {champ} is the champion (promoted by the experiment's decision)", mark="promoted")
-        since = time.monotonic() - self.decided_at
-        if since >= self.cfg.settle_s and (promoted or not self.result.winner_version) \
-                and (self.result.decision or since > 60):
-            self.result.promoted = promoted
+        reg = self.registry
+        champ = reg.champion()
+        for rnd in self.rounds:
+            if rnd.decided_s is None:
+                return False
+            promoted = bool(rnd.winner_version) and rnd.status == "concluded" and (
+                champ == rnd.winner_version or self._status_of(rnd.winner_version) == "champion"
+                or (rnd.winner_version in self._later_parents(rnd)))
+            if promoted and f"promoted {rnd.experiment_id}" not in self.reported:
+                self.reported.add(f"promoted {rnd.experiment_id}")
+                rnd.promoted = True
+                self.say(f"      registry: {rnd.winner_version} is the champion (promoted by the experiment's decision)",
+                         mark=f"promoted {rnd.phase}")
+            if rnd.status == "rolled_back" and f"retired {rnd.experiment_id}" not in self.reported:
+                mv = _safe(lambda: reg.get(rnd.candidate_version))
+                if mv is not None and mv.status in ("retired", "rejected"):
+                    self.reported.add(f"retired {rnd.experiment_id}")
+                    reason = (mv.hyperparameters or {}).get(STATUS_REASON, "")
+                    self.say(f"      registry: {rnd.candidate_version} {mv.status}; {champ} is still the champion"
+                             + (f" ({reason})" if reason else ""), mark=f"rolled back {rnd.phase}")
+        last = self.rounds[-1]
+        finished = last.phase >= 3 or (not self.injected_job and len(self.rounds) >= 2)
+        if not finished:
+            return False
+        since = time.monotonic() - (self.t_start + (last.decided_s or 0.0))
+        in_registry = all(f"promoted {r.experiment_id}" in self.reported or f"retired {r.experiment_id}" in self.reported
+                          or not r.winner_version and r.status == "concluded" for r in self.rounds)
+        if since >= self.cfg.settle_s and (in_registry or since > 60) and (all(r.decision for r in self.rounds) or since > 60):
+            self.result.promoted = bool(self.rounds[0].promoted)
             return True
         return False
+
+    def _status_of(self, version: str) -> str:
+        reg = self.registry
+        mv = _safe(lambda: reg.get(version)) if reg is not None else None
+        return mv.status if mv is not None else ""
+
+    def _later_parents(self, rnd: Round) -> set[str]:
+        """Versions that became the parent of a later round's candidate (a champion since replaced)."""
+        later = self.rounds[self.rounds.index(rnd) + 1:]
+        return {r.control_version for r in later}
 
     # -- 5/5 ---------------------------------------------------------------------------
     def wait_until_stored(self) -> None:
         """Flushes the SDK and waits until ClickHouse holds every experience the agents sent."""
-        self.say("5/5 measuring: held-out requests, base against the promoted model ...")
+        self.say("5/5 measuring: held-out requests, each phase's two versions ...")
+        # the loop has closed: the trainer would only start the next round (and take the cores from the measurement)
+        self.stack.stop_child("trainer")
         self.gym.flush(30)
         sent = len(self.history)
         stack = self.stack
@@ -467,59 +681,111 @@ class _DemoRun:
         if self.reviewers is not None and self.reviewers.posted:
             posted = self.reviewers.posted
             self.result.audit["reviews_stored"] = stack.wait(
-                lambda: _at_least(stack.query(_AUDIT_LABELS_SQL, t=TENANT, e=self.experiment_id)[0][0], posted),
+                lambda: _at_least(stack.query(_AUDIT_LABELS_SQL, t=TENANT)[0][0], posted),
                 60, "every audit label in ClickHouse")
 
     def collect(self) -> dict[str, Any]:
-        """What the report shows besides the held-out measurement (see :func:`_collect`, :func:`_audit_figures`)."""
-        data = _collect(self.stack, self.registry, self.history, self.users, self.experiment_id, self.events, self.elapsed)
-        if self.reviewers is not None and self.experiment_id:
-            data["audit"] = _audit_figures(self.stack, self.experiment_id, self.history, self.reviewers, self.cfg)
+        """What the report shows besides the held-out measurement (see :func:`_collect`, :func:`_audit_figures`),
+        and each round's lineage (job record and registry entry)."""
+        data = _collect(self.stack, self.registry, self.history, self.users, self.rounds, self.events, self.elapsed)
+        first = self.rounds[0].experiment_id if self.rounds else ""
+        if self.reviewers is not None and first:
+            data["audit"] = _audit_figures(self.stack, first, self.history, self.reviewers, self.cfg)
+        jobs = _safe(lambda: JobStore(str(self.stack.root / "trainer" / "jobs")).list(), []) or []
+        for rnd in self.rounds:
+            job = next((j for j in jobs if j.model_version == rnd.candidate_version), None)
+            if job is not None:
+                rnd.job_id, rnd.dataset_id, rnd.num_examples = job.job_id, job.dataset_id, job.num_examples
+                if job.job_id == self.injected_job:
+                    rnd.injected = f"a deliberately broken dataset ({job.dataset_id}: every tool name rotated to the next tool)"
+            reg = self.registry
+            mv = _safe(lambda: reg.registry.get(rnd.candidate_version)) if reg is not None else None
+            if mv is not None:
+                hyper = dict(mv.hyperparameters or {})
+                rnd.parent_version = mv.parent_version or ""
+                rnd.init_from = hyper.get("init_from", "")
+                rnd.registry_status, rnd.registry_reason = mv.status, hyper.get(STATUS_REASON, "")
         return data
 
     def measure_held_out(self) -> list[HeldOut]:
-        """The base and the final version (promoted, else the champion) answer the same held-out
-        requests, none served during the run; sets the rates and the paired improvement with its
-        normal 95% interval on ``result``."""
-        cfg, result, registry = self.cfg, self.result, self.registry
-        assert registry is not None
-        heldout = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=self.seen)
-        final = result.winner_version if result.promoted else (registry.champion() or self.base_version)
-        held: list[HeldOut] = []
-        outcomes: dict[str, list[bool]] = {}
-        for role, version in (("base", self.base_version), ("promoted" if result.promoted else "champion", final)):
-            if version in outcomes:
-                continue
-            answers = []
-            for i in range(0, len(heldout), 64):
-                answers += [a for a, _, _ in self.pool.generate(version, [t.request for t in heldout[i:i + 64]])]
-            ok = [is_correct(t, a) for t, a in zip(heldout, answers)]
-            outcomes[version] = ok
+        """Held-out success per phase, on requests no agent was served: the base against the first
+        promotion on the original traffic; the first against the second promotion on the traffic
+        after the drift (and on the new kind of request alone); the champion against the bad
+        candidate on the same. Paired differences with normal 95% intervals go to each round's
+        ``heldout`` and, for phase 1, to ``result`` (``improvement``)."""
+        cfg, result = self.cfg, self.result
+        original = sample_tasks(cfg.heldout, cfg.seed + 1000, exclude=self.seen)
+        drifted = sample_tasks(cfg.heldout, cfg.seed + 2000, exclude=self.seen | {t.request for t in original}, mix=DRIFT_MIX)
+        sets = {"original traffic": original, "after the drift": drifted}
+        scored: dict[tuple[str, str], list[bool]] = {}
+
+        def score(version: str, set_name: str) -> list[bool]:
+            if (version, set_name) not in scored:
+                tasks, answers = sets[set_name], []
+                for i in range(0, len(tasks), 64):
+                    answers += [a for a, _, _ in self.pool.generate(version, [t.request for t in tasks[i:i + 64]])]
+                scored[(version, set_name)] = [is_correct(t, a) for t, a in zip(tasks, answers)]
+            return scored[(version, set_name)]
+
+        def rate(ok: list[bool]) -> dict[str, Any]:
             lo, hi = wilson(sum(ok), len(ok))
-            held.append(HeldOut(version, role, sum(ok), len(ok), sum(ok) / len(ok), lo, hi))
-        result.heldout_n = len(heldout)
-        result.base_rate = held[0].rate
-        result.promoted_rate = held[-1].rate
-        diffs = [int(b) - int(a) for a, b in zip(outcomes[self.base_version], outcomes[final])]
-        mean = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1))
-        half = 1.96 * sd / math.sqrt(len(diffs))
-        result.improvement, result.improvement_ci = mean, (mean - half, mean + half)
+            return {"successes": sum(ok), "n": len(ok), "rate": sum(ok) / len(ok) if ok else 0.0, "low": lo, "high": hi}
+
+        held: list[HeldOut] = []
+        rounds = {r.phase: r for r in reversed(self.rounds)}  # the first round of each phase
+        if 1 not in rounds:  # no experiment at all: the base against the champion, as a one-phase run
+            champion = (self.registry.champion() if self.registry else None) or self.base_version
+            rounds[1] = Round(1, control_version=self.base_version, candidate_version=champion)
+        for phase in sorted(rounds):
+            rnd = rounds[phase]
+            set_name = "original traffic" if phase == 1 else "after the drift"
+            control, candidate = score(rnd.control_version, set_name), score(rnd.candidate_version, set_name)
+            diff, ci = _paired(control, candidate)
+            roles = ("base" if phase == 1 else "champion", "bad candidate" if phase == 3 else
+                     ("promoted" if rnd.promoted else "candidate"))
+            rnd.heldout = {"set": set_name, "control": {"model_version": rnd.control_version, **rate(control)},
+                           "candidate": {"model_version": rnd.candidate_version, **rate(candidate)}, "diff": diff, "ci": ci}
+            for role, version, ok in ((roles[0], rnd.control_version, control), (roles[1], rnd.candidate_version, candidate)):
+                r = rate(ok)
+                held.append(HeldOut(version, f"phase {phase} {role}", r["successes"], r["n"], r["rate"], r["low"], r["high"]))
+            if phase >= 2:  # the new kind of request alone
+                new = [i for i, t in enumerate(drifted) if t.intent in NEW_INTENTS]
+                c_new, t_new = [control[i] for i in new], [candidate[i] for i in new]
+                d_new, ci_new = _paired(c_new, t_new)
+                rnd.heldout["new_kind"] = {"intents": sorted(NEW_INTENTS), "control": rate(c_new), "candidate": rate(t_new),
+                                           "diff": d_new, "ci": ci_new}
+                if phase == 2:
+                    for role, version, ok in ((roles[0], rnd.control_version, c_new), (roles[1], rnd.candidate_version, t_new)):
+                        r = rate(ok)
+                        held.append(HeldOut(version, f"phase 2 {role}, new kind only", r["successes"], r["n"], r["rate"],
+                                            r["low"], r["high"]))
+        first = rounds[1].heldout
+        result.heldout_n = first["control"]["n"]
+        result.base_rate, result.promoted_rate = first["control"]["rate"], first["candidate"]["rate"]
+        result.improvement, result.improvement_ci = first["diff"], first["ci"]
         return held
 
     def write_report(self, data: dict[str, Any], held: list[HeldOut], report_path: Path | None) -> DemoResult:
         """Writes the HTML report and ``result.json``, prints the summary and returns the result."""
         result = self.result
         result.timings["total_s"] = self.elapsed()
+        if self.rounds:
+            first = self.rounds[0]
+            result.decision, result.winner_version = first.decision, first.winner_version
+        result.phases = [r.to_dict() for r in self.rounds]
+        drops = [a for a in self.drift_alerts if a["drop"]]
+        result.drift = {"started_s": self.drift_started, "mix": dict(DRIFT_MIX), "new_intents": sorted(NEW_INTENTS),
+                        "alerts": self.drift_alerts, "alert": drops[0] if drops else None}
+        result.final_champion = (self.registry.champion() if self.registry is not None else None) or ""
         audit = data.get("audit")
         if audit is not None:
             audit.heldout_diff, audit.heldout_ci = result.improvement, result.improvement_ci
             result.audit = {**audit.to_dict(), **result.audit}
-        report = _report(self.cfg, self.started_at, self.elapsed(), result, held, data, self.events)
+        report = _report(self.cfg, self.started_at, self.elapsed(), result, held, data, self.events, self.rounds)
         path = report_path or (self.stack.root / "report.html")
         result.report_path = write(report, path)
         _write_result(self.stack.root / "result.json", result)
-        _summary(self.echo, result, held, data)
+        _summary(self.echo, result, held, data, self.rounds)
         return result
 
     def close(self, keep_running: bool) -> None:
@@ -561,7 +827,7 @@ def run_demo(cfg: DemoConfig, home: Path, echo: Callable[[str], None], report_pa
 
 _AUDIT_LABELS_SQL = (
     "SELECT uniqExact(trace_id) FROM v_feedback WHERE tenant_id = {t:String} AND source = 'human' "
-    "AND lower(metadata['audit']) = 'true' AND metadata['experiment_id'] = {e:String}")
+    "AND lower(metadata['audit']) = 'true' AND metadata['experiment_id'] != ''")
 
 _LAST_LOOK_SQL = (
     "SELECT estimator, audit_units, comparisons.estimate, comparisons.ci_low, comparisons.ci_high, comparisons.p_value, "
@@ -621,6 +887,38 @@ def _audit_figures(stack: DemoStack, experiment_id: str, history: list[RunResult
         corrected_diff=finite(first(c_est)),
         corrected_ci=corrected_ci if corrected_ci and all(math.isfinite(x) for x in corrected_ci) else None,
         corrected_p=finite(first(c_p)), truth_diff=truth_diff)
+
+
+_TOOLS = [tool for tool, _ in ALL_INTENTS.values()]
+_ROTATED = {tool: _TOOLS[(i + 1) % len(_TOOLS)] for i, tool in enumerate(_TOOLS)}
+
+
+def broken_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SFT rows with every tool name in the completions rotated to the next tool (phase 3's broken dataset).
+
+    ``track_order(48213)`` becomes ``create_refund(48213)``: well-formed calls, so nothing
+    but the live outcome can tell that the lesson is wrong.
+    """
+    out = []
+    for row in rows:
+        completion = []
+        for msg in row.get("completion") or []:
+            text = str(msg.get("content") or "")
+            name, sep, rest = text.partition("(")
+            completion.append({**msg, "content": _ROTATED[name.strip()] + sep + rest if sep and name.strip() in _ROTATED else text})
+        out.append({**row, "completion": completion})
+    return out
+
+
+def _paired(control: list[bool], candidate: list[bool]) -> tuple[float, tuple[float, float]]:
+    """Mean of candidate minus control over the same requests, with its normal 95% interval."""
+    diffs = [int(b) - int(a) for a, b in zip(control, candidate)]
+    if not diffs:
+        return 0.0, (0.0, 0.0)
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(1, len(diffs) - 1))
+    half = 1.96 * sd / math.sqrt(len(diffs))
+    return mean, (mean - half, mean + half)
 
 
 def _at_least(n: int, target: int) -> int:
@@ -707,8 +1005,8 @@ def _short(version: str) -> str:
 
 
 def _collect(stack: DemoStack, registry: Any, history: list[RunResult], users: SimulatedUsers,
-             experiment_id: str, events: list[tuple[float, str]], elapsed: Callable[[], float]) -> dict[str, Any]:
-    """What the report shows, from ClickHouse, the registry, the job record and the runs."""
+             rounds: list[Round], events: list[tuple[float, str]], elapsed: Callable[[], float]) -> dict[str, Any]:
+    """What the report shows, from ClickHouse, the registry, the job records and the runs; fills each round's ``cs``."""
     t0_wall = time.time() - elapsed()
     out: dict[str, Any] = {"feedback_counts": dict(users.counts)}
     labels: dict[str, dict[str, int]] = {}
@@ -717,19 +1015,19 @@ def _collect(stack: DemoStack, registry: Any, history: list[RunResult], users: S
             "GROUP BY 1, 2 ORDER BY 1, 2", t=TENANT), []):
         labels.setdefault(by, {})[label] = int(n)
     out["label_counts"] = labels
-    cs: list[CsPoint] = []
-    if experiment_id:
+    for rnd in rounds:
         rows = _safe(lambda: stack.query(
             "SELECT toUnixTimestamp64Milli(ts), arms.variant, arms.n, comparisons.estimate, comparisons.ci_low, comparisons.ci_high "
             "FROM v_stats_snapshots WHERE experiment_id = {e:String} AND metric = 'success_rate' ORDER BY ts",
-            e=experiment_id), [])
+            e=rnd.experiment_id), []) or []
+        rnd.cs = []
         for ts, variants, ns, est, lo, hi in rows:
             if not est:
                 continue
             n = dict(zip(variants, ns))
-            cs.append(CsPoint(ts / 1000 - t0_wall, est[0], max(lo[0], -1.0), min(hi[0], 1.0), int(n.get("control", 0)),
-                              int(n.get("treatment", 0))))
-    out["cs"] = cs
+            rnd.cs.append(CsPoint(ts / 1000 - t0_wall, est[0], max(lo[0], -1.0), min(hi[0], 1.0), int(n.get("control", 0)),
+                                  int(n.get("treatment", 0))))
+    out["cs"] = rounds[0].cs if rounds else []
     winner = registry.champion()
     job = _latest_job(stack, winner)
     out["job"] = job
@@ -762,8 +1060,12 @@ def _offset(events: list[tuple[float, str]]) -> float:
     return next((t for t, e in events if e == "traffic starts"), 0.0)
 
 
+def _pp_ci(diff: float, ci: tuple[float, float] | list[float]) -> str:
+    return f"{100 * diff:+.1f} pp [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
 def _report(cfg: DemoConfig, started_at: str, duration_s: float, result: DemoResult, held: list[HeldOut],
-            data: dict[str, Any], events: list[tuple[float, str]]) -> DemoReport:
+            data: dict[str, Any], events: list[tuple[float, str]], rounds: list[Round]) -> DemoReport:
     job = data.get("job")
     models = data.get("models", {})
     cand = models.get(job.model_version) if job is not None and job.model_version else None
@@ -772,43 +1074,73 @@ def _report(cfg: DemoConfig, started_at: str, duration_s: float, result: DemoRes
                                      ("candidate held-out loss (gate)", metrics.get("gate_eval_loss")),
                                      ("held-out loss before training", metrics.get("eval_before_loss")),
                                      ("held-out loss after training", metrics.get("eval_loss"))) if v is not None}
-    summary = [
-        ("runs served", f"{result.runs:,}"),
-        ("base model", result.base_version),
-        ("promoted model", result.winner_version or "none"),
-        ("decision", result.decision or "none"),
-        ("held-out success, base", f"{held[0].rate:.1%} [{held[0].low:.1%}, {held[0].high:.1%}] (n={held[0].n})"),
-        ("held-out success, " + held[-1].role, f"{held[-1].rate:.1%} [{held[-1].low:.1%}, {held[-1].high:.1%}] (n={held[-1].n})"),
-        ("improvement (paired)", f"{100 * result.improvement:+.1f} pp [{100 * result.improvement_ci[0]:+.1f}, "
-                                 f"{100 * result.improvement_ci[1]:+.1f}]"),
-    ]
-    if job is not None:
-        summary.append(("training", f"{job.dataset_id}: {job.num_examples} examples, job {job.job_id} {job.status}"))
+    summary = [("runs served", f"{result.runs:,}"), ("base model", result.base_version)]
+    for rnd in rounds:
+        h = rnd.heldout
+        outcome = ("promoted" if rnd.promoted else "rolled back" if rnd.status == "rolled_back" else rnd.status or "running")
+        summary.append((rnd.title, f"{rnd.candidate_version} {outcome} (against {rnd.control_version})"))
+        if h:
+            summary.append((f"  held-out ({h['set']})", f"{h['control']['rate']:.1%} -> {h['candidate']['rate']:.1%}, "
+                                                        f"paired {_pp_ci(h['diff'], h['ci'])} (n={h['control']['n']})"))
+            if "new_kind" in h and rnd.phase == 2:
+                nk = h["new_kind"]
+                summary.append(("  held-out, new kind only", f"{nk['control']['rate']:.1%} -> {nk['candidate']['rate']:.1%} "
+                                                             f"(n={nk['control']['n']})"))
+        summary.append(("  decision", rnd.decision or "none"))
+    alert = result.drift.get("alert") if result.drift else None
+    if result.drift.get("started_s") is not None:
+        summary.append(("drift", f"traffic changed at {result.drift['started_s']:.0f} s; " + (
+            f"alert at {alert['t_s']:.0f} s: {alert['model_version']} {alert['estimate_before']:.0%} -> "
+            f"{alert['estimate_after']:.0%} ({alert['detector']})" if alert else "no drift alert")))
+    summary.append(("champion at the end", result.final_champion or "none"))
     for version, (s, n) in sorted(data.get("labelled_rates", {}).items()):
         if n:
             summary.append((f"labelled success, {version}", f"{s / n:.1%} of {n} labelled runs"))
     summary.append(("wall time", f"{duration_s:.0f} s"))
-    decision_t = next((t for t, e in events if e == "decision"), None)
+    experiments = [ExperimentView(f"{r.title} — {r.experiment_id}", r.cs, r.decision,
+                                  next((t for t, e in events if e == f"decision {r.phase}"), None)) for r in rounds]
+    lineage = [(r.title, r.dataset_id or "?", f"{r.num_examples}", r.job_id or "?",
+                f"{r.candidate_version} (from {r.parent_version or 'the base'}, init {r.init_from or '?'})",
+                r.experiment_id, r.decision.split(":")[0] if r.decision else r.status,
+                f"{r.registry_status}" + (f": {r.registry_reason}" if r.registry_reason else "")) for r in rounds]
+    injected = [f"phase 3 was injected by the demo: {r.injected}" for r in rounds if r.injected]
     return DemoReport(
-        title="Agent Gym: the closed loop", started_at=started_at, duration_s=duration_s, summary=summary,
-        success_over_time=data.get("series", {}), confidence_sequence=data.get("cs", []), decision=result.decision,
-        decision_t_s=decision_t, events=events, feedback_counts=data.get("feedback_counts", {}),
-        label_counts=data.get("label_counts", {}), training_loss=data.get("loss", []), eval_losses=eval_losses,
-        held_out=held, audit=data.get("audit"),
-        notes=[f"settings: {json.dumps(cfg.__dict__)}",
+        title="Agent Gym: the closed loop, in three phases", started_at=started_at, duration_s=duration_s, summary=summary,
+        success_over_time=data.get("series", {}), confidence_sequence=data.get("cs", []),
+        decision=rounds[0].decision if rounds else result.decision,
+        decision_t_s=next((t for t, e in events if e == "decision 1"), None), events=events,
+        feedback_counts=data.get("feedback_counts", {}), label_counts=data.get("label_counts", {}),
+        training_loss=data.get("loss", []), eval_losses=eval_losses, held_out=held, audit=data.get("audit"),
+        experiments=experiments, lineage=lineage, drift_alerts=list(result.drift.get("alerts") or []),
+        notes=[*injected, f"settings: {json.dumps(cfg.__dict__)}",
                "success over time is the simulator's ground truth per run; labels and decisions never saw it"],
     )
 
 
-def _summary(echo: Callable[[str], None], result: DemoResult, held: list[HeldOut], data: dict[str, Any]) -> None:
+def _summary(echo: Callable[[str], None], result: DemoResult, held: list[HeldOut], data: dict[str, Any],
+             rounds: list[Round] | None = None) -> None:
     echo("")
-    echo(f"  {'model version':42} {'role':9} {'held-out success':>17} {'95% interval':>16}")
+    echo(f"  {'model version':42} {'role':34} {'held-out success':>17} {'95% interval':>16}")
     for h in held:
-        echo(f"  {h.model_version:42} {h.role:9} {h.successes:>7}/{h.n:<4} {h.rate:>5.1%} "
+        echo(f"  {h.model_version:42} {h.role:34} {h.successes:>7}/{h.n:<4} {h.rate:>5.1%} "
              f"  [{h.low:5.1%}, {h.high:5.1%}]")
+    for rnd in rounds or []:
+        h = rnd.heldout
+        if not h:
+            continue
+        outcome = ("promoted" if rnd.promoted else "rolled back" if rnd.status == "rolled_back" else rnd.status or "undecided")
+        line = f"  {rnd.title}: {outcome}; held-out ({h['set']}) {_pp_ci(h['diff'], h['ci'])}"
+        if rnd.phase == 2 and "new_kind" in h:
+            nk = h["new_kind"]
+            line += f"; new kind only {nk['control']['rate']:.0%} -> {nk['candidate']['rate']:.0%}"
+        echo(line)
     lo, hi = result.improvement_ci
-    echo(f"\n  improvement: {100 * result.improvement:+.1f} percentage points (paired 95% interval "
+    echo(f"\n  improvement (phase 1): {100 * result.improvement:+.1f} percentage points (paired 95% interval "
          f"[{100 * lo:+.1f}, {100 * hi:+.1f}]) on {result.heldout_n} held-out requests no agent saw")
+    alert = (result.drift or {}).get("alert")
+    if alert:
+        echo(f"  drift alert: {alert['model_version']} {alert['estimate_before']:.0%} -> {alert['estimate_after']:.0%} "
+             f"({alert['detector']}, {alert['n']} labelled runs), {alert['t_s']:.0f} s into the run")
     audit = data.get("audit")
     if audit is not None:
         def ci(c: tuple[float, float] | None) -> str:

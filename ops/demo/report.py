@@ -16,7 +16,8 @@ from pathlib import Path
 
 from agentgym.ops.exceptions import ReportError
 
-__all__ = ["RatePoint", "CsPoint", "HeldOut", "AuditArm", "AuditFigures", "DemoReport", "render", "write", "wilson"]
+__all__ = ["RatePoint", "CsPoint", "HeldOut", "AuditArm", "AuditFigures", "ExperimentView", "DemoReport", "render", "write",
+           "wilson"]
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,16 @@ class AuditFigures:
         return clean(doc)  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class ExperimentView:
+    """One A/B experiment of the run: its confidence sequence and decision."""
+
+    title: str
+    confidence_sequence: list[CsPoint]
+    decision: str
+    decision_t_s: float | None
+
+
 @dataclass
 class DemoReport:
     """Everything the report shows; times are seconds since the demo started."""
@@ -148,6 +159,11 @@ class DemoReport:
     held_out: list[HeldOut]
     notes: list[str] = field(default_factory=list)
     audit: AuditFigures | None = None
+    # several experiments (one chart each; empty: the single ``confidence_sequence``), the lineage
+    # table (phase, dataset, examples, job, model, experiment, decision, registry) and drift alerts
+    experiments: list[ExperimentView] = field(default_factory=list)
+    lineage: list[tuple[str, ...]] = field(default_factory=list)
+    drift_alerts: list[dict[str, object]] = field(default_factory=list)
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -392,17 +408,23 @@ def _success_section(report: DemoReport) -> str:
 
 
 def _experiment_section(report: DemoReport) -> str:
-    title = "A/B experiment: confidence sequence"
-    decision = (f"Decision: {report.decision}" if report.decision else "No decision was reached.")
+    views = report.experiments or [ExperimentView("A/B experiment", report.confidence_sequence, report.decision,
+                                                  report.decision_t_s)]
+    return "".join(_one_experiment(report, v, many=bool(report.experiments)) for v in views)
+
+
+def _one_experiment(report: DemoReport, view: ExperimentView, many: bool) -> str:
+    title = f"{view.title}: confidence sequence" if many else "A/B experiment: confidence sequence"
+    decision = (f"Decision: {view.decision}" if view.decision else "No decision was reached.")
     caption = ("Treatment minus control success rate at each look, with its confidence sequence (shaded); "
                f"the experiment may stop once the band excludes zero. {decision}")
-    cs = sorted(report.confidence_sequence, key=lambda p: p.t_s)
+    cs = sorted(view.confidence_sequence, key=lambda p: p.t_s)
     if not cs:
         return _section(title, caption, _EMPTY)
     values = [v for p in cs for v in (p.estimate, p.low, p.high) if math.isfinite(v)] + [0.0]
     yt = _nice_ticks(min(values), max(values))
     line = _Line("estimate", _PALETTE[0], [(p.t_s, p.estimate) for p in cs], [(p.t_s, p.low, p.high) for p in cs])
-    mark = (report.decision_t_s, "decision") if report.decision_t_s is not None else None
+    mark = (view.decision_t_s, "decision") if view.decision_t_s is not None else None
     # the experiment's own window (it is often a small part of the run): its looks and its decision
     ts = [p.t_s for p in cs if math.isfinite(p.t_s)] + ([mark[0]] if mark else [])
     pad = max(1.0, 0.05 * (max(ts) - min(ts)))
@@ -412,6 +434,24 @@ def _experiment_section(report: DemoReport) -> str:
     legend = [("estimate (band: confidence sequence)", _PALETTE[0])]
     legend += [("decision", _DECISION_COLOUR)] if mark else []
     return _section(title, caption, _legend(legend), chart)
+
+
+def _lineage_section(report: DemoReport) -> str:
+    if not report.lineage and not report.drift_alerts:
+        return ""
+    parts = []
+    if report.lineage:
+        parts.append(_table(["phase", "dataset", "examples", "training job", "model (parent, initialised from)",
+                             "experiment", "decision", "registry"], report.lineage))
+    if report.drift_alerts:
+        rows = [(str(a.get("model_version", "")), str(a.get("detector", "")),
+                 f"{float(a.get('estimate_before', 0)):.1%} → {float(a.get('estimate_after', 0)):.1%}",  # type: ignore[arg-type]
+                 str(a.get("n", "")), f"{float(a.get('t_s', 0)):.0f} s") for a in report.drift_alerts]  # type: ignore[arg-type]
+        parts.append("<h3>Drift alerts</h3>" + _table(["model version", "detector", "success before → after", "labelled runs",
+                                                      "seen at"], rows))
+    return _section("Lineage: dataset → job → model → experiment → decision",
+                    "Each fine-tuning round, from the dataset it trained on to the registry's verdict; then the "
+                    "labeller's drift alerts (ADWIN on each model version's success rate).", *parts)
 
 
 def _feedback_section(report: DemoReport) -> str:
@@ -542,7 +582,7 @@ def render(report: DemoReport) -> str:
             f"<style>{_CSS}</style></head><body><main><header><h1>{_e(report.title)}</h1>"
             f'<p class="meta">Started {_e(report.started_at)} · ran {_e(_duration(report.duration_s))}</p></header>'
             f"<section><h2>Summary</h2>{summary}</section>"
-            f"{_success_section(report)}{_experiment_section(report)}{_feedback_section(report)}"
+            f"{_success_section(report)}{_lineage_section(report)}{_experiment_section(report)}{_feedback_section(report)}"
             f"{_audit_section(report)}{_training_section(report)}{_held_out_section(report)}{notes}"
             f"<footer>Agent Gym closed-loop demo report · self-contained, no external assets</footer>"
             f"</main></body></html>\n")

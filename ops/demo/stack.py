@@ -162,6 +162,14 @@ class DemoStack:
             if proc.poll() is not None:
                 raise StackError(f"the {name} process exited ({proc.returncode}); see {self.root / 'logs' / (name + '.log')}")
 
+    def stop_child(self, name: str) -> None:
+        """Stops one child (and its process group) now, if it runs."""
+        proc = self.children.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            _stop_group(proc.pid, 60.0)
+            self.log(f"stopped the {name} process")
+        (self.root / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.children.items()}))
+
     def stop(self) -> None:
         """Stops the children, then the broker."""
         if self._query_client is not None:

@@ -17,6 +17,13 @@ The base model is "pre-trained before the refund and FAQ tools existed": it rout
 weather and order requests right, sends refunds to ``track_order`` and FAQ questions
 to ``escalate`` (no such tool). Only the agents' own experience -- users' corrections
 and thumbs -- can teach it the two new tools.
+
+**Drift.** Mid-run the demo launches a fifth tool, ``cancel_order`` (:data:`NEW_INTENTS`),
+and the traffic changes to :data:`DRIFT_MIX`: a share of the requests now ask to
+cancel an order, which no model has learnt (they go to ``track_order`` or
+``create_refund``). :func:`sample_task` draws from a mix of intents; without one it
+draws from the original four exactly as before, so the base model's pre-training
+(which uses it) is unchanged.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ import random
 import re
 from dataclasses import dataclass
 
-__all__ = ["INTENTS", "Task", "sample_task", "sample_tasks", "messages_for", "parse_call",
-           "execute", "is_correct", "base_answer"]
+__all__ = ["INTENTS", "NEW_INTENTS", "ALL_INTENTS", "DRIFT_MIX", "Task", "sample_task", "sample_tasks",
+           "messages_for", "parse_call", "execute", "is_correct", "base_answer", "mix_label"]
 
 # intent -> (tool, request templates); {arg} is the argument the call must carry
 INTENTS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -47,6 +54,16 @@ INTENTS: dict[str, tuple[str, tuple[str, ...]]] = {
         "Where can I read about {arg}?", "I need help with {arg}", "Explain your {arg} policy",
     )),
 }
+# launched mid-run (the drift): no model has seen these requests
+NEW_INTENTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cancel": ("cancel_order", (
+        "Cancel order {arg}", "Please cancel my order {arg}", "I changed my mind, cancel order {arg}",
+        "Stop order {arg} before it ships", "Can you cancel order {arg}?", "I no longer want order {arg}, cancel it",
+    )),
+}
+ALL_INTENTS: dict[str, tuple[str, tuple[str, ...]]] = {**INTENTS, **NEW_INTENTS}
+# the traffic after the drift: intent -> weight (the four original ones share the rest evenly)
+DRIFT_MIX: dict[str, float] = {"cancel": 0.4, "weather": 0.15, "order": 0.15, "refund": 0.15, "faq": 0.15}
 _CITIES = ("Oslo", "Lisbon", "Nairobi", "Lima", "Osaka", "Denver", "Cairo", "Hanoi", "Quito", "Perth", "Dublin",
            "Seoul", "Austin", "Milan", "Accra", "Bergen", "Tunis", "Leeds", "Porto", "Kyoto", "Delhi", "Dakar",
            "Malmo", "Riga")
@@ -54,7 +71,7 @@ _TOPICS = ("password", "shipping", "returns", "invoices", "account", "warranty",
            "coupons", "gift cards", "newsletter")
 # the base model's blind spots: the tools it was trained before
 _BASE_TOOL = {"weather": "get_weather", "order": "track_order", "refund": "track_order", "faq": "escalate"}
-KNOWN_TOOLS = frozenset(tool for tool, _ in INTENTS.values())
+KNOWN_TOOLS = frozenset(tool for tool, _ in ALL_INTENTS.values())
 _CALL = re.compile(r"^\s*([a-z_]+)\((.*)\)\s*$")
 
 
@@ -69,7 +86,7 @@ class Task:
     @property
     def expected(self) -> str:
         """The right call."""
-        return f"{INTENTS[self.intent][0]}({self.arg})"
+        return f"{ALL_INTENTS[self.intent][0]}({self.arg})"
 
 
 def _arg(intent: str, rng: random.Random) -> str:
@@ -80,19 +97,24 @@ def _arg(intent: str, rng: random.Random) -> str:
     return str(rng.randint(10000, 99999))
 
 
-def sample_task(rng: random.Random) -> Task:
-    intent = rng.choice(list(INTENTS))
+def sample_task(rng: random.Random, mix: dict[str, float] | None = None) -> Task:
+    """One request: uniform over the original four intents, or drawn from ``mix`` (intent -> weight)."""
+    if mix is None:
+        intent = rng.choice(list(INTENTS))
+    else:
+        intent = rng.choices(list(mix), weights=list(mix.values()))[0]
     arg = _arg(intent, rng)
-    return Task(intent, rng.choice(INTENTS[intent][1]).format(arg=arg), arg)
+    return Task(intent, rng.choice(ALL_INTENTS[intent][1]).format(arg=arg), arg)
 
 
-def sample_tasks(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset()) -> list[Task]:
-    """``n`` tasks from ``seed`` whose requests are not in ``exclude`` (held-out sets exclude what agents saw)."""
+def sample_tasks(n: int, seed: int, exclude: set[str] | frozenset[str] = frozenset(),
+                 mix: dict[str, float] | None = None) -> list[Task]:
+    """``n`` tasks from ``seed`` (and ``mix``) whose requests are not in ``exclude`` (held-out sets exclude what agents saw)."""
     rng = random.Random(seed)
     out: list[Task] = []
     seen = set(exclude)
     while len(out) < n:
-        t = sample_task(rng)
+        t = sample_task(rng, mix)
         if t.request not in seen:
             seen.add(t.request)
             out.append(t)
@@ -128,10 +150,18 @@ def execute(call: tuple[str, str] | None) -> str | None:
 def is_correct(task: Task, output: str) -> bool:
     """Ground truth: the right tool with the right argument."""
     call = parse_call(output)
-    return call is not None and call == (INTENTS[task.intent][0], task.arg)
+    return call is not None and call == (ALL_INTENTS[task.intent][0], task.arg)
 
 
 def base_answer(task: Task) -> str:
     """What the base model was pre-trained to answer (right for weather and orders only)."""
     return f"{_BASE_TOOL[task.intent]}({task.arg})"
 
+
+
+def mix_label(mix: dict[str, float] | None) -> str:
+    """``"weather 25%, order 25%, ..."``: a mix as the demo prints it."""
+    if mix is None:
+        return ", ".join(f"{i} {1 / len(INTENTS):.0%}" for i in INTENTS)
+    total = sum(mix.values())
+    return ", ".join(f"{i} {w / total:.0%}" for i, w in mix.items())
