@@ -55,6 +55,7 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, **init_k
     import ray
 
     _quiet_print_patch()
+    _ray_train_env()
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
@@ -62,6 +63,16 @@ def ensure_ray(num_cpus: int | None = None, address: str | None = None, **init_k
         ray.init(address=address, **init_kwargs)
     else:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **init_kwargs)
+
+
+def _ray_train_env() -> None:
+    """Ray Train's controller polls its workers every ``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``
+    (Ray's default 2 s), and a worker's ``ray.train.report`` waits for the next poll. With a
+    report every few logging steps, a short CPU job spent most of its time waiting: a
+    100-step demo job took 47.7 s of steps at 2 s and 12.0 s at 0.5 s. 0.5 s unless the user
+    set it (Ray Train propagates the variable from this driver to its controller and workers,
+    on a cluster too)."""
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 
 def _quiet_print_patch() -> None:
@@ -134,6 +145,7 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
 
     from agentgym.trainers.training.callbacks import ProgressCallback
 
+    _ray_train_env()
     ensure_ray(ray_num_cpus, ray_address)
     _quiet_print_patch()
     _warn_if_paths_are_node_local(job)
