@@ -7,6 +7,7 @@ the node and what the cluster needs, not a hub lookup of a path or a bare "not f
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +67,15 @@ def test_the_launcher_lists_the_paths_that_must_be_shared_on_a_cluster(tmp_path:
     tiny = job(base_model="tiny:llama", base_path=str(tmp_path / "tiny"), model_store=s.model_store,
                storage_path=s.train_checkpoint_store)
     assert node_local_paths(tiny) == [f"checkpoint store {s.train_checkpoint_store}", f"model store {s.model_store}"]
+
+
+def test_the_controller_polls_every_half_second_unless_the_user_chose(monkeypatch) -> None:
+    """A worker's ray.train.report waits for the controller's next poll: Ray's 2 s made short jobs mostly wait."""
+    from agentgym.trainers.training import launcher
+
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    launcher._ray_train_env()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.5"
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")
+    launcher._ray_train_env()
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
