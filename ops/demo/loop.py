@@ -99,7 +99,7 @@ _AUDIT_HEADROOM = 1.6  # users enough for this many times the minimum audited un
 class DemoConfig:
     """Sizes and pace of one demo run (``--fast`` and ``--scale`` pick them)."""
 
-    users: int = 240
+    users: int = 1200  # the experiments' units: many, so each experiment keeps meeting new ones (a unit counts with its first run)
     batch: int = 16
     rate: float = 25.0  # runs per second the agents aim at
     dataset_min_new: int = 700  # labelled runs that finish the first dataset (and each later one)
@@ -109,6 +109,7 @@ class DemoConfig:
     base_steps: int = DEFAULT_STEPS
     train_epochs: float = 4.0
     train_max_steps: int = 120  # per round (datasets are cumulative: later rounds would take ever longer)
+    gate_max_eval: int = 200  # held-out examples the gate scores each version on
     timeout_s: float = 840.0  # the loop (after start-up) gives up after this long
     seed: int = 7
     audit_rate: float = 0.2  # the experiment's audit sample (0: none)
@@ -122,8 +123,10 @@ class DemoConfig:
         are raised to what the audit sample needs, before and after scaling: about 1.6
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
-        base = (cls(users=160, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0, train_max_steps=100,
-                    timeout_s=600.0) if fast else cls())
+        # --fast: more users than the audit sample needs, so that each experiment keeps meeting new units
+        # (a unit counts with its first run) and decides in seconds; a quicker pace for the same reason
+        base = (cls(users=1000, rate=40.0, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0,
+                    train_max_steps=100, gate_max_eval=100, timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
         base = replace(base, users=max(base.users, audit_users(base)))  # scaled below like the rest
@@ -365,7 +368,7 @@ class _DemoRun:
             # the gate on held-out loss alone: exact match against the dataset's references would
             # reward imitating the label noise (a refund "successfully" sent to track_order); the
             # A/B test on live traffic is the judge of task success
-            AGENTGYM_GATE_EVALUATOR="", AGENTGYM_GATE_MAX_EVAL_EXAMPLES="200",
+            AGENTGYM_GATE_EVALUATOR="", AGENTGYM_GATE_MAX_EVAL_EXAMPLES=str(cfg.gate_max_eval),
             AGENTGYM_EXPERIMENT_TREATMENT_WEIGHT=str(TREATMENT_WEIGHT),
             AGENTGYM_EXPERIMENT_MIN_SAMPLES_PER_ARM=str(cfg.min_samples_per_arm),
             AGENTGYM_EXPERIMENT_AUDIT_RATE=str(cfg.audit_rate),
@@ -568,7 +571,7 @@ class _DemoRun:
             manifest = DatasetStore.open(source.dataset_uri)
             store = DatasetStore(manifest.uri.rsplit("/", 1)[0])
             # the newest examples, enough to teach the wrong lesson in a short job
-            rows = {split: broken_rows(store.read(manifest, split)[:cap]) for split, cap in (("train", 160), ("eval", 60))}
+            rows = {split: broken_rows(store.read(manifest, split)[:cap]) for split, cap in (("train", 96), ("eval", 40))}
             now_ms = int(time.time() * 1000)
             broken = store.write(
                 dataset_id=f"{manifest.dataset_id}-broken", tenant_id=TENANT, agent_id=AGENT, kind=manifest.kind,

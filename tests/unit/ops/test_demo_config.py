@@ -64,8 +64,9 @@ def test_an_audit_sample_gets_the_users_it_needs_and_too_few_are_refused_by_name
     # ~1.6 x the engine's 30 audited units per arm, at weight 0.5
     assert fast.users * 0.5 * fast.audit_rate >= 1.6 * 30 and audit_shortfall(fast) is None
     plain = DemoConfig.preset(fast=True, audit_rate=0.0)
-    assert plain.users == 160 and audit_shortfall(plain) is None  # no audit sample: the old sizes
-    assert DemoConfig.preset(fast=True, audit_rate=0.1).users > fast.users  # a smaller rate needs more units
+    assert plain.users == fast.users and audit_shortfall(plain) is None  # 1,000 users are more than 0.2 needs
+    # a smaller rate needs more units: 1.6 x 30 / (0.05 x 0.5) = 1,920
+    assert DemoConfig.preset(fast=True, audit_rate=0.05).users == 1920 > fast.users
     problem = audit_shortfall(DemoConfig.preset(fast=True, users=100))
     assert problem is not None and "--users 100" in problem and "--audit-rate" in problem
     assert "--audit-rate" in (audit_shortfall(DemoConfig.preset(audit_rate=1.0)) or "")
