@@ -99,7 +99,11 @@ _AUDIT_HEADROOM = 1.6  # users enough for this many times the minimum audited un
 class DemoConfig:
     """Sizes and pace of one demo run (``--fast`` and ``--scale`` pick them)."""
 
-    users: int = 1200  # the experiments' units: many, so each experiment keeps meeting new ones (a unit counts with its first run)
+    users: int = 1200  # the users at the start (the experiments' units)
+    # the share of requests that come from a user never seen before (who then returns like the others):
+    # the experiments count a unit by its first run, so with a closed population an experiment whose
+    # evidence was still short once every user had been seen froze -- new users keep it going
+    new_user_share: float = 0.2
     batch: int = 16
     rate: float = 25.0  # runs per second the agents aim at
     dataset_min_new: int = 700  # labelled runs that finish the first dataset (and each later one)
@@ -108,7 +112,7 @@ class DemoConfig:
     settle_s: float = 20.0  # traffic after the switch, so the plots show it
     base_steps: int = DEFAULT_STEPS
     train_epochs: float = 4.0
-    train_max_steps: int = 120  # per round (datasets are cumulative: later rounds would take ever longer)
+    train_max_steps: int = 240  # per round (datasets are cumulative: later rounds would take ever longer)
     gate_max_eval: int = 200  # held-out examples the gate scores each version on
     timeout_s: float = 840.0  # the loop (after start-up) gives up after this long
     seed: int = 7
@@ -126,7 +130,7 @@ class DemoConfig:
         # --fast: more users than the audit sample needs, so that each experiment keeps meeting new units
         # (a unit counts with its first run) and decides in seconds; a quicker pace for the same reason
         base = (cls(users=1000, rate=40.0, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0,
-                    train_max_steps=100, gate_max_eval=100, timeout_s=600.0) if fast else cls())
+                    train_max_steps=200, gate_max_eval=100, timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
         base = replace(base, users=max(base.users, audit_users(base)))  # scaled below like the rest
@@ -419,7 +423,7 @@ class _DemoRun:
         self.gym.follow_experiments(wait_s=10)
         self.agent = RouterAgent(self.gym, self.pool, base_version, registry.champion, seed=cfg.seed)
         self.users = SimulatedUsers(self.gym, seed=cfg.seed + 1)
-        self.user_ids = [f"user-{i:04d}" for i in range(cfg.users)]
+        self.user_ids = [f"user-{i:05d}" for i in range(cfg.users)]
         if cfg.audit_rate > 0:
             self.reviewers = SimulatedReviewers(self.gym, self.stack.query, cfg.review_error, seed=cfg.seed + 2)
 
@@ -433,7 +437,8 @@ class _DemoRun:
             StackError: a process died, or the loop did not close within ``cfg.timeout_s``.
         """
         cfg = self.cfg
-        self.say(f"3/5 {cfg.users} users send requests ({mix_label(None)}); agents serve {self.base_version} (the base) ...",
+        self.say(f"3/5 {cfg.users} users send requests, and new users arrive ({cfg.new_user_share:.0%} of the requests) "
+                 f"({mix_label(None)}); agents serve {self.base_version} (the base) ...",
                  mark="traffic starts")
         self.say("      phase 1 (improvement): the base's failures and the users' corrections become the first dataset")
         deadline = time.monotonic() + cfg.timeout_s
@@ -496,7 +501,12 @@ class _DemoRun:
         for _ in range(cfg.batch):
             task = sample_task(self.rng, self.mix)
             self.seen.add(task.request)
-            batch.append((self.rng.choice(self.user_ids), task))
+            if self.rng.random() < cfg.new_user_share:
+                self.user_ids.append(f"user-{len(self.user_ids):05d}")
+                user = self.user_ids[-1]
+            else:
+                user = self.rng.choice(self.user_ids)
+            batch.append((user, task))
         for run in self.agent.serve(batch):
             self.users.react(run)
             self.history.append(run)
