@@ -29,8 +29,8 @@ TARGET_PP = 10.0  # each promotion's held-out gain the demo aims at
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="multiply users, dataset size, samples per arm and held-out requests")
 @click.option("--users", type=int, default=None,
-              help="simulated users, the experiment's units (default 1200, --fast 1000; with an audit sample at least "
-                   "what it needs: 480 at the default rate)")
+              help="simulated users at the start, the experiment's units (default 1200, --fast 1000; with an audit sample at "
+                   "least what it needs: 480 at the default rate); new users keep arriving (20% of the requests)")
 @click.option("--rate", type=float, default=None, help="runs per second the agents aim at (default 25, --fast 40)")
 @click.option("--timeout", "timeout_s", type=float, default=None, help="give up when the loop has not closed after this many seconds")
 @click.option("--seed", type=int, default=None, help="seed of the traffic and the users (default 7)")
