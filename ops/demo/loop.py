@@ -127,8 +127,8 @@ class DemoConfig:
         are raised to what the audit sample needs, before and after scaling: about 1.6
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
-        # --fast: more users than the audit sample needs, so that each experiment keeps meeting new units
-        # (a unit counts with its first run) and decides in seconds; a quicker pace for the same reason
+        # --fast: a quicker pace, so that the datasets fill and each experiment meets its units (a unit
+        # counts with its first run; new users keep arriving, new_user_share) in seconds
         base = (cls(users=1000, rate=40.0, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0,
                     train_max_steps=200, gate_max_eval=100, timeout_s=600.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")

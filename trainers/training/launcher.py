@@ -145,9 +145,7 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
 
     from agentgym.trainers.training.callbacks import ProgressCallback
 
-    _ray_train_env()
-    ensure_ray(ray_num_cpus, ray_address)
-    _quiet_print_patch()
+    ensure_ray(ray_num_cpus, ray_address)  # also Ray Train's environment defaults (print patch, poll interval)
     _warn_if_paths_are_node_local(job)
     trainer = TorchTrainer(
         train_loop or train_func,
