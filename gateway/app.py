@@ -66,6 +66,7 @@ from agentgym.gateway.audit import AUDITOR, KEY_SLOT, Auditor
 from agentgym.gateway import otlp
 from agentgym.gateway.body import events_of, read_json
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
+from agentgym.gateway.fastpath import GatewayRunner
 from agentgym.gateway.ids import check_id
 from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK, Kind, Prepared, prepare
 from agentgym.gateway.keys import ApiKey, KeyRing
@@ -135,26 +136,36 @@ class Gateway:
     # -- per request ------------------------------------------------------------
     def authenticate(self, request: web.Request, scopes: frozenset[str]) -> ApiKey:
         """The caller's key, or 401/403; then its token bucket (429)."""
-        header = request.headers.get("Authorization")
-        if not header:
+        headers = request.headers
+        return self.key_of(headers.get("Authorization"), headers.get("X-AgentGym-Tenant"), scopes, request)
+
+    def key_of(self, authorization: str | None, named_tenant: str | None, scopes: frozenset[str],
+               request: web.Request | None = None) -> ApiKey:
+        """:meth:`authenticate` from the header values (the fast path has no ``web.Request``)."""
+        if not authorization:
             raise ApiError(401, "unauthorized", "Authorization", "is missing: send 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": 'Bearer realm="agentgym"'})
-        scheme, _, token = header.partition(" ")
+        scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise ApiError(401, "unauthorized", "Authorization", "must be 'Bearer <key>'", headers={"WWW-Authenticate": 'Bearer realm="agentgym"'})
-        return self.authorize(request, token.strip(), scopes)
+        return self.check_key(token.strip(), named_tenant, scopes, request)
 
     def authorize(self, request: web.Request, token: str, scopes: frozenset[str]) -> ApiKey:
         """:meth:`authenticate` for a key that came otherwise (the dashboard's session cookie)."""
+        return self.check_key(token, request.headers.get("X-AgentGym-Tenant"), scopes, request)
+
+    def check_key(self, token: str, named_tenant: str | None, scopes: frozenset[str], request: web.Request | None) -> ApiKey:
+        """The key of ``token`` if it is active, has one of ``scopes``, is of ``named_tenant`` (when named) and
+        has a token left in its bucket; else the 401, 403 or 429."""
         key = self.keys.verify(token)
         if key is None:
             raise ApiError(401, "unauthorized", "Authorization", "unknown or revoked API key",
                            headers={"WWW-Authenticate": 'Bearer realm="agentgym", error="invalid_token"'})
-        request[KEY_SLOT] = key  # who, for the audit log (also when refused below)
+        if request is not None:
+            request[KEY_SLOT] = key  # who, for the audit log (also when refused below)
         if not key.scopes & scopes:
             raise ApiError(403, "forbidden_scope", "Authorization", f"the key lacks the scope {' or '.join(sorted(scopes))}")
-        named = request.headers.get("X-AgentGym-Tenant")
-        if named is not None and named != key.tenant_id:
+        if named_tenant is not None and named_tenant != key.tenant_id:
             raise ApiError(403, "forbidden_tenant", "X-AgentGym-Tenant", "names another tenant than the API key's")
         plan = self.plans.plan_of(key.tenant_id)
         rate = plan.rate_per_s or self.settings.rate_per_s
@@ -164,6 +175,49 @@ class Gateway:
             raise ApiError(429, "rate_limited", "Authorization", f"rate limit of {rate:g} requests/s per key (burst {burst:g}) exceeded",
                            headers={"Retry-After": str(max(1, math.ceil(wait)))})
         return key
+
+    def ingest(self, kind: Kind, key: ApiKey, body: Any, header_agent: str | None) -> dict[str, Any]:
+        """Validates, masks and encodes every event of a parsed body, checks the plan, then produces them all
+        (nothing before every event was encoded); the 202's body. Shared by both request paths."""
+        s = self.settings
+        events, batched = events_of(body, s.max_events)
+        if header_agent is not None:
+            try:
+                check_id("X-AgentGym-Agent", header_agent)
+            except InvalidIdError as exc:
+                raise ApiError(400, "invalid_event", exc.field, exc.reason) from None
+        tenant = key.tenant_id
+        prepared = prepare(self.client, kind, events, tenant, header_agent, s.max_event_bytes, batched,
+                           masking=lambda agent: self.maskers.policy(tenant, agent))
+        if kind is EXPERIENCE:
+            self.check_plan(tenant, prepared)
+        send = self.client.send_encoded
+        for p in prepared:  # nothing is produced before every event of the request was encoded
+            send(kind.record, kind.topic, p.key, p.value)
+        self.metrics.count_events(kind.record, len(prepared))
+        return {"accepted": len(prepared), kind.id_name: [p.event_id for p in prepared]}
+
+    def assignment(self, key: ApiKey, experiment_id: str, unit_id: str | None) -> dict[str, Any]:
+        """The body of ``GET /v1/experiments/{id}/assignment``: the SDK's hash, the key's tenant only."""
+        if not unit_id:
+            raise ApiError(400, "invalid_request", "unit_id", "is missing: ?unit_id=<the user, session or trace>")
+        if len(unit_id) > 512:
+            raise ApiError(400, "invalid_request", "unit_id", f"is {len(unit_id)} characters; at most 512")
+        config = self.experiments.get(experiment_id)
+        if config is None or config.get("tenant_id") != key.tenant_id:  # another tenant's experiment does not exist for this key
+            raise ApiError(404, "not_found", "experiment_id", f"no experiment {experiment_id[:80]!r} for this tenant")
+        a = assign(config, unit_id)
+        body = None if a is None else {
+            "experiment_id": a.experiment_id, "variant": a.variant, "model_version": a.model_version, "unit_type": a.unit_type,
+            "unit_id": a.unit_id, "config_version": a.config_version, "status": a.status, "active": a.active}
+        return {"experiment_id": experiment_id, "unit_id": unit_id, "assignment": body}
+
+    def answered(self, route: str, method: str, path: str, status: int, elapsed: float) -> None:
+        """Metrics and the sampled access log of one answered request (both request paths)."""
+        self.metrics.observe(route, status, elapsed)
+        sample = self.settings.access_log_sample
+        if sample and random.random() < sample:
+            access_log.info("%s %s %d %.2fms", method, path, status, elapsed * 1000)
 
     def check_plan(self, tenant_id: str, prepared: list[Prepared]) -> None:
         """Refuses (429) runs over the tenant's plan; else counts them."""
@@ -210,11 +264,7 @@ def _endpoint(route: str, fn: Handler) -> Callable[[web.Request], Awaitable[web.
             resp = _json(exc.body(), exc.status, exc.headers)
             if exc.status in (408, 413):  # the rest of the body is unread: do not reuse the connection
                 resp.force_close()
-        elapsed = time.perf_counter() - t0
-        gw.metrics.observe(route, resp.status, elapsed)
-        sample = gw.settings.access_log_sample
-        if sample and random.random() < sample:
-            access_log.info("%s %s %d %.2fms", request.method, request.path, resp.status, elapsed * 1000)
+        gw.answered(route, request.method, request.path, resp.status, time.perf_counter() - t0)
         return resp
 
     return handle
@@ -223,43 +273,15 @@ def _endpoint(route: str, fn: Handler) -> Callable[[web.Request], Awaitable[web.
 def _ingest(kind: Kind) -> Handler:
     async def handle(request: web.Request, gw: Gateway) -> web.Response:
         key = gw.authenticate(request, _INGEST)
-        s = gw.settings
-        events, batched = events_of(await read_json(request, s), s.max_events)
-        header_agent = request.headers.get("X-AgentGym-Agent")
-        if header_agent is not None:
-            try:
-                check_id("X-AgentGym-Agent", header_agent)
-            except InvalidIdError as exc:
-                raise ApiError(400, "invalid_event", exc.field, exc.reason) from None
-        prepared = prepare(gw.client, kind, events, key.tenant_id, header_agent, s.max_event_bytes, batched,
-                           masking=lambda agent: gw.maskers.policy(key.tenant_id, agent))
-        if kind is EXPERIENCE:
-            gw.check_plan(key.tenant_id, prepared)
-        send = gw.client.send_encoded
-        for p in prepared:  # nothing is produced before every event of the request was encoded
-            send(kind.record, kind.topic, p.key, p.value)
-        gw.metrics.count_events(kind.record, len(prepared))
-        return _json({"accepted": len(prepared), kind.id_name: [p.event_id for p in prepared]}, 202)
+        body = await read_json(request, gw.settings)
+        return _json(gw.ingest(kind, key, body, request.headers.get("X-AgentGym-Agent")), 202)
 
     return handle
 
 
 async def _assignment(request: web.Request, gw: Gateway) -> web.Response:
     key = gw.authenticate(request, _ASSIGN)
-    experiment_id = request.match_info["experiment_id"]
-    unit_id = request.query.get("unit_id")
-    if not unit_id:
-        raise ApiError(400, "invalid_request", "unit_id", "is missing: ?unit_id=<the user, session or trace>")
-    if len(unit_id) > 512:
-        raise ApiError(400, "invalid_request", "unit_id", f"is {len(unit_id)} characters; at most 512")
-    config = gw.experiments.get(experiment_id)
-    if config is None or config.get("tenant_id") != key.tenant_id:  # another tenant's experiment does not exist for this key
-        raise ApiError(404, "not_found", "experiment_id", f"no experiment {experiment_id[:80]!r} for this tenant")
-    a = assign(config, unit_id)
-    body = None if a is None else {
-        "experiment_id": a.experiment_id, "variant": a.variant, "model_version": a.model_version, "unit_type": a.unit_type,
-        "unit_id": a.unit_id, "config_version": a.config_version, "status": a.status, "active": a.active}
-    return _json({"experiment_id": experiment_id, "unit_id": unit_id, "assignment": body})
+    return _json(gw.assignment(key, request.match_info["experiment_id"], request.query.get("unit_id")))
 
 
 async def _healthz(request: web.Request, gw: Gateway) -> web.Response:
@@ -332,8 +354,9 @@ async def _report_usage(gw: Gateway) -> None:
 
 def make_runner(app: web.Application, **kwargs: Any) -> web.AppRunner:
     """An ``AppRunner`` as the gateway needs it: no automatic decompression (the body
-    limits apply to both sizes), no per-request access log (sampled in the handlers)."""
-    return web.AppRunner(app, auto_decompress=False, access_log=None, **kwargs)
+    limits apply to both sizes), no per-request access log (sampled in the handlers), the
+    hot routes answered from the connection (:mod:`agentgym.gateway.fastpath`)."""
+    return GatewayRunner(app, GATEWAY, auto_decompress=False, access_log=None, **kwargs)
 
 
 def make_site(runner: web.AppRunner, settings: GatewaySettings, host: str | None = None,

@@ -17,12 +17,16 @@ from aiohttp import web
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.settings import GatewaySettings
 
-__all__ = ["read_json", "read_body", "json_depth_exceeds", "events_of"]
+__all__ = ["read_json", "read_body", "parse_json", "decoded", "json_depth_exceeds", "events_of"]
 
 
 async def read_json(request: web.Request, settings: GatewaySettings) -> Any:
     """The request's JSON body, parsed, or an :class:`ApiError`."""
-    raw = await read_body(request, settings)
+    return parse_json(await read_body(request, settings), settings)
+
+
+def parse_json(raw: bytes, settings: GatewaySettings) -> Any:
+    """A whole (decompressed) body parsed as JSON within the depth limit, or an :class:`ApiError`."""
     if not raw:
         raise ApiError(400, "invalid_json", "body", "is empty: send a JSON object")
     try:
@@ -50,7 +54,14 @@ async def read_body(request: web.Request, settings: GatewaySettings) -> bytes:
     except web.HTTPRequestEntityTooLarge:
         raise ApiError(413, "too_large", "body", f"more than {settings.max_body_bytes} bytes; "
                        f"at most {settings.max_body_bytes} bytes per request") from None
-    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    return decoded(raw, request.headers.get("Content-Encoding"), settings)
+
+
+def decoded(raw: bytes, content_encoding: str | None, settings: GatewaySettings) -> bytes:
+    """``raw`` decompressed as its ``Content-Encoding`` says (gzip, deflate; none: as is), within the limit."""
+    if content_encoding is None:
+        return raw
+    encoding = content_encoding.strip().lower()
     if encoding not in ("", "identity"):
         raw = _decompress(raw, encoding, settings.max_decompressed_bytes)
     return raw

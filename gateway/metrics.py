@@ -34,6 +34,9 @@ class GatewayMetrics:
                              "events neither delivered nor kept: the spool's disk failed (full, read-only)", registry=r)
         self.quarantined = Gauge("agentgym_gateway_events_quarantined",
                                  "events Kafka can never take (too large), kept under <spool>/quarantine", registry=r)
+        self.fast = Counter("agentgym_gateway_fast_path_requests",
+                            "requests answered from the connection's protocol (gateway/fastpath.py), of the requests", registry=r)
+        self.fast_path = self.fast.inc
         self._children: dict[tuple[str, int], tuple[Callable[[], None], Callable[[float], None]]] = {}
         self._events: dict[str, Callable[[float], None]] = {}
 

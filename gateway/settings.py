@@ -52,6 +52,9 @@ class GatewaySettings(SharedSettings):
     max_event_bytes: int = Field(
         512 * 1024, ge=1024, le=1_000_000,
         description="largest encoded event, below the broker's `message.max.bytes` (413) (1024 to 1000000)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a client that has begun a request head must finish it within this many seconds, "
+        "else the connection is closed (slow-header clients) (> 0)")
     body_timeout_s: float = Field(10.0, gt=0, description="a client must send its whole body within this many seconds (408) (> 0)")
     rate_per_s: float = Field(
         200.0, gt=0, description="token bucket per API key: requests per second, unless the tenant's plan sets one (> 0)")

@@ -69,7 +69,7 @@ class ServedGateway:
 def test_settings(bootstrap: str, spool: Path, **overrides: Any) -> GatewaySettings:
     return GatewaySettings(**{
         "bootstrap_servers": bootstrap, "spool_dir": spool, "max_body_bytes": 64 * 1024, "max_decompressed_bytes": 256 * 1024,
-        "max_events": 20, "max_event_bytes": 16 * 1024, "body_timeout_s": 1.0, "rate_per_s": 1000.0, "burst": 1000.0,
+        "max_events": 20, "max_event_bytes": 16 * 1024, "body_timeout_s": 1.0, "header_timeout_s": 2.0, "rate_per_s": 1000.0, "burst": 1000.0,
         "default_plan": "enterprise", "usage_report_s": 0.2, **overrides})
 
 

@@ -1,0 +1,278 @@
+"""The hot routes answered from the connection's protocol, and a deadline for slow request heads.
+
+aiohttp turns every request into a task, a ``Request``, a ``Response`` and a stream
+writer. For the gateway's hottest routes that machinery costs more than the work: a
+bare aiohttp handler spends ~50 us of CPU per small POST on this machine, the same
+parse-and-answer done in the protocol ~18 us (ops/bench/gateway.py prints both). So a
+*small, complete* request to
+
+    POST /v1/experiences, POST /v1/feedback, GET /v1/experiments/{id}/assignment
+
+is answered right where its bytes arrive (:meth:`GatewayRequestHandler.data_received`),
+through the same :class:`~agentgym.gateway.app.Gateway` methods (authentication, token
+bucket, limits, validation, masking, plan, produce, metrics) as the routed handlers,
+so both paths give the same answers (tests/integration/gateway/test_fastpath.py
+compares them). The HTTP parsing stays aiohttp's (its C parser, keep-alive, chunked
+bodies, pipelining). Anything else goes the usual way: other routes; a body not yet
+whole (large batches, slow senders: the 408 and 413 limits apply there); HTTP/1.0,
+``Connection: close``, ``Expect``, upgrades; a request queued behind one still being
+handled (answers stay in order); a client not reading its answers (the write buffer
+over 64 KiB: the usual path waits for it to drain).
+
+Slow heads (slowloris): a connection that has sent part of a request head gets
+``header_timeout_s`` (``AGENTGYM_GATEWAY_HEADER_TIMEOUT_S``) to finish it, then is closed;
+aiohttp alone would wait its keep-alive timeout (75 s), counted from the connection's
+last answer. Bodies have their own limit (``body_timeout_s``, 408).
+
+This subclasses aiohttp's ``RequestHandler`` and reads a few of its attributes (the
+message queue, the waiter of its request loop, the keep-alive timer); :data:`SUPPORTED`
+checks them at import, and without them every request takes the usual path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion11, RawRequestMessage
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+from agentgym.gateway.body import decoded, parse_json
+from agentgym.gateway.exceptions import ApiError
+from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK
+
+if TYPE_CHECKING:
+    from agentgym.gateway.app import Gateway
+
+__all__ = ["GatewayRunner", "GatewayRequestHandler", "SUPPORTED"]
+
+log = logging.getLogger("agentgym.gateway")
+
+_NEEDED = ("_messages", "_waiter", "_parser", "_force_close", "_close", "_upgraded", "_payload_parser", "_keepalive",
+           "_keepalive_timeout", "_keepalive_handle", "_next_keepalive_close_time", "_buffer_paused",
+           "_msg_queue_resume_size", "_manager")
+SUPPORTED = all(any(name in getattr(c, "__slots__", ()) for c in RequestHandler.__mro__) for name in _NEEDED) and all(
+    hasattr(RequestHandler, m) for m in ("_process_keepalive", "_resume_reading_if_drained"))
+
+_INGEST = frozenset({"ingest"})
+_ASSIGN = frozenset({"ingest", "read"})
+_POSTS = {"/v1/experiences": ("experiences", EXPERIENCE), "/v1/feedback": ("feedback", FEEDBACK)}
+_ASSIGN_PREFIX, _ASSIGN_SUFFIX = "/v1/experiments/", "/assignment"
+_MAX_WRITE_BUFFER = 64 * 1024
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode()
+
+
+class _Date:
+    """The ``Date`` header, formatted once a second."""
+
+    second = -1
+    header = b""
+
+    @classmethod
+    def get(cls) -> bytes:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.header = f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
+        return cls.header
+
+
+def _response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n" % (
+        status, _REASONS.get(status, b"Unknown"), len(body))
+    extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) if headers else b""
+    return head + _Date.get() + _SERVER + extra + b"\r\n" + body
+
+
+class GatewayRequestHandler(RequestHandler):
+    """aiohttp's connection protocol, answering small complete requests to the hot routes itself."""
+
+    _body_timer: asyncio.TimerHandle | None = None  # a hot-route request whose body is still arriving
+    _answering = False
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        idle = waiter is not None and not waiter.done()  # the request loop waits for a message: none queued or running
+        if not idle:
+            super().data_received(data)
+            return
+        self._waiter = None  # keep the request loop asleep until it is known what is left for it
+        try:
+            super().data_received(data)
+        finally:
+            self._waiter = waiter
+        if self._answering:  # re-entered while answering (reading a body resumes the transport): the loop below goes on
+            return
+        messages = self._messages
+        if not messages:
+            if data and self._payload_parser is None and not self._upgraded:
+                self._head_deadline()
+            return
+        self._answering = True
+        try:
+            self._answer_queued(waiter)
+        finally:
+            self._answering = False
+
+    def _answer_queued(self, waiter: asyncio.Future[None]) -> None:
+        """Answers the queued hot-route requests from the front, in order; wakes the request loop for the rest."""
+        messages = self._messages
+        gw = self._manager.gateway  # type: ignore[union-attr]
+        while messages and not (self._force_close or self._close):
+            msg, payload = messages[0]
+            route = self._fast_route(msg, payload, gw.settings.max_body_bytes)
+            if route is None:
+                break
+            if not payload.is_eof():  # the head came before its body (http.client, urllib3): wait for the rest here
+                if self._body_timer is None:
+                    loop = self._loop
+                    self._body_timer = loop.call_later(gw.settings.body_timeout_s, self._body_late, gw, route, msg, payload)
+                    self._next_keepalive_close_time = loop.time() + max(self._keepalive_timeout, gw.settings.body_timeout_s + 1)
+                return
+            self._cancel_body_timer()
+            messages.popleft()
+            if self._parser is not None:
+                self._parser.message_consumed()
+            self._answer(gw, route, msg, payload)
+            if self._buffer_paused and len(messages) <= self._msg_queue_resume_size:
+                self._resume_reading_if_drained()  # parses what waited (answered in order: this one is)
+        self._cancel_body_timer()
+        if messages and not waiter.done():
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_body_timer()
+        super().connection_lost(exc)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_late(self, gw: Gateway, route: tuple[str, Any], msg: RawRequestMessage, payload: Any) -> None:
+        """The 408 of a hot-route request whose body did not arrive in time (the rest is unread: close)."""
+        self._body_timer = None
+        messages = self._messages
+        if not messages or messages[0][0] is not msg or payload.is_eof() or self.transport is None:
+            return
+        messages.popleft()
+        if self._parser is not None:
+            self._parser.message_consumed()
+        t = gw.settings.body_timeout_s
+        exc = ApiError(408, "body_timeout", "body", f"the body did not arrive within {t:g} s")
+        gw.metrics.rejections.labels(exc.error).inc()
+        gw.answered(route[0], msg.method, msg.path, 408, t)
+        self.transport.write(_response(408, orjson.dumps(exc.body())))
+        self.force_close()
+
+    # -- which requests ------------------------------------------------------------
+    def _fast_route(self, msg: Any, payload: Any, max_body_bytes: int) -> tuple[str, Any] | None:
+        if type(msg) is not RawRequestMessage or msg.version != HttpVersion11 or msg.should_close or msg.upgrade:
+            return None
+        if self.transport is None or self.transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+            return None
+        headers = msg.headers
+        if "Expect" in headers:
+            return None
+        method, path = msg.method, msg.path
+        if method == "POST":
+            hit = _POSTS.get(path)
+            if hit is None or payload.total_bytes > max_body_bytes:
+                return None
+            length = headers.get("Content-Length")
+            if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
+                return None  # the routed path answers the 413 before reading
+            return hit
+        if method == "GET" and path.startswith(_ASSIGN_PREFIX) and payload.is_eof():
+            raw_path = path.partition("?")[0]
+            if raw_path.endswith(_ASSIGN_SUFFIX):
+                experiment = raw_path[len(_ASSIGN_PREFIX):-len(_ASSIGN_SUFFIX)]
+                if experiment and "/" not in experiment and "%" not in experiment:
+                    return "assignment", experiment
+        return None
+
+    # -- answering -------------------------------------------------------------------
+    def _answer(self, gw: Gateway, route: tuple[str, Any], msg: RawRequestMessage, payload: Any) -> None:
+        name, arg = route
+        t0 = time.perf_counter()
+        headers = msg.headers
+        try:
+            if name == "assignment":
+                key = gw.key_of(headers.get("Authorization"), headers.get("X-AgentGym-Tenant"), _ASSIGN)
+                out = _response(200, orjson.dumps(gw.assignment(key, arg, msg.url.query.get("unit_id"))))
+            else:
+                key = gw.key_of(headers.get("Authorization"), headers.get("X-AgentGym-Tenant"), _INGEST)
+                body = parse_json(decoded(payload.read_nowait(), headers.get("Content-Encoding"), gw.settings), gw.settings)
+                out = _response(202, orjson.dumps(gw.ingest(arg, key, body, headers.get("X-AgentGym-Agent"))))
+            status = 202 if name != "assignment" else 200
+        except ApiError as exc:
+            gw.metrics.rejections.labels(exc.error).inc()
+            status = exc.status
+            out = _response(status, orjson.dumps(exc.body()), exc.headers)
+        except Exception:  # what the routed path would answer as a 500
+            log.exception("gateway: %s %s failed", msg.method, msg.path)
+            status = 500
+            out = _response(500, orjson.dumps({"error": "internal", "field": None, "reason": "internal server error"}))
+        manager = self._manager
+        if manager is not None:
+            manager.requests_count += 1
+        gw.metrics.fast_path()  # counted before the answer leaves, as the routed path does
+        gw.answered(name, msg.method, msg.path, status, time.perf_counter() - t0)
+        assert self.transport is not None
+        self.transport.write(out)
+        # as aiohttp's request loop does after an answer: the connection may idle for the keep-alive timeout
+        self._keepalive = True
+        if self._keepalive_timeout:
+            loop = self._loop
+            self._next_keepalive_close_time = loop.time() + self._keepalive_timeout
+            if self._keepalive_handle is None:
+                self._keepalive_handle = loop.call_at(self._next_keepalive_close_time, self._process_keepalive)
+
+    def _head_deadline(self) -> None:
+        """Part of a request head arrived while idle: it must be whole within the header timeout."""
+        timeout = self._manager.gateway.settings.header_timeout_s  # type: ignore[union-attr]
+        loop = self._loop
+        deadline = loop.time() + timeout
+        if deadline >= self._next_keepalive_close_time and self._keepalive_handle is not None:
+            return  # an earlier deadline is already set
+        self._next_keepalive_close_time = deadline
+        self._keepalive = True
+        if self._keepalive_handle is not None:
+            self._keepalive_handle.cancel()
+        # _process_keepalive closes the connection if the request loop is still waiting for a message then
+        self._keepalive_handle = loop.call_at(deadline, self._process_keepalive)
+
+
+class _GatewayServer(Server):
+    """aiohttp's protocol factory, making :class:`GatewayRequestHandler` connections."""
+
+    gateway: Gateway
+
+    def __call__(self) -> RequestHandler:
+        return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GatewayRunner(web.AppRunner):
+    """An ``AppRunner`` whose connections take the fast path (when :data:`SUPPORTED`); ``gateway`` is the app's
+    :class:`~agentgym.gateway.app.Gateway` key (the app builds it on startup, which ``setup()`` runs first)."""
+
+    def __init__(self, app: web.Application, gateway: web.AppKey[Any], **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._gateway_key = gateway
+
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        if SUPPORTED and type(server) is Server:
+            server.__class__ = _GatewayServer
+            server.gateway = self.app[self._gateway_key]  # type: ignore[attr-defined]
+        elif not SUPPORTED:
+            log.warning("gateway: this aiohttp's RequestHandler lacks what the fast path reads; every request takes the routed path")
+        return server
