@@ -155,28 +155,39 @@ async def _closed_loop(url: str, method: str, body: bytes | None, headers: dict[
 
 
 async def _open_loop(url: str, method: str, body: bytes | None, headers: dict[str, str], rate: float, seconds: float) -> tuple[float, float, float]:
-    """(achieved requests/s, p50, p99 seconds) at a fixed arrival rate, timed from when each request was due."""
+    """(achieved requests/s, p50, p99 seconds) at a fixed arrival rate, timed from when each request was due.
+
+    One dispatcher starts each request when it is due (a task per request in flight, not one
+    per request of the run: 20,000 sleeping tasks made the client itself the p99's floor).
+    """
     import aiohttp
 
     lat: list[float] = []
     errors = 0
     n = int(rate * seconds)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as s:
-        # warm the pool
-        await asyncio.gather(*(s.request(method, url, data=body, headers=headers) for _ in range(32)))
-        start = time.perf_counter() + 0.05
+        await asyncio.gather(*(s.request(method, url, data=body, headers=headers) for _ in range(32)))  # warm the pool
 
         async def one(due: float) -> None:
             nonlocal errors
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
             async with s.request(method, url, data=body, headers=headers) as r:
                 await r.read()
                 errors += r.status >= 300
             lat.append(time.perf_counter() - due)
 
-        await asyncio.gather(*(one(start + i / rate) for i in range(n)))
+        tasks = set()
+        start = time.perf_counter() + 0.05
+        i = 0
+        while i < n:
+            now = time.perf_counter()
+            while i < n and start + i / rate <= now:
+                t = asyncio.ensure_future(one(start + i / rate))
+                tasks.add(t)
+                t.add_done_callback(tasks.discard)
+                i += 1
+            if i < n:
+                await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     if errors:
         raise SystemExit(f"{errors} non-2xx answers from {url}")
