@@ -65,6 +65,8 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
     ``masking``: agent id -> the tenant's masking policy for that agent (None: no masking), applied
     to the event's fields before it is encoded (docs/privacy.md).
     """
+    if masking is not None and kind is EXPERIENCE and len(events) > 1:
+        masking = _batch_masking(events, header_agent, masking)
     out = []
     for i, event in enumerate(events):
         index = i if batched else None
@@ -78,6 +80,19 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
         except SchemaValidationError as exc:  # InvalidEventError included: names the field
             raise ApiError(400, "invalid_event", exc.field or "body", exc.reason, index=index) from None
     return out
+
+
+def _batch_masking(events: list[dict[str, Any]], header_agent: str | None,
+                   masking: Callable[[str], MaskingPolicy]) -> Callable[[str], MaskingPolicy] | None:
+    """None when no event of a batch needs masking, by one pre-check over all their texts (~4 us less per
+    event than one pre-check each); else ``masking`` (each event masked on its own, as a single one is)."""
+    agents = {e.get("agent_id") or header_agent for e in events}
+    if len(agents) > 8 or not all(type(a) is str for a in agents):
+        return masking  # (a missing agent is reported by _one)
+    policies = {id(p): p for p in map(masking, agents)}  # type: ignore[arg-type]
+    if len(policies) == 1 and next(iter(policies.values())).clean_experiences(events):
+        return None
+    return masking
 
 
 def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, header_agent: str | None,

@@ -506,6 +506,19 @@ class MaskingPolicy:
             texts.extend(v if type(v) is str else str(v) for v in meta.values())
         return texts
 
+    def clean_experiences(self, records: Iterable[dict[str, Any]]) -> bool:
+        """Whether no record of ``records`` needs masking: one pre-check over all their texts (a batch's
+        common case; joined as :meth:`mask_experience` joins one record's). False: mask each."""
+        if not self.active:
+            return True
+        texts: list[str] = []
+        for record in records:
+            found = self._experience_texts(record)
+            if found is None:
+                return False
+            texts += found
+        return self._clean(texts)
+
     def mask_experience(self, record: dict[str, Any]) -> dict[str, Any]:
         """Masks an Experience record (input, output, steps, error, metadata as configured)."""
         if not self.active:
