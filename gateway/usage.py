@@ -45,6 +45,9 @@ def month_of(epoch_s: float | None = None) -> str:
     return str(_NOW_MONTH[1])
 
 
+_NONE: tuple[int, frozenset[str]] = (0, frozenset())
+
+
 class UsageMeter:
     """This replica's counts plus the others' latest reports.
 
@@ -59,21 +62,27 @@ class UsageMeter:
         self._dirty: set[tuple[str, str]] = set()
         # (tenant, month) -> replica -> (runs, agents) of the other replicas
         self._others: dict[tuple[str, str], dict[str, tuple[int, frozenset[str]]]] = {}
+        # (tenant, month) -> their sum, replaced whole by the follower's thread: a request reads one tuple (no loop
+        # over the replicas per request, and no dict the other thread may grow while it is iterated)
+        self._others_total: dict[tuple[str, str], tuple[int, frozenset[str]]] = {}
         self.follower = CompactedFollower(bootstrap_servers, _TOPIC, on_record=self._report)
 
     def _report(self, key: str, record: dict[str, Any] | None) -> None:
         if record is None or record["replica_id"] == self.replica_id:
             return
-        slot = self._others.setdefault((record["tenant_id"], record["month"]), {})
+        key = (record["tenant_id"], record["month"])
+        slot = self._others.setdefault(key, {})
         slot[record["replica_id"]] = (int(record["runs"]), frozenset(record["agents"]))
+        self._others_total[key] = (sum(r for r, _ in slot.values()), frozenset().union(*(a for _, a in slot.values())))
 
     def usage(self, tenant_id: str, month: str) -> tuple[int, frozenset[str]]:
         """(runs, agents) of ``tenant_id`` in ``month`` as this replica knows them."""
-        runs, agents = self._local.get((tenant_id, month), (0, frozenset()))
-        for r, a in self._others.get((tenant_id, month), {}).values():
-            runs += r
-            agents = agents | a
-        return runs, agents
+        key = (tenant_id, month)
+        runs, agents = self._local.get(key, _NONE)
+        others = self._others_total.get(key)
+        if others is None:
+            return runs, agents
+        return runs + others[0], (agents | others[1] if not others[1] <= agents else agents)
 
     def add(self, tenant_id: str, month: str, runs: int, agents: Iterable[str]) -> None:
         """Counts what this replica just accepted."""

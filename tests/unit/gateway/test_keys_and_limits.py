@@ -95,6 +95,10 @@ def test_usage_sums_every_replica_and_counts_agents_once() -> None:
     m._report("k2", {"replica_id": "me", "tenant_id": "acme", "month": month, "runs": 999, "agents": []})  # own echo: ignored
     m._report("k3", {"replica_id": "r2", "tenant_id": "acme", "month": month, "runs": 7, "agents": ["a2"]})  # newer report replaces
     assert m.usage("acme", month) == (10, frozenset({"a1", "a2"}))
+    m._report("k4", {"replica_id": "r3", "tenant_id": "acme", "month": month, "runs": 4, "agents": ["a3"]})
+    assert m.usage("acme", month) == (14, frozenset({"a1", "a2", "a3"}))  # every other replica's latest, summed
+    m._report("k5", {"replica_id": "r3", "tenant_id": "acme", "month": "1970-02", "runs": 1, "agents": ["a4"]})
+    assert m.usage("acme", month) == (14, frozenset({"a1", "a2", "a3"}))  # another month apart
     assert m.usage("other", month) == (0, frozenset())
     [report] = m.reports()
     assert (report["usage_key"], report["runs"], report["agents"]) == (f"acme|{month}|me", 3, ["a1"])
