@@ -3,8 +3,8 @@
 aiohttp turns every request into a task, a ``Request``, a ``Response`` and a stream
 writer. For the gateway's hottest routes that machinery costs more than the work: a
 bare aiohttp handler spends ~50 us of CPU per small POST on this machine, the same
-parse-and-answer done in the protocol ~18 us (ops/bench/gateway.py prints both). So a
-*small, complete* request to
+parse-and-answer done in the protocol ~18 us (measured with wrk, 2026-12-03). So a
+request to
 
     POST /v1/experiences, POST /v1/feedback, GET /v1/experiments/{id}/assignment
 
@@ -13,11 +13,12 @@ through the same :class:`~agentgym.gateway.app.Gateway` methods (authentication,
 bucket, limits, validation, masking, plan, produce, metrics) as the routed handlers,
 so both paths give the same answers (tests/integration/gateway/test_fastpath.py
 compares them). The HTTP parsing stays aiohttp's (its C parser, keep-alive, chunked
-bodies, pipelining). Anything else goes the usual way: other routes; a body not yet
-whole (large batches, slow senders: the 408 and 413 limits apply there); HTTP/1.0,
-``Connection: close``, ``Expect``, upgrades; a request queued behind one still being
-handled (answers stay in order); a client not reading its answers (the write buffer
-over 64 KiB: the usual path waits for it to drain).
+bodies, pipelining). A body that comes after its head (http.client and urllib3 send
+them apart) is waited for here, within ``body_timeout_s`` (else 408 and the connection
+closed, as on the routed path). Anything else goes the usual way: other routes; a body
+over ``max_body_bytes`` (413); HTTP/1.0, ``Connection: close``, ``Expect``, upgrades; a
+request queued behind one still being handled (answers stay in order); a client not
+reading its answers (the write buffer over 64 KiB: the usual path waits for it to drain).
 
 Slow heads (slowloris): a connection that has sent part of a request head gets
 ``header_timeout_s`` (``AGENTGYM_GATEWAY_HEADER_TIMEOUT_S``) to finish it, then is closed;
