@@ -37,7 +37,7 @@ import email.utils
 import logging
 import time
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp import web
@@ -119,7 +119,7 @@ class GatewayRequestHandler(RequestHandler):
             return
         self._answering = True
         try:
-            self._answer_queued(waiter)
+            self._answer_queued(waiter)  # type: ignore[arg-type]  # (idle: not None)
         finally:
             self._answering = False
 
@@ -129,20 +129,21 @@ class GatewayRequestHandler(RequestHandler):
         gw = self._manager.gateway  # type: ignore[union-attr]
         while messages and not (self._force_close or self._close):
             msg, payload = messages[0]
-            route = self._fast_route(msg, payload, gw.settings.max_body_bytes)
+            route = self._fast_route(msg, payload, gw.settings.max_body_bytes)  # (None for a parse error's _ErrInfo)
             if route is None:
                 break
             if not payload.is_eof():  # the head came before its body (http.client, urllib3): wait for the rest here
                 if self._body_timer is None:
                     loop = self._loop
-                    self._body_timer = loop.call_later(gw.settings.body_timeout_s, self._body_late, gw, route, msg, payload)
+                    self._body_timer = loop.call_later(gw.settings.body_timeout_s, self._body_late, gw, route,
+                                                       cast(RawRequestMessage, msg), payload)
                     self._next_keepalive_close_time = loop.time() + max(self._keepalive_timeout, gw.settings.body_timeout_s + 1)
                 return
             self._cancel_body_timer()
             messages.popleft()
             if self._parser is not None:
                 self._parser.message_consumed()
-            self._answer(gw, route, msg, payload)
+            self._answer(gw, route, cast(RawRequestMessage, msg), payload)
             if self._buffer_paused and len(messages) <= self._msg_queue_resume_size:
                 self._resume_reading_if_drained()  # parses what waited (answered in order: this one is)
         self._cancel_body_timer()

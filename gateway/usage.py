@@ -70,10 +70,10 @@ class UsageMeter:
     def _report(self, key: str, record: dict[str, Any] | None) -> None:
         if record is None or record["replica_id"] == self.replica_id:
             return
-        key = (record["tenant_id"], record["month"])
-        slot = self._others.setdefault(key, {})
+        which = (record["tenant_id"], record["month"])
+        slot = self._others.setdefault(which, {})
         slot[record["replica_id"]] = (int(record["runs"]), frozenset(record["agents"]))
-        self._others_total[key] = (sum(r for r, _ in slot.values()), frozenset().union(*(a for _, a in slot.values())))
+        self._others_total[which] = (sum(r for r, _ in slot.values()), frozenset().union(*(a for _, a in slot.values())))
 
     def usage(self, tenant_id: str, month: str) -> tuple[int, frozenset[str]]:
         """(runs, agents) of ``tenant_id`` in ``month`` as this replica knows them."""
