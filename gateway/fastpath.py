@@ -171,6 +171,7 @@ class GatewayRequestHandler(RequestHandler):
         t = gw.settings.body_timeout_s
         exc = ApiError(408, "body_timeout", "body", f"the body did not arrive within {t:g} s")
         gw.metrics.rejections.labels(exc.error).inc()
+        gw.metrics.fast_path()
         gw.answered(route[0], msg.method, msg.path, 408, t)
         self.transport.write(_response(408, orjson.dumps(exc.body())))
         self.force_close()

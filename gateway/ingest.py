@@ -88,7 +88,7 @@ def _batch_masking(events: list[dict[str, Any]], header_agent: str | None,
     event than one pre-check each); else ``masking`` (each event masked on its own, as a single one is)."""
     agents = {e.get("agent_id") or header_agent for e in events}
     if len(agents) > 8 or not all(type(a) is str for a in agents):
-        return masking  # (a missing agent is reported by _one)
+        return masking  # many agents: one policy each is likely; a missing agent is reported by _one
     policies = {id(p): p for p in map(masking, agents)}  # type: ignore[arg-type]
     if len(policies) == 1 and next(iter(policies.values())).clean_experiences(events):
         return None

@@ -154,18 +154,23 @@ def test_gzip_bodies_within_the_limits_are_accepted(served: Served, bootstrap: s
         assert (status, body["accepted"]) == (202, 3)
 
 
-def test_a_slow_body_times_out_with_408(served: Served, bootstrap: str) -> None:
+@pytest.mark.parametrize("connection", ["", "Connection: close\r\n"], ids=["fast-path", "routed"])
+def test_a_slow_body_times_out_with_408(served: Served, bootstrap: str, connection: str) -> None:
     key = _shared_key(served, bootstrap)
+    fast = lambda: served.gateway.metrics.registry.get_sample_value("agentgym_gateway_fast_path_requests_total") or 0.0  # noqa: E731
+    before = fast()
     with socket.create_connection(("127.0.0.1", served.settings.port), timeout=30) as sock:
-        sock.sendall((f"POST /v1/experiences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+        sock.sendall((f"POST /v1/experiences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n{connection}"
                       "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"input\": ").encode())
         answer = b""
-        while b"\r\n\r\n" not in answer:  # the server answers (after body_timeout_s) while we still owe 990 bytes
+        while True:  # the server answers (after body_timeout_s) while we still owe 990 bytes, then closes
             chunk = sock.recv(4096)
             if not chunk:
                 break
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b'"body_timeout"' in answer, answer[:400]
+    assert fast() == before + (0 if connection else 1)  # the path the test's id names answered
 
 
 def test_rate_limit_answers_429_with_retry_after(served: Served, bootstrap: str, unique: str) -> None:

@@ -29,7 +29,8 @@ EXPERIENCES = TOPICS["experiences"].name
 
 
 def _fast_count(served: Served) -> float:
-    return served.gateway.metrics.fast._value.get()
+    value = served.gateway.metrics.registry.get_sample_value("agentgym_gateway_fast_path_requests_total")
+    return value or 0.0
 
 
 def _request(conn: http.client.HTTPConnection, method: str, path: str, body: Any = None,
@@ -108,6 +109,28 @@ def test_both_paths_give_the_same_answers(served: Served, bootstrap: str, unique
             assert "date" in f_headers and "server" in f_headers
     finally:
         fast.close()
+
+
+def test_bodies_over_the_limit_on_kept_alive_connections_get_the_routed_413(served: Served, bootstrap: str,
+                                                                            unique: str) -> None:
+    """Declared too large, or growing past the limit while the fast path waits for it (chunked): handed to the
+    routed path, which answers 413 without reading the rest."""
+    key = new_key(bootstrap, served, f"t-{unique}")
+    big = json.dumps({"events": [experience(i, agent_id="a", output="x" * 4000) for i in range(20)]}).encode()
+    assert len(big) > served.settings.max_body_bytes
+    for chunked in (False, True):
+        conn = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
+        try:
+            before = _fast_count(served)
+            body: Any = iter([big[i:i + 8192] for i in range(0, len(big), 8192)]) if chunked else big
+            conn.request("POST", "/v1/experiences", body=body, encode_chunked=chunked,
+                         headers={"Content-Type": "application/json", **auth(key)})
+            resp = conn.getresponse()
+            doc = json.loads(resp.read())
+            assert (resp.status, doc["error"], doc["field"]) == (413, "too_large", "body"), (chunked, doc)
+            assert _fast_count(served) == before, chunked
+        finally:
+            conn.close()
 
 
 def test_pipelined_requests_mixing_both_paths_are_answered_in_order(served: Served, bootstrap: str, unique: str) -> None:
