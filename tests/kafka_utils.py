@@ -6,7 +6,7 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from agentgym.schemas.codec import AvroCodec
 
@@ -31,6 +31,46 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     finally:
         c.close()
     return got
+
+
+class TopicTail:
+    """Follows a topic from its beginning: each :meth:`read` returns the messages (passing ``match``) appended
+    since the previous read, up to the end every partition had when the read began.
+
+    "Caught up" is the consumer's position reaching the high watermarks, not a quiet interval: a shared
+    topic's history (tens of thousands of snapshots late in the suite) is read once, and a read on a
+    loaded machine is slower, never short."""
+
+    def __init__(self, bootstrap: str, topic: str, match: Any = None) -> None:
+        self.topic, self.match = topic, match
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"test-{uuid.uuid4().hex}",
+                                  "enable.auto.commit": False})
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(partitions)]
+        self.consumer.assign(self.tps)
+
+    def read(self, timeout_s: float = 60.0) -> list[Any]:
+        c = self.consumer
+        marks = {tp.partition: c.get_watermark_offsets(TopicPartition(self.topic, tp.partition), timeout=10) for tp in self.tps}
+        ends = {p: high for p, (low, high) in marks.items() if high > low}  # partitions with something to read
+        got: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while True:  # a position below zero: nothing consumed from that partition yet
+            behind = [tp.partition for tp in c.position([TopicPartition(self.topic, p) for p in ends]) if tp.offset < ends[tp.partition]]
+            if not behind:
+                return got
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.topic}: partitions {behind} not read to their end in {timeout_s}s")
+            got.extend(m for m in c.consume(500, 0.2) if not m.error() and (self.match is None or self.match(m)))
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def __enter__(self) -> "TopicTail":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def decode_all(messages: list[Any], codec: AvroCodec | None = None) -> list[dict[str, Any]]:

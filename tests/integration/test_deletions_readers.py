@@ -22,7 +22,7 @@ from agentgym.processors.deletions import deletion_request, send_request
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
 from tests import store_samples
-from tests.kafka_utils import consume_all
+from tests.kafka_utils import TopicTail
 from tests.workers import Worker, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -64,6 +64,7 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
                      AGENTGYM_LABELLER_QUIET_PERIOD_S="1", AGENTGYM_LABELLER_TICK_S="0.2",
                      AGENTGYM_EXPERIMENTS_SNAPSHOT_INTERVAL_S="1")
     worker = Worker(env, tmp_path / "worker.log").start()
+    tails: list[TopicTail] = []
     try:
         loaded = re.compile(r"deletions: \d+ user\(s\), \d+ trace\(s\) deleted")
         wait_for(lambda: loaded.search(worker.log.read_text(errors="replace")), 90, "the worker to load the deletions", worker)
@@ -91,10 +92,12 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
         # the labeller labels bob's run, and not the deleted users' (their outcomes would come first: same partition, earlier)
         mine = {t_alice.encode(), t_dave.encode(), t_bob.encode()}
         found: list[dict[str, Any]] = []
+        outcomes = TopicTail(bootstrap, TOPICS["outcomes"].name, match=lambda m: m.key() in mine)
+        stats = TopicTail(bootstrap, TOPICS["experiment-stats"].name, match=lambda m: m.key() == exp.encode())
+        tails.extend((outcomes, stats))
 
         def labelled() -> bool:
-            msgs = consume_all(bootstrap, TOPICS["outcomes"].name, 1, timeout_s=2.0, match=lambda m: m.key() in mine)
-            found[:] = [r for r in (CODEC.decode(m.value()).record for m in msgs) if r["labeller"] != "test"]  # not ours
+            found.extend(r for r in (CODEC.decode(m.value()).record for m in outcomes.read()) if r["labeller"] != "test")  # not ours
             return any(r["trace_id"] == t_bob for r in found)
 
         wait_for(labelled, 60, "the labeller's outcome of bob's run", worker, every=0.5)
@@ -103,13 +106,13 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
 
         # the experiment counts ub (the labeller's outcome) and ua once, with its new outcome's value: the old outcome
         # of the deleted trace came first on the same partition, and a unit keeps its first outcome's value
+        snapshots: list[dict[str, Any]] = []
+
         def arms() -> dict[str, tuple[int, float]]:
-            msgs = consume_all(bootstrap, TOPICS["experiment-stats"].name, 10**6, timeout_s=1.0,
-                               match=lambda m: m.key() == exp.encode())
-            recs = [r for r in (CODEC.decode(m.value()).record for m in msgs) if r["metric"] == "success_rate"]
-            if not recs:
+            snapshots.extend(r for r in (CODEC.decode(m.value()).record for m in stats.read()) if r["metric"] == "success_rate")
+            if not snapshots:
                 return {}
-            latest = max(recs, key=lambda r: r["timestamp_ms"])
+            latest = max(snapshots, key=lambda r: r["timestamp_ms"])
             return {a["variant"]: (a["n"], a["sum"]) for a in latest["arms"]}
 
         last: list[dict[str, tuple[int, float]]] = [{}]
@@ -124,5 +127,7 @@ def test_the_labeller_and_the_experiments_skip_deleted_users(bootstrap: str, uni
             raise AssertionError(f"arms (units, sum): {last[0]}") from exc
         assert got["treatment"] == (1, 1.0), got
     finally:
+        for tail in tails:
+            tail.close()
         code = worker.stop()
     assert code == 0, worker.tail()

@@ -23,7 +23,7 @@ from agentgym.processors.store import StoreSettings, open_reader
 from agentgym import AgentGym, Assignment
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
-from tests.kafka_utils import consume_all
+from tests.kafka_utils import TopicTail
 from tests.workers import Worker, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -87,16 +87,13 @@ def _traffic(gym: AgentGym, exp: str, units: int, p: dict[str, float], latency: 
 
 
 def _decision(bootstrap: str, exp: str, worker: Worker, timeout_s: float = 90.0) -> dict[str, Any]:
-    def match(m: Any) -> bool:
-        return m.key() == exp.encode()
-
     found: list[Any] = []
+    with TopicTail(bootstrap, TOPICS["decisions"].name, match=lambda m: m.key() == exp.encode()) as tail:
+        def got() -> bool:
+            found.extend(tail.read())
+            return bool(found)
 
-    def got() -> bool:
-        found[:] = consume_all(bootstrap, TOPICS["decisions"].name, 1, timeout_s=3.0, match=match)
-        return bool(found)
-
-    wait_for(got, timeout_s, f"a decision on {exp}", worker, every=0.5)
+        wait_for(got, timeout_s, f"a decision on {exp}", worker, every=0.5)
     return CODEC.decode(found[0].value()).record
 
 
@@ -173,11 +170,26 @@ def test_a_guardrail_breach_rolls_back_and_the_running_sdk_honours_it(bootstrap:
     assert cfg is not None and cfg["config_version"] == 2 and cfg["updated_by"] == "agentgym-experiments"
 
 
-def _latest_snapshot(bootstrap: str, exp: str, metric: str) -> dict[str, Any] | None:
-    msgs = consume_all(bootstrap, TOPICS["experiment-stats"].name, 10**6, timeout_s=2.0, match=lambda m: m.key() == exp.encode())
-    recs = [CODEC.decode(m.value()).record for m in msgs]
-    recs = [r for r in recs if r["metric"] == metric]
-    return max(recs, key=lambda r: r["timestamp_ms"]) if recs else None
+class _Snapshots:
+    """The latest StatsSnapshot of one experiment per metric, following gym-experiment-stats-v1 (a context manager)."""
+
+    def __init__(self, bootstrap: str, exp: str) -> None:
+        self.tail = TopicTail(bootstrap, TOPICS["experiment-stats"].name, match=lambda m: m.key() == exp.encode())
+        self.latest: dict[str, dict[str, Any]] = {}
+
+    def get(self, metric: str) -> dict[str, Any] | None:
+        for m in self.tail.read():
+            rec = CODEC.decode(m.value()).record
+            seen = self.latest.get(rec["metric"])
+            if seen is None or rec["timestamp_ms"] >= seen["timestamp_ms"]:
+                self.latest[rec["metric"]] = rec
+        return self.latest.get(metric)
+
+    def __enter__(self) -> "_Snapshots":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.tail.close()
 
 
 def test_statistics_survive_a_worker_crash(bootstrap: str, worker: Worker, gym: AgentGym, unique: str, tmp_path: Path) -> None:
@@ -188,8 +200,10 @@ def test_statistics_survive_a_worker_crash(bootstrap: str, worker: Worker, gym: 
     follower = gym.follow_experiments(wait_s=20)
     assert wait_for(lambda: follower.get(exp) is not None, 20, "the SDK to see the experiment")
 
+    snapshots = _Snapshots(bootstrap, exp)
+
     def units_counted() -> int:
-        snap = _latest_snapshot(bootstrap, exp, "success_rate")
+        snap = snapshots.get("success_rate")
         return sum(a["n"] for a in snap["arms"]) if snap else -1
 
     _traffic(gym, exp, 200, p={"control": 0.5, "treatment": 0.5}, latency={"control": 800.0, "treatment": 800.0}, seed=3)
@@ -211,11 +225,15 @@ def test_statistics_survive_a_worker_crash(bootstrap: str, worker: Worker, gym: 
                    "labeller": "test", "experiment_id": exp, "variant": a.variant, "unit_id": f"user-{i}"}
             producer.produce(OUTCOMES, CODEC.encode("Outcome", rec), trace.encode())
         assert producer.flush(30) == 0 and gym.flush(30) == 0
-        wait_for(lambda: units_counted() == 300, 90, "300 units after the restart", restarted, every=1.0)
+        try:
+            wait_for(lambda: units_counted() == 300, 90, "300 units after the restart", restarted, every=1.0)
+        except AssertionError as exc:
+            raise AssertionError(f"the latest snapshot: {snapshots.latest.get('success_rate')}\n{exc}") from None
         time.sleep(3)  # a few more looks: the count stays put
         assert units_counted() == 300
     finally:
         restarted.stop()
+        snapshots.tail.close()
 
 
 def test_a_better_rated_variant_is_promoted_on_the_rating_metric(bootstrap: str, worker: Worker, gym: AgentGym, unique: str) -> None:

@@ -22,7 +22,7 @@ from agentgym.processors.experiments import ExperimentConfig, MetricSpec, Varian
 from agentgym.processors.experiments.engine import in_audit_sample
 from agentgym.schemas.codec import AvroCodec
 from agentgym.schemas.topics import TOPICS
-from tests.kafka_utils import consume_all
+from tests.kafka_utils import TopicTail
 from tests.integration.test_experiments import _decision, gym, worker  # noqa: F401  (fixtures)
 from tests.workers import Worker, wait_for
 
@@ -121,22 +121,14 @@ def test_cuped_takes_each_units_success_rate_before_the_experiment_from_its_hist
                 producer.poll(0)
         assert producer.flush(30) == 0
 
-    def snapshot() -> dict[str, object] | None:
-        found = consume_all(bootstrap, TOPICS["experiment-stats"].name, 10_000, timeout_s=3.0,
-                            match=lambda m: m.key() == after.experiment_id.encode())
-        recs = [CODEC.decode(m.value()).record for m in found]
-        done = [r for r in recs if r["metric"] == "success_rate" and sum(a["n"] for a in r["arms"]) >= 400]
-        return done[-1] if done else None
-
     got: list[dict[str, object]] = []
+    with TopicTail(bootstrap, TOPICS["experiment-stats"].name, match=lambda m: m.key() == after.experiment_id.encode()) as tail:
+        def counted() -> bool:
+            recs = [CODEC.decode(m.value()).record for m in tail.read()]
+            got.extend(r for r in recs if r["metric"] == "success_rate" and sum(a["n"] for a in r["arms"]) >= 400)
+            return bool(got)
 
-    def counted() -> bool:
-        rec = snapshot()
-        if rec is not None:
-            got.append(rec)
-        return bool(got)
-
-    wait_for(counted, 90, "a snapshot of every unit", worker, every=1.0)
+        wait_for(counted, 90, "a snapshot of every unit", worker, every=1.0)
     rec = got[-1]
     assert rec["estimator"] == "cuped"
     # the covariate (each unit's success rate two days earlier) explains most of the variance
