@@ -69,6 +69,9 @@ _ACKS_ALL = {"all", "-1", -1}
 # Bytes librdkafka adds to key + value when it checks message.max.bytes (a record's
 # v2 framing, varints at their widest): the SDK's own check leaves that room.
 _RECORD_OVERHEAD = 64
+# events held in memory behind a pending move of librdkafka's queue to the spool (at most, and for at most)
+_BEHIND_MOVE_MAX = 10_000
+_BEHIND_MOVE_S = 1.0
 # Errors after which a record can never be delivered: quarantined, never retried.
 _PERMANENT = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_RECORD, KafkaError.RECORD_LIST_TOO_LARGE,
                         KafkaError.INVALID_MSG_SIZE})
@@ -167,6 +170,10 @@ class AgentGym:
         self._ratelog = RateLimitedLog(log)
         self._broker_down = False  # librdkafka said all brokers are down: spool at once
         self._move_queue = False  # the background thread moves the queue to the spool
+        # events recorded while that move is pending: spooled right after the moved ones (in recording order)
+        self._behind_move: list[tuple[str, bytes, bytes]] = []
+        self._move_since = 0.0
+        self._order_lock = threading.Lock()
         self._spool_first = settings.durability == "spool"
         self._replayed_segments: set[tuple[int, int]] = set()  # (dev, inode) of segments that could not be removed
         extra_max = settings.kafka_config.get("message.max.bytes")
@@ -257,11 +264,24 @@ class AgentGym:
         if size > self.max_event_bytes:
             raise InvalidEventError(record, "", f"the encoded event is {size} bytes (with key and record overhead), "
                                     f"over the limit of {self.max_event_bytes} bytes (max_event_bytes / message.max.bytes)")
-        if self._broker_down or (self._spool_first and not self._closed):
+        if self._spool_first and not self._closed:
             if self._spool.append(topic, key.encode(), value):
                 self.stats["spooled"] += 1
                 return
             # the spool cannot take it: Kafka's queue is the better place than nowhere
+        elif self._broker_down:
+            with self._order_lock:
+                if self._move_queue and len(self._behind_move) < _BEHIND_MOVE_MAX and (
+                        time.monotonic() - self._move_since < _BEHIND_MOVE_S):
+                    # the events from before the outage are still in librdkafka's queue, on their way to the spool
+                    # (the background thread's purge, within ~0.1 s): this one waits in memory behind them, so that
+                    # the spool, and its replay, keep the order of recording; appended now, it would precede them.
+                    # (Bounded: a background thread busy elsewhere, e.g. replaying, is not waited for.)
+                    self._behind_move.append((topic, key.encode(), value))
+                    return
+            if self._spool.append(topic, key.encode(), value):
+                self.stats["spooled"] += 1
+                return
         try:
             self._produce(topic, value, key)
         except BufferError:
@@ -608,8 +628,9 @@ class AgentGym:
             log.error("agentgym: fatal Kafka producer error: %s; events go to the spool", err.str())
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             if not self._broker_down:
+                self._move_since = time.monotonic()
+                self._move_queue = True  # first: a _send that sees the outage must also see the move pending
                 self._broker_down = True
-                self._move_queue = True
                 self._ratelog.log(logging.WARNING, "down",
                                   "agentgym: Kafka at %s is unreachable; events go to the spool in %s and are sent "
                                   "when it is back", self.settings.bootstrap_servers, self._spool.root)
@@ -693,6 +714,18 @@ class AgentGym:
             self._ratelog.reset("down")
             log.warning("agentgym: Kafka at %s is reachable again; replaying the spool", self.settings.bootstrap_servers)
 
+    def _move_to_spool(self, purge: bool = True) -> None:
+        """All brokers down: what waits in librdkafka's queue goes to disk now, not after ``delivery_timeout_s``
+        (each purged event's delivery report spools it), then the events recorded meanwhile, behind them."""
+        if purge:
+            self._producer.purge(in_queue=True, in_flight=False, blocking=True)
+            self._producer.poll(0)  # the purged events' reports: spooled, in their order
+        with self._order_lock:
+            self._move_queue = False
+            behind, self._behind_move = self._behind_move, []
+            for topic, key, value in behind:
+                self._keep(topic, key, value)
+
     def _background(self) -> None:
         interval = self.settings.spool_replay_interval_s
         next_replay = time.monotonic()  # replay leftovers of earlier processes at start
@@ -700,11 +733,7 @@ class AgentGym:
             try:
                 self._producer.poll(0.1)
                 if self._move_queue:
-                    # all brokers down: what waits in librdkafka's queue goes to disk now,
-                    # not after delivery_timeout_s (each purged event's report spools it)
-                    self._move_queue = False
-                    self._producer.purge(in_queue=True, in_flight=False, blocking=False)
-                    self._producer.poll(0)
+                    self._move_to_spool()
                 self._spool.sync()
                 if self._spool_first or time.monotonic() >= next_replay:
                     if self._broker_down and not self._spool.pending() and self._broker_reachable():
@@ -743,6 +772,7 @@ class AgentGym:
             lambda: self._follower is not None and self._follower.close(),
             lambda: self._thread.join(timeout=timeout_s + 5),
             lambda: self._flush_or_purge(timeout_s),
+            lambda: self._move_to_spool(purge=False),  # events recorded behind a move the thread did not finish
             self._spool.close,
         )
         for step in steps:

@@ -5,6 +5,7 @@ These tests run their own broker (not the session's), because they stop it.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import pytest
 
 from agentgym.ops.kafka.broker import KafkaBroker
 from agentgym.producers.admin import ensure_topics
+from agentgym.producers.spool import read_segment
 from agentgym import AgentGym
 from tests.conftest import start_broker
 from tests.kafka_utils import consume_all, decode_all
@@ -104,3 +106,58 @@ def test_close_while_broker_down_spools_and_next_process_replays(own_broker: Kaf
                                   match=lambda m: m.key().decode() == f"{unique}-x"))
     assert [int(r["metadata"]["seq"]) for r in recs] == list(range(25))
     assert not list(spool.glob("*/segment-*.log")), "replayed segments are removed"
+
+
+def test_events_recorded_as_the_client_finds_kafka_gone_are_spooled_in_their_order(own_broker: KafkaBroker, tmp_path: Path,
+                                                                                    unique: str) -> None:
+    """Kafka stops under an agent that keeps recording: events wait in librdkafka's queue until the client learns
+    that no broker answers, and reach the spool as that queue is moved there. The events recorded after that
+    moment must follow them in the spool, which the replay sends in order (they used to be appended at once, ahead
+    of the queued ones: the next test's agent then saw its events 2..24 arrive before 0 and 1)."""
+    spool = tmp_path / "spool"
+    gym = AgentGym(own_broker.bootstrap_servers, tenant_id=f"t-{unique}", agent_id="a", spool_dir=spool,
+                   delivery_timeout_s=60, spool_replay_interval_s=3600)
+    state: dict[str, int | None] = {"n": 0, "gone_at": None}
+
+    def agent() -> None:  # bursts of 100 calls without a pause, as a busy agent records
+        deadline, n = time.monotonic() + 60, 0
+        while time.monotonic() < deadline:
+            for _ in range(100):
+                _record(gym, f"{unique}-o", n, "x")
+                n += 1
+                if state["gone_at"] is None and gym._broker_down:  # white-box: when the background thread learnt it
+                    state["gone_at"] = n
+            state["n"] = n
+            gone = state["gone_at"]
+            if gone is not None and n >= gone + 300:
+                return
+            time.sleep(0.002)
+
+    try:
+        assert gym.flush(15) == 0
+        recording = threading.Thread(target=agent)
+        recording.start()
+        time.sleep(0.3)
+        own_broker.stop()
+        recording.join(90)
+        gym.close(timeout_s=1)
+    finally:
+        own_broker.start(wait_s=120, quiet=True)
+    assert state["gone_at"] is not None, state
+    segments = sorted(spool.glob("*/segment-*.log"))
+    seqs = [int(r["metadata"]["seq"]) for r in decode_all([_Spooled(value) for seg in segments for _t, _k, value in read_segment(seg)])]
+    assert gym.stats["spooled"] == len(seqs) > 300 and gym.stats["dropped"] == 0, gym.stats
+    # what Kafka did not take is a suffix of the recording, in its order (the first events were delivered)
+    assert seqs == list(range(seqs[0], state["n"] or 0)), (
+        f"spooled out of order (the client learnt it at event {state['gone_at']}): "
+        f"{[(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5]}")
+
+
+class _Spooled:
+    """A spooled record where decode_all expects a consumed message."""
+
+    def __init__(self, value: bytes) -> None:
+        self._value = value
+
+    def value(self) -> bytes:
+        return self._value
