@@ -38,8 +38,8 @@ class TopicTail:
     since the previous read, up to the end every partition had when the read began.
 
     "Caught up" is the consumer's position reaching the high watermarks, not a quiet interval: a shared
-    topic's history (tens of thousands of snapshots late in the suite) is read once, and a read on a
-    loaded machine is slower, never short."""
+    topic's history (every earlier test's records) is read once, and a read on a loaded machine is
+    slower, never short."""
 
     def __init__(self, bootstrap: str, topic: str, match: Any = None) -> None:
         self.topic, self.match = topic, match

@@ -171,7 +171,7 @@ def test_a_guardrail_breach_rolls_back_and_the_running_sdk_honours_it(bootstrap:
 
 
 class _Snapshots:
-    """The latest StatsSnapshot of one experiment per metric, following gym-experiment-stats-v1 (a context manager)."""
+    """The latest StatsSnapshot of one experiment per metric, following gym-experiment-stats-v1."""
 
     def __init__(self, bootstrap: str, exp: str) -> None:
         self.tail = TopicTail(bootstrap, TOPICS["experiment-stats"].name, match=lambda m: m.key() == exp.encode())
@@ -185,10 +185,7 @@ class _Snapshots:
                 self.latest[rec["metric"]] = rec
         return self.latest.get(metric)
 
-    def __enter__(self) -> "_Snapshots":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self.tail.close()
 
 
@@ -233,7 +230,7 @@ def test_statistics_survive_a_worker_crash(bootstrap: str, worker: Worker, gym: 
         assert units_counted() == 300
     finally:
         restarted.stop()
-        snapshots.tail.close()
+        snapshots.close()
 
 
 def test_a_better_rated_variant_is_promoted_on_the_rating_metric(bootstrap: str, worker: Worker, gym: AgentGym, unique: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 from agentgym.ops.kafka.broker import KafkaBroker
 from agentgym.producers.admin import ensure_topics
 from agentgym.producers.spool import read_segment
+from agentgym.schemas.codec import AvroCodec
 from agentgym import AgentGym
 from tests.conftest import start_broker
 from tests.kafka_utils import consume_all, decode_all
@@ -145,19 +146,11 @@ def test_events_recorded_as_the_client_finds_kafka_gone_are_spooled_in_their_ord
         own_broker.start(wait_s=120, quiet=True)
     assert state["gone_at"] is not None, state
     segments = sorted(spool.glob("*/segment-*.log"))
-    seqs = [int(r["metadata"]["seq"]) for r in decode_all([_Spooled(value) for seg in segments for _t, _k, value in read_segment(seg)])]
+    codec = AvroCodec()
+    seqs = [int(codec.decode(value).record["metadata"]["seq"]) for seg in segments for _t, _k, value in read_segment(seg)]
     assert gym.stats["spooled"] == len(seqs) > 300 and gym.stats["dropped"] == 0, gym.stats
     # what Kafka did not take is a suffix of the recording, in its order (the first events were delivered)
     assert seqs == list(range(seqs[0], state["n"] or 0)), (
         f"spooled out of order (the client learnt it at event {state['gone_at']}): "
         f"{[(a, b) for a, b in zip(seqs, seqs[1:]) if b != a + 1][:5]}")
 
-
-class _Spooled:
-    """A spooled record where decode_all expects a consumed message."""
-
-    def __init__(self, value: bytes) -> None:
-        self._value = value
-
-    def value(self) -> bytes:
-        return self._value
