@@ -29,7 +29,9 @@ COPY README.md ./
 # A non-editable install into a venv, so the final stage needs neither the sources nor pip's
 # build leftovers. ray[default] brings the dashboard (8265) and the Ray Client server (10001)
 # that `ray start --head` serves in compose.yaml; ray[train] alone has neither (no grpcio).
-RUN python -m venv /opt/agentgym \
+# gcc builds the compiled Avro encoder (schemas/_avroenc.c; only in this stage: the final one gets the .so).
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/* \
+    && python -m venv /opt/agentgym \
     && /opt/agentgym/bin/pip install ".[all]" "ray[default]"
 
 

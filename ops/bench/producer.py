@@ -13,7 +13,10 @@ Measures, against a real broker and in the same run, for ~1 KiB experiences:
 * **sdk masked, PII**: the same with an email address and a phone number in every user message
   (the detectors run and replace them).
 
-All three use the same producer settings (idempotent, acks=all, lz4, linger 20 ms).
+All use the same producer settings (idempotent, acks=all, lz4, linger 20 ms).
+Also printed, in-process (no Kafka): the Avro encoding of that record alone by fastavro's
+``schemaless_writer``, the generated Python encoder and the compiled one
+(``schemas/fastencode.py``, ``schemas/_avroenc.c``), checked to write the same bytes.
 Prints events/s (including the final flush) and the p50/p99 latency of the call
 itself, and the ratios sdk/hand and sdk/raw. Targets (issue 2): sdk >= 0.9 x hand,
 >= 50,000 events/s per process, p99 call < 50 us. Masking (issue 21): sdk masked >= 0.5 x sdk,
@@ -41,6 +44,7 @@ from agentgym.ops.kafka.broker import KafkaBroker, free_port
 from agentgym.producers.admin import ensure_topics
 from agentgym import AgentGym
 from agentgym.schemas import default_schema_set
+from agentgym.schemas.fastencode import NATIVE, compile_encoder
 
 TOPIC = "gym-experiences-v1"
 _CONF = {"enable.idempotence": True, "acks": "all", "compression.type": "lz4", "linger.ms": 20,
@@ -108,6 +112,34 @@ def _measure(name: str, n: int, call: Callable[[int], None], flush: Callable[[],
     lat.sort()
     return {"name": name, "events_per_s": n / total_s, "p50_us": lat[n // 2] / 1000, "p99_us": lat[int(n * 0.99)] / 1000,
             "mean_us": sum(lat) / n / 1000}
+
+
+def encoders(n: int = 20_000) -> list[tuple[str, float]]:
+    """Microseconds per encode of one ~1 KiB Experience record: fastavro, the generated encoder, the compiled one."""
+    sv = default_schema_set().latest("Experience")
+    parsed = parse_schema(sv.raw)
+    record = _record_dict(0)
+
+    def fastavro_encode(r: dict[str, Any]) -> bytes:
+        b = io.BytesIO()
+        schemaless_writer(b, parsed, r)
+        return b.getvalue()
+
+    variants = [("fastavro schemaless_writer", fastavro_encode), ("generated (Python)", compile_encoder(sv.raw, native=False))]
+    if NATIVE:
+        variants.append(("compiled (schemas/_avroenc.c)", compile_encoder(sv.raw, native=True)))
+    expected = fastavro_encode(record)
+    out = []
+    for name, encode in variants:
+        assert encode(record) == expected, f"{name} wrote other bytes than fastavro"
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                encode(record)
+            best = min(best, time.perf_counter() - t0)
+        out.append((name, best / n * 1e6))
+    return out
 
 
 def run(bootstrap: str, n: int, repeats: int) -> list[dict[str, float]]:
@@ -213,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"masking per event:  {masked['mean_us'] - sdk['mean_us']:.1f} us (mean call, masked - sdk)")
     print(f"masked PII / sdk:   {pii['events_per_s'] / sdk['events_per_s']:.2f}   "
           f"({pii['mean_us'] - sdk['mean_us']:.1f} us per event, two values replaced in each)")
+    print("\nAvro encoding of one event, in-process (best of 3 x 20,000):")
+    for name, us in encoders():
+        print(f"  {name:36} {us:6.2f} us")
+    if not NATIVE:
+        print("  (the compiled encoder was not built: no C compiler when the package was installed)")
     return 0
 
 

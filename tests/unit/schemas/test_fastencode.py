@@ -1,20 +1,26 @@
-"""The generated encoders write exactly fastavro's bytes, and refuse what they do not fit."""
+"""The generated and the compiled encoders write exactly fastavro's bytes, and refuse what they do not fit."""
 
 from __future__ import annotations
 
+import gc
 import io
 import random
 import string
+import struct
+import sys
+from collections import OrderedDict
 from typing import Any
 
 import pytest
 from fastavro import schemaless_writer
 
 from agentgym.schemas import RECORD_NAMES, AvroCodec, SchemaValidationError, default_schema_set
-from agentgym.schemas.fastencode import UnsupportedSchema, compile_encoder
+from agentgym.schemas.fastencode import NATIVE, UnsupportedSchema, compile_encoder
 from tests.unit.schemas.records import EXAMPLES
 
 SCHEMAS = default_schema_set()
+# both encoders, every test: the generated Python one and the compiled one (schemas/_avroenc.c)
+IMPLEMENTATIONS = pytest.mark.parametrize("native", [False, True], ids=["generated", "compiled"])
 
 
 def _fastavro(name: str, record: dict[str, Any], version: int | None = None) -> bytes:
@@ -70,17 +76,26 @@ def _declare(schema: Any, named: dict[str, Any]) -> None:
                 _declare(schema[k], named)
 
 
+def test_the_compiled_encoder_was_built_and_is_the_default() -> None:
+    """setup.sh builds it (gcc): an install that silently fell back would lose the speed unnoticed."""
+    assert NATIVE
+    assert type(compile_encoder(SCHEMAS.latest("Experience").raw)).__name__ == "builtin_function_or_method"
+    assert type(AvroCodec()._fast["Experience"]).__name__ == "builtin_function_or_method"
+
+
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("name", RECORD_NAMES)
-def test_examples_are_byte_identical(name: str) -> None:
-    encode = compile_encoder(SCHEMAS.latest(name).raw)
+def test_examples_are_byte_identical(name: str, native: bool) -> None:
+    encode = compile_encoder(SCHEMAS.latest(name).raw, native=native)
     assert encode(EXAMPLES[name]) == _fastavro(name, EXAMPLES[name])
 
 
+@IMPLEMENTATIONS
 @pytest.mark.parametrize("name", RECORD_NAMES)
-def test_random_records_are_byte_identical(name: str) -> None:
+def test_random_records_are_byte_identical(name: str, native: bool) -> None:
     rng = random.Random(name)
     raw = SCHEMAS.latest(name).raw
-    encode = compile_encoder(raw)
+    encode = compile_encoder(raw, native=native)
     named: dict[str, Any] = {}
     _declare(raw, named)  # a later field may name a type whose first use drew an empty array
     for _ in range(80):
@@ -95,15 +110,42 @@ def test_random_records_are_byte_identical(name: str) -> None:
         ({"prompt_tokens": 1.5}, TypeError),
         ({"status": "weird"}, KeyError),
         ({"output": 42}, TypeError),
-        ({"metadata": {"k": 1}}, AttributeError),
+        ({"metadata": {"k": 1}}, (AttributeError, TypeError)),
+        ({"metadata": {1: "v"}}, (AttributeError, TypeError)),
+        ({"prompt_tokens": 2**63}, OverflowError),
+        ({"latency_ms": 10**400}, (OverflowError, struct.error)),
+        ({"output": "\ud800"}, UnicodeEncodeError),
+        ({"steps": "abc"}, (AttributeError, TypeError)),
     ],
 )
-def test_what_does_not_fit_raises(change: dict[str, Any], error: type[Exception]) -> None:
-    encode = compile_encoder(SCHEMAS.latest("Experience").raw)
+@IMPLEMENTATIONS
+def test_what_does_not_fit_raises(change: dict[str, Any], error: type[Exception], native: bool) -> None:
+    encode = compile_encoder(SCHEMAS.latest("Experience").raw, native=native)
     with pytest.raises(error):
         encode({**EXAMPLES["Experience"], **change})
     with pytest.raises(KeyError):
         encode({k: v for k, v in EXAMPLES["Experience"].items() if k != "model_name"})
+
+
+def test_the_compiled_encoder_sends_container_subclasses_to_fastavro_and_holds_no_references() -> None:
+    """Subclasses may iterate otherwise than the built-ins: refused, and the codec's fastavro writes them;
+    encoding (also a failing one, past the stack buffer) leaves every reference count as it was."""
+    encode = compile_encoder(SCHEMAS.latest("Experience").raw, native=True)
+    record = dict(EXAMPLES["Experience"], metadata=OrderedDict(b="2", a="1"))
+    with pytest.raises(TypeError):
+        encode(record)
+    assert AvroCodec().encode("Experience", record)[10:] == _fastavro("Experience", record)
+    big = "x" * 100_000  # grows the output past its 4 KiB stack buffer
+    good = dict(EXAMPLES["Experience"], output=big, metadata={"k": "v"})
+    bad = dict(good, latency_ms="slow")  # fails after the big string was written
+    gc.collect()
+    counts = (sys.getrefcount(big), sys.getrefcount(good["metadata"]), sys.getrefcount(good["input"]))
+    for _ in range(200):
+        assert encode(good) == _fastavro("Experience", good)
+        with pytest.raises(TypeError):
+            encode(bad)
+    gc.collect()
+    assert (sys.getrefcount(big), sys.getrefcount(good["metadata"]), sys.getrefcount(good["input"])) == counts
 
 
 def test_the_codec_still_names_the_field_when_the_fast_encoder_refuses() -> None:
@@ -111,8 +153,10 @@ def test_the_codec_still_names_the_field_when_the_fast_encoder_refuses() -> None
         AvroCodec().encode("Experience", {**EXAMPLES["Experience"], "latency_ms": "slow"})
 
 
-def test_unsupported_schemas_are_refused_at_generation() -> None:
+@IMPLEMENTATIONS
+def test_unsupported_schemas_are_refused_at_generation(native: bool) -> None:
     with pytest.raises(UnsupportedSchema):
-        compile_encoder({"type": "record", "name": "T", "fields": [{"name": "d", "type": {"type": "int", "logicalType": "date"}}]})
+        compile_encoder({"type": "record", "name": "T", "fields": [{"name": "d", "type": {"type": "int", "logicalType": "date"}}]},
+                        native=native)
     with pytest.raises(UnsupportedSchema):
-        compile_encoder({"type": "enum", "name": "E", "symbols": ["a"]})
+        compile_encoder({"type": "enum", "name": "E", "symbols": ["a"]}, native=native)
