@@ -16,8 +16,8 @@ fastavro does for the simple cases generated here). Logical types are not used b
 Agent Gym's schemas and are rejected at generation time.
 
 Compiled: where the package was built with a C compiler, the same schema also becomes a
-plan for ``schemas/_avroenc.c``, which walks it in C: ~1 us for that Experience instead
-of ~8 (``python -m agentgym.ops.bench.producer`` prints both). It takes the same records
+plan for ``schemas/_avroenc.c``, which walks it in C: ~1.5 us for that Experience instead
+of ~9 (``python -m agentgym.ops.bench.producer`` prints both). It takes the same records
 and writes the same bytes; containers must be the built-in ``dict``/``list``/``tuple``
 themselves (a subclass goes to fastavro). :func:`compile_encoder` returns the compiled
 encoder when the extension is there, else the generated Python one; ``NATIVE`` says which.
