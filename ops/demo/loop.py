@@ -133,8 +133,8 @@ class DemoConfig:
         times the engine's minimum of audited units per arm (:func:`audit_users`).
         """
         # --fast: a quicker pace, so that the datasets fill and each experiment meets its units (a unit
-        # counts with its first run; new users keep arriving, new_user_share) in seconds. Its loop takes
-        # 230-550 s on two cores (the slower on a slow host, 2026-12-04): 900 s is a bound, not a wait
+        # counts with its first run; new users keep arriving, new_user_share) in seconds. Its loop took
+        # 543 s on 2026-12-04's slow two-core host: 900 s is a bound, not a wait
         base = (cls(users=1000, rate=40.0, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0,
                     train_max_steps=200, gate_max_eval=100, timeout_s=900.0) if fast else cls())
         audit_rate = overrides.get("audit_rate")

@@ -104,24 +104,26 @@ def test_random_records_are_byte_identical(name: str, native: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "error"),
+    ("change", "generated_error", "compiled_error"),
     [
-        ({"latency_ms": "slow"}, TypeError),
-        ({"prompt_tokens": 1.5}, TypeError),
-        ({"status": "weird"}, KeyError),
-        ({"output": 42}, TypeError),
-        ({"metadata": {"k": 1}}, (AttributeError, TypeError)),
-        ({"metadata": {1: "v"}}, (AttributeError, TypeError)),
-        ({"prompt_tokens": 2**63}, OverflowError),
-        ({"latency_ms": 10**400}, (OverflowError, struct.error)),
-        ({"output": "\ud800"}, UnicodeEncodeError),
-        ({"steps": "abc"}, (AttributeError, TypeError)),
+        ({"latency_ms": "slow"}, TypeError, TypeError),
+        ({"prompt_tokens": 1.5}, TypeError, TypeError),
+        ({"status": "weird"}, KeyError, KeyError),
+        ({"output": 42}, TypeError, TypeError),
+        # the generated encoder calls .encode() / .get() on what it finds; the compiled one checks the type first
+        ({"metadata": {"k": 1}}, AttributeError, TypeError),
+        ({"metadata": {1: "v"}}, AttributeError, TypeError),
+        ({"steps": "abc"}, AttributeError, TypeError),
+        ({"prompt_tokens": 2**63}, OverflowError, OverflowError),
+        ({"latency_ms": 10**400}, struct.error, OverflowError),
+        ({"output": "\ud800"}, UnicodeEncodeError, UnicodeEncodeError),
     ],
 )
 @IMPLEMENTATIONS
-def test_what_does_not_fit_raises(change: dict[str, Any], error: type[Exception], native: bool) -> None:
+def test_what_does_not_fit_raises(change: dict[str, Any], generated_error: type[Exception], compiled_error: type[Exception],
+                                  native: bool) -> None:
     encode = compile_encoder(SCHEMAS.latest("Experience").raw, native=native)
-    with pytest.raises(error):
+    with pytest.raises(compiled_error if native else generated_error):
         encode({**EXAMPLES["Experience"], **change})
     with pytest.raises(KeyError):
         encode({k: v for k, v in EXAMPLES["Experience"].items() if k != "model_name"})
