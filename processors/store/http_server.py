@@ -186,6 +186,36 @@ class ReadOnlyHTTPServer(ThreadingHTTPServer):
         except Exception:  # the query may have just finished
             log.debug("read-only HTTP interface: could not cancel %s", marker, exc_info=True)
 
+    # a lingering close: what a client still sends after a refusal it has not read yet (a 413 on a body over the
+    # limit, sent before the body ended) is read and dropped for up to this long and this much, so that the close
+    # does not reset the connection under the client and discard the response it has not read (nginx's
+    # lingering_close does the same)
+    linger_s = 2.0
+    linger_bytes = 16 * 1024 * 1024
+
+    def shutdown_request(self, request: Any) -> None:
+        """Closes a connection: its sending side first, then what the client still sends is drained (bounded)."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        else:
+            deadline = time.monotonic() + self.linger_s
+            drained = 0
+            try:
+                while drained < self.linger_bytes:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    request.settimeout(left)
+                    data = request.recv(65536)
+                    if not data:
+                        break
+                    drained += len(data)
+            except OSError:
+                pass
+        self.close_request(request)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A connection that broke mid-request (the client went away) is not worth a traceback on stderr."""
         log.debug("read-only HTTP interface: connection from %s failed", client_address, exc_info=True)
