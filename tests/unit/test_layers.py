@@ -21,7 +21,7 @@ PACKAGES = ("schemas", "producers", "processors", "trainers", "gateway", "ops")
 # would drag a heavy optional dependency into a light path
 LAZY = {
     ("agentgym/__init__.py", "agentgym"): "the SDK on first use: `import agentgym.processors` does not pay for the producer",
-    ("trainers/training/launcher.py", "agentgym.trainers.training.callbacks"): "imports torch, ray, transformers",
+    ("trainers/training/launcher.py", "agentgym.trainers.training.progress"): "imports ray.train",
     ("trainers/training/train_func.py", "agentgym.trainers.training.callbacks"): "imports torch, ray, transformers",
     ("producers/settings.py", "agentgym.schemas"): "the SDK's settings (its author's choice; light either way)",
 }

@@ -143,7 +143,7 @@ def launch(job: TrainJob, *, progress_uri: str | None = None, ray_num_cpus: int 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from agentgym.trainers.training.callbacks import ProgressCallback
+    from agentgym.trainers.training.progress import ProgressCallback
 
     ensure_ray(ray_num_cpus, ray_address)  # also Ray Train's environment defaults (print patch, poll interval)
     _warn_if_paths_are_node_local(job)
