@@ -25,7 +25,7 @@ TARGET_PP = 10.0  # each promotion's held-out gain the demo aims at
 
 
 @click.command()
-@click.option("--fast", is_flag=True, help="a smaller run (fewer users and labels; what CI runs)")
+@click.option("--fast", is_flag=True, help="a smaller run (fewer users and labels, agents idle while a job trains; what CI runs)")
 @click.option("--scale", type=float, default=1.0, show_default=True,
               help="multiply users, dataset size, samples per arm and held-out requests")
 @click.option("--users", type=int, default=None,

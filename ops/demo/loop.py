@@ -123,6 +123,10 @@ class DemoConfig:
     # detector needs a "before" -- it counts runs with the users' feedback (~40% of them); with ~70 such runs
     # ADWIN missed a 0.82 -> 0.45 drop 13 times in 30 simulations (once in the full suite), with 130+ never
     drift_after_runs: int = 400
+    # the agents wait while a training job trains or is gated and no experiment runs, so the job has the CPU
+    # (--fast: on two cores the traffic's inference and pipeline slowed each job 2-3x: 104-133 s a job on
+    # 2026-12-04's slow host). The full run keeps serving, as agents in production do
+    idle_while_training: bool = False
 
     @classmethod
     def preset(cls, fast: bool = False, scale: float = 1.0, **overrides: Any) -> "DemoConfig":
@@ -136,7 +140,7 @@ class DemoConfig:
         # counts with its first run; new users keep arriving, new_user_share) in seconds. Its loop took
         # 543 s on 2026-12-04's slow two-core host: 900 s is a bound, not a wait
         base = (cls(users=1000, rate=40.0, dataset_min_new=500, min_samples_per_arm=30, heldout=200, settle_s=4.0,
-                    train_max_steps=200, gate_max_eval=100, timeout_s=900.0) if fast else cls())
+                    train_max_steps=200, gate_max_eval=100, timeout_s=900.0, idle_while_training=True) if fast else cls())
         audit_rate = overrides.get("audit_rate")
         base = replace(base, audit_rate=base.audit_rate if audit_rate is None else audit_rate)
         base = replace(base, users=max(base.users, audit_users(base)))  # scaled below like the rest
@@ -341,6 +345,9 @@ class _DemoRun:
         self.injected_job = ""
         self.injected_dataset = ""
         self.done_at: float | None = None
+        # --fast: the agents wait while a job trains (cfg.idle_while_training); checked once a second
+        self.idle = False
+        self.idle_checked = 0.0
 
     def elapsed(self) -> float:
         """Seconds since the run started."""
@@ -458,7 +465,10 @@ class _DemoRun:
                 raise StackError(f"the loop did not close within {cfg.timeout_s:.0f}s (stuck in '{self.phase}'); "
                                  f"logs in {self.stack.root / 'logs'}")
             self.stack.check()
-            self._serve_batch(now)
+            if self._idle():
+                time.sleep(0.25)
+            else:
+                self._serve_batch(now)
             self._follow_experiment()
             self._review()
             self._read_decision()
@@ -473,6 +483,23 @@ class _DemoRun:
                                         self.job_seen, audit)
         self.result.runs = len(self.history)
         self.result.timings["loop_s"] = self.elapsed()
+
+    def _idle(self) -> bool:
+        """With ``cfg.idle_while_training``: whether the agents wait, because a training job trains (or is
+        gated) and no experiment runs. Nothing waits on the traffic then: the job trains on a dataset
+        already cut, and the gate scores held-out examples."""
+        if not self.cfg.idle_while_training or any(r.decided_s is None for r in self.rounds):
+            self.idle = False
+            return False
+        now = time.monotonic()
+        if now - self.idle_checked >= 1.0:
+            self.idle_checked = now
+            job = _safe(lambda: _latest_job(self.stack))
+            idle = job is not None and job.status == "running"
+            if idle and not self.idle:
+                self.say(f"      agents idle while {job.job_id} trains and is gated (--fast: the CPU is the job's)")
+            self.idle = idle
+        return self.idle
 
     def _maybe_start_drift(self) -> None:
         """Phase 2 begins once the first experiment has decided and its winner has served ``drift_after_runs``."""
