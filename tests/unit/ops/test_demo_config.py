@@ -14,6 +14,7 @@ def test_presets_scale_the_run_and_explicit_options_win() -> None:
     # without an audit sample (its floor on users is tested below)
     full, fast = DemoConfig.preset(audit_rate=0.0), DemoConfig.preset(fast=True, audit_rate=0.0)
     assert fast.users < full.users and fast.dataset_min_new < full.dataset_min_new and fast.heldout < full.heldout
+    assert fast.idle_while_training and not full.idle_while_training  # only --fast stops the traffic while a job trains
     big = DemoConfig.preset(scale=2.0, audit_rate=0.0)
     assert big.users == 2 * full.users and big.dataset_min_new == 2 * full.dataset_min_new
     assert big.timeout_s == 2 * full.timeout_s
