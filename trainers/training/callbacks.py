@@ -20,8 +20,6 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-# the controller's callback lives in its own module, which imports neither transformers nor torch: Ray Train
-# unpickles it in the controller, a process of its own for every job (re-exported here)
 from agentgym.trainers.training.progress import ProgressCallback, clean_metrics
 
 __all__ = ["RayReportCallback", "ProgressCallback", "clean_metrics"]
