@@ -67,6 +67,7 @@ def test_the_loop_closes_three_times_improvement_drift_recovery_and_a_rollback(t
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-3000:]
     result = json.loads((home / "demo" / "result.json").read_text())
     assert [p["phase"] for p in result["phases"]] == [1, 2, 3], result["phases"]
+    assert "agents idle while job-" in out.stdout  # --fast: the traffic waited while a job trained
     one, two, three = (_phase(result, n) for n in (1, 2, 3))
 
     # phase 1: promotion by the experiment's own decision, applied to the registry, +10 pp held out
