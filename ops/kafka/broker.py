@@ -167,8 +167,12 @@ def _require(tool: str, what: str) -> str:
 def resolve_jars(version: str, cache: Path, quiet: bool = False) -> Path:
     """Resolves Kafka ``version`` and its runtime dependencies into ``cache/<version>/libs``.
 
-    Cached: a second call returns at once. Raises ``MissingToolError`` without mvn/java.
+    Cached: a second call returns at once. Processes resolving at the same time (the test suite's
+    workers, ``agentgym up`` beside a demo) take turns on a lock file: one runs mvn, the others wait
+    and find the cache complete. Raises ``MissingToolError`` without mvn/java.
     """
+    import fcntl
+
     libs = cache / version / "libs"
     marker = libs / ".complete"
     if marker.exists():
@@ -176,21 +180,25 @@ def resolve_jars(version: str, cache: Path, quiet: bool = False) -> Path:
     _require("java", "Java 17 or newer")
     mvn = _require("mvn", "Apache Maven (to fetch the broker's jars from Maven Central)")
     libs.mkdir(parents=True, exist_ok=True)
-    if not quiet:
-        print(f"resolving Apache Kafka {version} from Maven Central into {libs} (once) ...", file=sys.stderr)
-    cmd = [
-        mvn, "-q", "-B", "-f", str(_HERE / "pom.xml"),
-        f"-Dkafka.version={version}",
-        "dependency:copy-dependencies",
-        f"-DoutputDirectory={libs}",
-        "-DincludeScope=runtime",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise StackError(f"mvn could not resolve Kafka {version}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    if not any(libs.glob("kafka_2.13-*.jar")):
-        raise StackError(f"mvn finished but no kafka_2.13 jar is in {libs}")
-    marker.write_text(version)
+    with open(cache / version / ".resolving.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this process dies
+        if marker.exists():
+            return libs
+        if not quiet:
+            print(f"resolving Apache Kafka {version} from Maven Central into {libs} (once) ...", file=sys.stderr)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(_HERE / "pom.xml"),
+            f"-Dkafka.version={version}",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise StackError(f"mvn could not resolve Kafka {version}:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        if not any(libs.glob("kafka_2.13-*.jar")):
+            raise StackError(f"mvn finished but no kafka_2.13 jar is in {libs}")
+        marker.write_text(version)
     return libs
 
 
