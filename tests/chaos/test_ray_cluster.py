@@ -47,6 +47,7 @@ from tests import trainer_samples
 from tests.workers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.long  # minutes: scheduled first (tests/conftest.py)
 BIN = Path(sys.executable).parent
 
 # a short CPU run on the tiny model: 16 steps of 8 sequences per worker, a checkpoint every 4

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.long  # minutes: scheduled first (tests/conftest.py)
 
 
 def _env(home: Path) -> dict[str, str]:
