@@ -1,4 +1,4 @@
-"""Shared fixtures: a real Kafka broker (KRaft) for the whole test session.
+"""Shared fixtures: a real Kafka broker (KRaft) for the whole test session (one per pytest-xdist worker).
 
 The broker runs from the same code as ``agentgym kafka start``: jars from Maven
 Central (cached), a free port, a temporary data directory. A broker that cannot
