@@ -9,6 +9,7 @@ formatted with Kafka's own ``StorageTool``, and ``kafka.Kafka`` runs under Java 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -171,8 +172,6 @@ def resolve_jars(version: str, cache: Path, quiet: bool = False) -> Path:
     workers, ``agentgym up`` beside a demo) take turns on a lock file: one runs mvn, the others wait
     and find the cache complete. Raises ``MissingToolError`` without mvn/java.
     """
-    import fcntl
-
     libs = cache / version / "libs"
     marker = libs / ".complete"
     if marker.exists():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agentgym.ops.exceptions import MissingToolError
 from agentgym.ops.kafka.broker import KafkaBroker, resolve_jars
+from tests.workers import wait_for
 
 
 @pytest.mark.parametrize("present", [set(), {"java"}])
@@ -61,10 +63,6 @@ def _blocked_on_a_lock(pid: int) -> bool:
 
 
 def test_processes_resolving_at_once_take_turns_and_mvn_runs_once(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-    import time
-
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "java").write_text("#!/bin/sh\nexit 0\n")
@@ -80,19 +78,13 @@ def test_processes_resolving_at_once_take_turns_and_mvn_runs_once(tmp_path: Path
         return subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
 
-    def until(what: str, ok: Any) -> None:
-        deadline = time.monotonic() + 60
-        while not ok():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.05)
-
     first = resolver()
     try:
-        until("the first mvn to start", lambda: log.is_file() and log.read_text().count("start") == 1)
+        wait_for(lambda: log.is_file() and log.read_text().count("start") == 1, 60, "the first mvn to start", every=0.05)
         second = resolver()
         try:
             # the second blocks on the lock while the first resolves (without the lock it would run mvn too)
-            until("the second resolver to wait on the lock", lambda: _blocked_on_a_lock(second.pid))
+            wait_for(lambda: _blocked_on_a_lock(second.pid), 60, "the second resolver to wait on the lock", every=0.05)
             assert log.read_text().count("start") == 1
             release.touch()
             out = [p.communicate(timeout=60) for p in (first, second)]
