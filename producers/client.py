@@ -121,6 +121,12 @@ class AgentGym:
             ``mask_enabled=False`` nothing runs, the hook included.
         masking: a whole :class:`~agentgym.producers.masking.MaskingPolicy` instead of the
             ``mask_*`` settings (the HTTP gateway passes an inactive one and masks per tenant and agent itself).
+        background_polling: True (the default): the client's background thread serves Kafka's
+            delivery reports. False: the caller does, with :meth:`poll`, often (at least every
+            few hundred milliseconds), from the thread that records. confluent-kafka takes the
+            GIL once per delivered event to serve its report, successes included; from a
+            background thread that is one GIL hand-off per event with the recording thread.
+            The HTTP gateway polls from its event loop (its batches: +20% events/s).
         **overrides: any other :class:`ProducerSettings` field (``spool_dir``,
             ``delivery_timeout_s``, ``kafka_config``, ...).
 
@@ -138,6 +144,7 @@ class AgentGym:
         settings: ProducerSettings | None = None,
         mask_hook: Callable[[str], str] | None = None,
         masking: MaskingPolicy | None = None,
+        background_polling: bool = True,
         **overrides: Any,
     ) -> None:
         explicit = {k: v for k, v in (("bootstrap_servers", bootstrap_servers), ("tenant_id", tenant_id), ("agent_id", agent_id)) if v is not None}
@@ -174,6 +181,10 @@ class AgentGym:
         self._behind_move: list[tuple[str, bytes, bytes]] = []
         self._move_since = 0.0
         self._order_lock = threading.Lock()
+        self._background_polling = background_polling
+        # held by whoever serves the delivery reports outside the background loop's poll (a move to the spool,
+        # a replay): a caller's poll() then skips its turn, so one thread serves them, in order
+        self._poll_lock = threading.RLock()
         self._spool_first = settings.durability == "spool"
         self._replayed_segments: set[tuple[int, int]] = set()  # (dev, inode) of segments that could not be removed
         extra_max = settings.kafka_config.get("message.max.bytes")
@@ -731,18 +742,38 @@ class AgentGym:
         next_replay = time.monotonic()  # replay leftovers of earlier processes at start
         while not self._stop.is_set():
             try:
-                self._producer.poll(0.1)
+                if self._background_polling:
+                    self._producer.poll(0.1)
+                else:
+                    self._stop.wait(0.1)  # the caller serves the delivery reports (poll())
                 if self._move_queue:
-                    self._move_to_spool()
+                    with self._poll_lock:
+                        self._move_to_spool()
                 self._spool.sync()
                 if self._spool_first or time.monotonic() >= next_replay:
                     if self._broker_down and not self._spool.pending() and self._broker_reachable():
                         self._broker_back()
-                    self.replay_spool()
+                    with self._poll_lock:
+                        self.replay_spool()
                     next_replay = time.monotonic() + interval
             except Exception:  # the agent's process must never die of our thread
                 self._ratelog.log(logging.ERROR, "loop", "agentgym: background producer loop error", exc_info=True)
                 time.sleep(0.5)
+
+    def poll(self) -> int:
+        """Serves the delivery reports that have arrived (a failed event goes to the spool); for a client
+        made with ``background_polling=False``, whose owner calls this often. Never blocks: while the
+        background thread serves them itself (moving the queue to the spool, replaying it), this returns 0.
+
+        Returns:
+            How many reports (and other client events) were served.
+        """
+        if not self._poll_lock.acquire(blocking=False):
+            return 0
+        try:
+            return int(self._producer.poll(0))
+        finally:
+            self._poll_lock.release()
 
     # -- lifecycle -----------------------------------------------------------
     def flush(self, timeout_s: float = 10.0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from agentgym import AgentGym, ConfigError, InvalidEventError
 from tests.kafka_utils import consume_all, decode_all
+from tests.workers import wait_for
 
 
 @pytest.fixture
@@ -171,3 +173,23 @@ def test_pass_through_config_rejects_unknown_and_contradictions(bootstrap: str, 
 def test_invalid_setting_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="delivery_timeout_s"):
         AgentGym("127.0.0.1:1", "t", "a", spool_dir=tmp_path, delivery_timeout_s=-1)
+
+
+def test_without_background_polling_the_caller_serves_the_delivery_reports(bootstrap: str, unique: str, tmp_path: Path) -> None:
+    """``background_polling=False`` (the gateway's client): a failed delivery is still spooled, by the thread
+    that calls ``poll()``, never by the client's background thread."""
+    served: list[tuple[str, bool]] = []
+
+    class Recording(AgentGym):
+        def _on_delivery(self, err, msg):  # type: ignore[no-untyped-def]
+            served.append((threading.current_thread().name, err is None))
+            super()._on_delivery(err, msg)
+
+    with Recording(bootstrap, f"t-{unique}", "bot", spool_dir=tmp_path / "spool", delivery_timeout_s=2,
+                   background_polling=False) as gym:
+        _, value = gym.encode_experience(input="q", output="a", model_name="m", model_version="v1", latency_ms=1.0)
+        # a topic the broker does not have (auto-creation is off): librdkafka gives up after delivery_timeout_s
+        gym.send_encoded("Experience", f"gym-missing-{unique}", "k", value)
+        wait_for(lambda: gym.poll() >= 0 and served, 60, "the failed delivery's report")
+        assert served[0] == (threading.current_thread().name, False)
+        assert gym.stats["spooled"] + gym.stats["quarantined"] >= 1
