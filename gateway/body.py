@@ -17,6 +17,11 @@ from aiohttp import web
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.settings import GatewaySettings
 
+try:
+    from agentgym.gateway._jsonscan import depth_exceeds as _native_depth_exceeds
+except ImportError:  # built without a C compiler: the walk below serves
+    _native_depth_exceeds = None
+
 __all__ = ["read_json", "read_body", "parse_json", "decoded", "json_depth_exceeds", "events_of"]
 
 
@@ -82,12 +87,21 @@ def _decompress(raw: bytes, encoding: str, limit: int) -> bytes:
 
 
 def json_depth_exceeds(raw: bytes, body: Any, limit: int) -> bool:
-    """Whether ``body`` nests deeper than ``limit`` (containers inside containers).
+    """Whether ``body`` (parsed from ``raw``) nests deeper than ``limit`` (containers inside containers).
 
-    The count of ``[`` and ``{`` in the raw bytes bounds the depth from above, so a
-    typical event is cleared by two C-level counts; only bodies with more brackets
-    than the limit are walked (iteratively: no recursion to exhaust).
+    Compiled (``gateway/_jsonscan.c``): one pass over ``raw``, strings skipped with memchr
+    (~0.5 us per event of a batch). Else: the count of ``[`` and ``{`` in ``raw`` bounds the
+    depth from above, so a typical single event is cleared by two C-level counts; a body with
+    more brackets than the limit is walked (iteratively: no recursion to exhaust; ~3 us per
+    event of a batch).
     """
+    if _native_depth_exceeds is not None:
+        return bool(_native_depth_exceeds(raw, limit))
+    return _walk_exceeds(raw, body, limit)
+
+
+def _walk_exceeds(raw: bytes, body: Any, limit: int) -> bool:
+    """:func:`json_depth_exceeds` in Python: the bracket count, then a walk of the parsed objects."""
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
     stack: list[tuple[Any, int]] = [(body, 1)]

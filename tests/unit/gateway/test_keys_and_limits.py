@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 
+import orjson
 import pytest
 
-from agentgym.gateway.body import events_of, json_depth_exceeds
+from agentgym.gateway import body as body_module
+from agentgym.gateway.body import _walk_exceeds, events_of, json_depth_exceeds
 from agentgym.gateway.exceptions import ApiError, InvalidIdError, PlanError
 from agentgym.gateway.ids import check_id
 from agentgym.gateway.keys import KeyRing, hash_secret, new_key, parse_key
@@ -62,6 +65,46 @@ def test_json_depth() -> None:
     flat = {"a": [{"b": 1}] * 50}  # many brackets, shallow
     assert not json_depth_exceeds(json.dumps(flat).encode(), flat, 32)
     assert not json_depth_exceeds(b'{"a": "[[[[["}', {"a": "[[[[["}, 3)
+
+
+def _depth(v: object) -> int:
+    """Containers inside containers, by recursion over the parsed value (the definition)."""
+    if isinstance(v, dict):
+        return 1 + max(map(_depth, v.values()), default=0)
+    if isinstance(v, list):
+        return 1 + max(map(_depth, v), default=0)
+    return 0
+
+
+_TRICKY = ['"', "\\", "\\\"", "[", "]", "{", "}", "[[{{", "\\[", "\u00e9", "é", "\n", "🙂", ""]
+
+
+def _random_json(rng: random.Random, depth: int) -> object:
+    if depth == 0 or rng.random() < 0.25:
+        return rng.choice([rng.choice(_TRICKY) * rng.randint(0, 3), rng.randint(-9, 99), 1.5, True, None])
+    if rng.random() < 0.5:
+        return [_random_json(rng, depth - 1) for _ in range(rng.randint(0, 4))]
+    return {rng.choice(_TRICKY) + str(i): _random_json(rng, depth - 1) for i in range(rng.randint(0, 4))}
+
+
+def test_the_compiled_depth_scan_agrees_with_the_walk_and_the_definition() -> None:
+    """gateway/_jsonscan.c reads the raw bytes (strings skipped: quotes escaped by odd runs of backslashes,
+    brackets inside strings); the walk reads the parsed objects. Both must say what the recursive depth says,
+    on text written by two different serialisers (spaces or none, escaped or raw unicode)."""
+    assert body_module._native_depth_exceeds is not None  # built by the install (ops/setup.sh has gcc)
+    rng = random.Random(7)
+    checked = 0
+    for _ in range(600):
+        value = _random_json(rng, rng.randint(1, 9))
+        depth = _depth(value)
+        for raw in (json.dumps(value).encode(), orjson.dumps(value)):
+            assert orjson.loads(raw) == value
+            for limit in {max(1, depth - 1), max(1, depth), depth + 1}:
+                want = depth > limit
+                assert json_depth_exceeds(raw, value, limit) is want, (raw, limit)
+                assert _walk_exceeds(raw, value, limit) is want, (raw, limit)
+                checked += 1
+    assert checked > 2000
 
 
 def test_events_of() -> None:
