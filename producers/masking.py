@@ -24,8 +24,13 @@ import functools
 import hashlib
 import hmac
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from typing import Any
+
+try:
+    from agentgym.producers._maskscan import scan as _native_scan
+except ImportError:  # built without a C compiler: the pre-check runs in Python (Masker.hits)
+    _native_scan = None
 
 __all__ = [
     "BUILTIN_PATTERNS", "DETECTORS", "DEFAULT_DETECTORS", "FIELDS", "DEFAULT_FIELDS", "MaskingConfigError", "Masker",
@@ -301,6 +306,13 @@ class Masker:
         self._kv_gate = any(r.gate == "kv" for r in gated)
         self._dot_gate = any(r.gate == "dots" for r in gated)
         self._ungated = any(r.gate is None for r in self._rules)
+        # the same pre-check for producers/_maskscan.c: (sentinel, needle, kind) entries, then the two gates
+        kinds = {"in": 0, "lower": 1, "kv": 2}
+        flat = [(c, n, kinds[kind]) for c, needles in (("", self._unsentinelled), *self._by_sentinel) for n, kind in needles]
+        self._scan_entries = tuple(flat)
+        self._scan_names = tuple(n for _, n, _ in flat) + ("digits", "dots")
+        self._scan_gates = (1 if self._digit_gate else 0) | (2 if self._dot_gate else 0)
+        self._scan_sets: dict[int, frozenset[str]] = {0: frozenset()}
 
     @property
     def names(self) -> list[str]:
@@ -332,8 +344,24 @@ class Masker:
             out = f"{out[:-1]}:{self._digest(rule.name, value)}>"
         return out
 
-    def hits(self, text: str) -> set[str]:
-        """The pre-check: the necessary conditions that hold in ``text`` (empty: no built-in detector can match)."""
+    def hits(self, text: str) -> Set[str]:
+        """The pre-check: the necessary conditions that hold in ``text`` (empty: no built-in detector can match).
+
+        ASCII text is checked by ``producers/_maskscan.c`` when it is compiled (one pass, ~0.5 us per
+        1,000 characters; the Python check below: ~5), with the same answer (tests/unit/producers).
+        """
+        if _native_scan is not None:
+            mask = _native_scan(text, self._scan_entries, self._scan_gates)
+            if mask is not None:
+                found = self._scan_sets.get(mask)
+                if found is None:
+                    names = self._scan_names
+                    found = self._scan_sets[mask] = frozenset(names[i] for i in range(len(names)) if mask >> i & 1)
+                return found
+        return self._hits(text)
+
+    def _hits(self, text: str) -> set[str]:
+        """:meth:`hits` in Python (any text)."""
         hits: set[str] = set()
         low: str | None = None
         ascii = text.isascii()

@@ -180,6 +180,37 @@ def test_the_pre_check_never_skips_a_match() -> None:
         assert gated.mask(text) == ungated.mask(text), text
 
 
+def test_the_compiled_pre_check_answers_what_the_python_one_answers() -> None:
+    """producers/_maskscan.c (ASCII text, one pass) against Masker._hits (Python, ten passes), for several
+    detector sets, on random texts of values, near misses of each condition (credential names before blanks
+    and ':' or '=', digit shapes, dotted numbers, needles cut short) and separators."""
+    import random
+
+    from agentgym.producers import masking
+
+    assert masking._native_scan is not None  # built by the install (ops/setup.sh has gcc)
+    maskers = [Masker(d) for d in (["email", "phone", "api_key", "credit_card", "ip_address"], ["email", "phone", "api_key", "credit_card"],
+                                   ["api_key"], ["phone"], ["ip_address"], ["email", "credit_card"])]
+    maskers.append(Masker(["email"], patterns={"order": r"ORD-\d+"}))
+    parts = ["a@b.io", "+44 20 7946 0958", "(555) 123-4567", "555.123.4567", "4111 1111 1111 1111", "10.0.0.1", "1.2", "1 .2",
+             "sk-", "sk", "s", "AKIA", "AKI", "ASIA", "ghp_", "gho_", "gh", "github_pat_", "xox", "xo", "AIza", "AIz", "hf_", "h", "eyJ",
+             "ey", "-----BEGIN", "----BEGIN", "bearer", "BeArEr", "beare", "b", "B", "key", "KEY", "Key", "ey", "et", "EN", "rd", "Rd",
+             "wD", "pwd", "secret", "token", "e", "y", "t", "n", "r", "w", "d", ":", "=", " ", "  ", ".", "-", "\t", "\n", "\x1c",
+             "\x1f", "\x0b", ")", "(", "+", "0", "1", "12", "123456", "1234567", "9)", "9 )", "@", "_", "x", "word", "\u00e9", "\u0663"]
+    rng = random.Random(5)
+    compared = 0
+    for _ in range(4000):
+        text = "".join(rng.choice(parts) for _ in range(rng.randint(0, 16)))
+        for m in maskers:
+            native = masking._native_scan(text, m._scan_entries, m._scan_gates)
+            if not text.isascii():
+                assert native is None
+                continue
+            assert set(m.hits(text)) == m._hits(text), (text, m.detectors)
+            compared += 1
+    assert compared > 20000
+
+
 def test_the_gateway_follows_each_tenants_and_agents_policy() -> None:
     """TenantMaskers as its follower drives it (records of gym-tenants-v1 handed to its callback; no broker)."""
     maskers = TenantMaskers("127.0.0.1:1", "secret")
