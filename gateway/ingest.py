@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from agentgym.gateway.exceptions import ApiError, InvalidIdError
 from agentgym.gateway.ids import check_id
@@ -48,9 +48,8 @@ EXPERIENCE = Kind("Experience", TOPICS["experiences"].name, *_fields(AgentGym.en
 FEEDBACK = Kind("Feedback", TOPICS["feedback"].name, *_fields(AgentGym.encode_feedback), "event_ids")
 
 
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """One encoded event, ready to produce."""
+class Prepared(NamedTuple):
+    """One encoded event, ready to produce (a tuple: made twice as fast as a frozen dataclass)."""
 
     key: str  # the trace id
     value: bytes
@@ -68,10 +67,11 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
     if masking is not None and kind is EXPERIENCE and len(events) > 1:
         masking = _batch_masking(events, header_agent, masking)
     out = []
+    agents: set[str] = set()  # the agent ids already checked (a batch's events mostly share one)
     for i, event in enumerate(events):
         index = i if batched else None
         try:
-            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes, masking))
+            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes, masking, agents))
         except ApiError as exc:
             exc.index = index
             raise
@@ -96,18 +96,20 @@ def _batch_masking(events: list[dict[str, Any]], header_agent: str | None,
 
 
 def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, header_agent: str | None,
-         max_event_bytes: int, masking: Callable[[str], MaskingPolicy] | None = None) -> Prepared:
+         max_event_bytes: int, masking: Callable[[str], MaskingPolicy] | None = None, agents: set[str] | None = None) -> Prepared:
     named = event.pop("tenant_id", None)
     if named is not None and named != tenant_id:
         raise ApiError(403, "forbidden_tenant", "tenant_id", "names another tenant than the API key's")
-    agent_id = check_id("agent_id", event.pop("agent_id", None) or header_agent or _missing("agent_id", "(or the X-AgentGym-Agent header)"))
-    unknown = event.keys() - kind.fields
-    if unknown:
-        field = sorted(unknown)[0]
+    agent_id = event.pop("agent_id", None) or header_agent or _missing("agent_id", "(or the X-AgentGym-Agent header)")
+    if agents is None or type(agent_id) is not str or agent_id not in agents:
+        check_id("agent_id", agent_id)
+        if agents is not None:
+            agents.add(agent_id)
+    if not event.keys() <= kind.fields:  # (the comparisons cost half of the set differences, which name the field)
+        field = sorted(event.keys() - kind.fields)[0]
         raise ApiError(400, "invalid_event", field, f"unknown field for {kind.record}; known: {', '.join(sorted(kind.fields))}")
-    missing = kind.required - event.keys()
-    if missing:
-        _missing(sorted(missing)[0])
+    if not event.keys() >= kind.required:
+        _missing(sorted(kind.required - event.keys())[0])
     for name in ("trace_id", "event_id"):
         if name in event and event[name] is not None:
             check_id(name, event[name])
@@ -119,7 +121,7 @@ def _one(client: AgentGym, kind: Kind, event: dict[str, Any], tenant_id: str, he
             trace_id = event.pop("trace_id")
             event_id, value = client.encode_feedback(trace_id, tenant_id=tenant_id, agent_id=agent_id, **event)
         else:
-            event_id, value = client.encode_experience(tenant_id=tenant_id, agent_id=agent_id, **event)
+            event_id, value = client.encode_experience_fields(event, tenant_id=tenant_id, agent_id=agent_id)
             trace_id = event_id
     except (TypeError, AttributeError, KeyError) as exc:  # a value of a shape the SDK's normaliser does not take
         raise ApiError(400, "invalid_event", "body", f"a field has the wrong shape: {exc}") from None

@@ -30,6 +30,7 @@ process, the spool included (:mod:`agentgym.producers.masking`; ``AGENTGYM_MASK_
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import os
 import threading
@@ -63,6 +64,9 @@ log = logging.getLogger("agentgym")
 _EXPERIENCES = TOPICS["experiences"].name
 _FEEDBACK = TOPICS["feedback"].name
 _RUN_STATUSES = frozenset({"ok", "error", "timeout", "cancelled"})
+# encode_experience's keyword arguments, all and required (filled in below the class, from its signature)
+_EXPERIENCE_ARGS: frozenset[str] = frozenset()
+_EXPERIENCE_REQUIRED: frozenset[str] = frozenset()
 _FEEDBACK_SOURCES = frozenset({"human", "ai", "system"})
 # Settings the SDK's guarantees rest on: a pass-through config may not contradict them.
 _PINNED = {"enable.idempotence": True, "acks": "all"}
@@ -484,6 +488,57 @@ class AgentGym:
             value = self._encode_checked("Experience", record)
         return trace_id, value
 
+    def encode_experience_fields(self, fields: Mapping[str, Any], *, tenant_id: str | None = None,
+                                 agent_id: str | None = None) -> tuple[str, bytes]:
+        """:meth:`encode_experience` with its keyword arguments as a mapping: ``encode_experience(**fields)``,
+        the same result and the same errors, faster for a mapping whose keys are not the interpreter's own
+        strings (parsed JSON: binding those to 20 keyword parameters compares strings one by one, ~2 us).
+
+        The HTTP gateway's path. Only plain values take the fast way (a ``str`` or ``list`` input, a ``list`` of
+        steps, a known status, no :class:`Assignment` object); anything else, a missing or an unknown key
+        included, goes through :meth:`encode_experience` itself.
+        """
+        get = fields.get
+        status = get("status", "ok")
+        input = get("input")
+        steps = get("steps")
+        if (not fields.keys() <= _EXPERIENCE_ARGS or not fields.keys() >= _EXPERIENCE_REQUIRED or status not in _RUN_STATUSES
+                or (type(input) is not str and type(input) is not list) or (steps is not None and type(steps) is not list)
+                or get("assignment").__class__ is Assignment):
+            return self.encode_experience(tenant_id=tenant_id, agent_id=agent_id, **fields)
+        ids = _RANDOM.hex64()
+        trace_id = get("trace_id") or ids[:32]
+        timestamp_ms = get("timestamp_ms")
+        record = {  # as encode_experience builds it (tests/unit/producers/test_encode_fields.py compares the two)
+            "event_id": get("event_id") or ids[32:],
+            "tenant_id": tenant_id or self.tenant_id,
+            "agent_id": agent_id or self.agent_id,
+            "trace_id": trace_id,
+            "timestamp_ms": timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000,
+            "session_id": get("session_id"),
+            "user_id": get("user_id"),
+            "input": [{"role": "user", "content": input}] if type(input) is str else input,
+            "steps": steps if steps is not None else [],
+            "output": fields["output"],
+            "model_name": fields["model_name"],
+            "model_version": fields["model_version"],
+            "assignment": get("assignment"),
+            "latency_ms": fields["latency_ms"],
+            "prompt_tokens": get("prompt_tokens", 0),
+            "completion_tokens": get("completion_tokens", 0),
+            "cost_usd": get("cost_usd", 0.0),
+            "status": status,
+            "error": get("error"),
+            "metadata": get("metadata") or {},
+            "sdk_version": SDK_VERSION,
+        }
+        if self._mask_experience is not None:
+            self._mask_experience(record)
+        try:
+            return trace_id, self._encode("Experience", record)
+        except SchemaValidationError:  # values to normalise, or to name: encode_experience does both
+            return self.encode_experience(tenant_id=tenant_id, agent_id=agent_id, **fields)
+
     def _encode_checked(self, name: str, record: dict[str, Any]) -> bytes:
         try:
             return self._encode(name, record)
@@ -858,3 +913,10 @@ class AgentGym:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_experience_params = [p for p in inspect.signature(AgentGym.encode_experience).parameters.values()
+                      if p.name not in ("self", "tenant_id", "agent_id")]
+_EXPERIENCE_ARGS = frozenset(p.name for p in _experience_params)
+_EXPERIENCE_REQUIRED = frozenset(p.name for p in _experience_params if p.default is inspect.Parameter.empty)
+del _experience_params
