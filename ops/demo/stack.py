@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from agentgym.ops.exceptions import StackError
-from agentgym.ops.kafka.broker import KafkaBroker, free_port
+from agentgym.ops.kafka.broker import KafkaBroker, free_port, free_ports
 from agentgym.ops.settings import StackSettings
 from agentgym.ops.stack import alive as _alive, spawn, stop_group as _stop_group
 from agentgym.producers.admin import ensure_topics
@@ -86,7 +86,9 @@ class DemoStack:
     def __init__(self, home: Path, log: Callable[[str], None]) -> None:
         self.root = Path(home).expanduser().resolve() / "demo"
         self.log = log
-        self.settings = StackSettings(home=self.root, kafka_port=free_port(), kafka_data_dir=self.root / "kafka-data")
+        kafka_port, controller_port = free_ports(2)
+        self.settings = StackSettings(home=self.root, kafka_port=kafka_port, kafka_controller_port=controller_port,
+                                      kafka_data_dir=self.root / "kafka-data")
         self.broker = KafkaBroker.from_settings(self.settings)
         self.bootstrap = ""
         self.http_port = 0

@@ -124,34 +124,59 @@ class BrokerTLS:
         return cls(Path(raw["cert"]), Path(raw["key"]), Path(raw["ca"]), bool(raw.get("client_auth", False)))
 
 
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (outgoing connections take theirs from it)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+_handed_out: list[int] = []  # this process's recent answers: not given twice while their takers start
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, below the kernel's ephemeral range.
+
+    A port the kernel picks (bind to port 0) is an ephemeral one: until its taker binds it, an
+    outgoing connection of any process on the machine can take it (a Kafka controller whose JVM
+    took seconds to start found its port in use that way, with two test workers running). Below
+    the range no outgoing connection takes it. Falls back to the kernel's pick where the range
+    leaves no room below it.
+    """
+    return free_ports(1)[0]
 
 
 def free_ports(n: int, low: int = 20000, high: int = 32000) -> list[int]:
     """``n`` distinct ports on 127.0.0.1 that nothing listens on now, below the kernel's ephemeral range.
 
     For a cluster: its members connect to each other while they start, and an outgoing
-    connection takes an ephemeral port, possibly one :func:`free_port` just handed out
-    to a member that has not bound it yet. Ports below the range are never taken that way.
+    connection takes an ephemeral port, possibly one the kernel just handed out to a member
+    that has not bound it yet. Ports below the range are never taken that way. A port this
+    process handed out recently is not handed out again.
     """
     import random
 
+    high = min(high, _ephemeral_low())
     out: list[int] = []
     rng = random.SystemRandom()
     while len(out) < n:
-        p = rng.randrange(low, high)
-        if p in out:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", p))
-            except OSError:
+        if high - low < 1000:  # no room below the range: the kernel's pick
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                p = int(s.getsockname()[1])
+        else:
+            p = rng.randrange(low, high)
+            if p in out or p in _handed_out:
                 continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    continue
         out.append(p)
+    _handed_out.extend(out)
+    del _handed_out[:-256]
     return out
 
 

@@ -84,6 +84,13 @@ def test_a_single_brokers_storage_is_not_started_as_a_cluster(tmp_path: Path) ->
 def test_free_ports_are_distinct_and_below_the_ephemeral_range() -> None:
     ports = free_ports(6)
     assert len(set(ports)) == 6 and all(20000 <= p < 32000 for p in ports)
+    # free_port() too (brokers, controllers and HTTP ports of the tests and the demo): an ephemeral port can be
+    # taken by any process's outgoing connection before its taker binds it; and none is handed out twice in a row
+    from agentgym.ops.kafka.broker import free_port
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    singles = [free_port() for _ in range(100)]
+    assert len(set(singles + ports)) == 106 and all(20000 <= p < min(32000, low) for p in singles)
 
 
 def _layout_dir(tmp_path: Path, n: int = 3) -> Path:
