@@ -145,6 +145,7 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
             lines.append(line)
             if "2/5" in line:
                 break
+        assert lines and "2/5" in lines[-1], "the demo ended before step 2/5:\n" + "".join(lines)[-3000:]
         pids = json.loads((home / "demo" / "pids.json").read_text())
         broker_pid = int((home / "demo" / "kafka-data" / "broker.pid").read_text())
         assert set(pids) == {"processors", "trainer"} and all(_alive(p) for p in pids.values())
