@@ -24,7 +24,7 @@
 #include <Python.h>
 #include <string.h>
 
-enum { C_DIGIT = 1, C_BLANK = 2, C_RPAREN = 4, C_KV = 8, C_DOT = 16 };
+enum { C_DIGIT = 1, C_BLANK = 2, C_RPAREN = 4, C_DOT = 8 };
 static unsigned char CLASS[256];
 
 static void init_classes(void) {
@@ -33,18 +33,16 @@ static void init_classes(void) {
     static const char blanks[] = " \t\n\v\f\r\x1c\x1d\x1e\x1f.-";
     for (const char *p = blanks; *p; p++) CLASS[(unsigned char)*p] |= C_BLANK;
     CLASS[')'] |= C_RPAREN;
-    CLASS[':'] |= C_KV;
-    CLASS['='] |= C_KV;
     CLASS['.'] |= C_DOT;
 }
 
 static inline unsigned char lower(unsigned char c) { return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c; }
 
-/* the next of two bytes at or after p (NULL: neither); *a and *b cache each one's next position, (void *)1 unknown */
+/* the next of two bytes at or after p (NULL: neither); *a and *b hold each one's next place at or after an earlier p */
 static const unsigned char *next_of(const unsigned char *p, const unsigned char *end, unsigned char ca, unsigned char cb,
                                     const unsigned char **a, const unsigned char **b) {
-    if (*a == (const unsigned char *)1 || (*a != NULL && *a < p)) *a = memchr(p, ca, (size_t)(end - p));
-    if (*b == (const unsigned char *)1 || (*b != NULL && *b < p)) *b = memchr(p, cb, (size_t)(end - p));
+    if (*a != NULL && *a < p) *a = memchr(p, ca, (size_t)(end - p));
+    if (*b != NULL && *b < p) *b = memchr(p, cb, (size_t)(end - p));
     if (*a == NULL) return *b;
     if (*b == NULL) return *a;
     return *a < *b ? *a : *b;
@@ -53,8 +51,8 @@ static const unsigned char *next_of(const unsigned char *p, const unsigned char 
 /* needle (lower case) in the text, ASCII case folded: from each place of its first letter in either case */
 static int find_folded(const unsigned char *s, Py_ssize_t n, const unsigned char *needle, Py_ssize_t m) {
     if (m == 0) return 1;
-    const unsigned char *end = s + n, *a = (const unsigned char *)1, *b = (const unsigned char *)1;
     unsigned char first = needle[0], upper = (first >= 'a' && first <= 'z') ? (unsigned char)(first - 32) : first;
+    const unsigned char *end = s + n, *a = memchr(s, first, (size_t)n), *b = memchr(s, upper, (size_t)n);
     for (const unsigned char *p = s; p < end;) {
         const unsigned char *q = next_of(p, end, first, upper, &a, &b);
         if (q == NULL || q + m > end) return 0;
@@ -128,7 +126,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         } else if (kind == 2) {
             if (kv < 0) {
                 kv = 0;
-                const unsigned char *end = s + n, *a = (const unsigned char *)1, *b = (const unsigned char *)1;
+                const unsigned char *end = s + n, *a = memchr(s, ':', (size_t)n), *b = memchr(s, '=', (size_t)n);
                 for (const unsigned char *p = s; p < end;) {
                     const unsigned char *q = next_of(p, end, ':', '=', &a, &b);
                     if (q == NULL) break;

@@ -57,7 +57,9 @@ _FAST = 4  # the first cases take the fast way; the others go through encode_exp
 
 @pytest.mark.parametrize("case", range(len(_CASES)))
 def test_the_fields_path_gives_the_keyword_paths_bytes_or_error(gym: AgentGym, case: int) -> None:
-    fields = orjson.loads(orjson.dumps({**_CASES[case], **_FIXED})) if case != 7 else {**_CASES[case], **_FIXED}
+    fields = {**_CASES[case], **_FIXED}
+    if not any(type(v) is tuple for v in fields.values()):  # as parsed from JSON (its keys not interned), where it can be
+        fields = orjson.loads(orjson.dumps(fields))
     want = _outcome(lambda: gym.encode_experience(tenant_id="t", agent_id="a", **fields))
     general = gym.encode_experience
     calls = []
