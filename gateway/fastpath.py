@@ -49,6 +49,11 @@ from agentgym.gateway.body import decoded, parse_json
 from agentgym.gateway.exceptions import ApiError
 from agentgym.gateway.ingest import EXPERIENCE, FEEDBACK
 
+try:
+    from agentgym.gateway._httpscan import scan as _scan
+except ImportError:  # built without a C compiler: aiohttp's parser reads every request
+    _scan = None
+
 if TYPE_CHECKING:
     from agentgym.gateway.app import Gateway
 
@@ -65,6 +70,9 @@ SUPPORTED = all(any(name in getattr(c, "__slots__", ()) for c in RequestHandler.
 _INGEST = frozenset({"ingest"})
 _ASSIGN = frozenset({"ingest", "read"})
 _POSTS = {"/v1/experiences": ("experiences", EXPERIENCE), "/v1/feedback": ("feedback", FEEDBACK)}
+_KIND_PATHS = {name: path for path, (name, _) in _POSTS.items()}
+_SCAN_POSTS = (_POSTS["/v1/experiences"], _POSTS["/v1/feedback"])  # the scanner's routes 0 and 1
+_SCAN_ASSIGNMENT = 2
 _ASSIGN_PREFIX, _ASSIGN_SUFFIX = "/v1/experiments/", "/assignment"
 _MAX_WRITE_BUFFER = 64 * 1024
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -98,8 +106,26 @@ class GatewayRequestHandler(RequestHandler):
 
     _body_timer: asyncio.TimerHandle | None = None  # a hot-route request whose body is still arriving
     _answering = False
+    _fresh = True  # aiohttp's parser has had no byte of this connection yet: the compiled scanner may read it
+    _held = b""  # the start of a hot request the scanner reads, waiting for the rest (one more read)
+    _held_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self._fresh and _scan is not None:
+            if self._force_close or self._close:
+                return
+            held = self._held
+            if held:
+                self._drop_held()
+                data = held + data
+            rest, more = self._scan_answer(data)
+            if not rest:
+                return
+            if more and (not held or len(rest) < len(data)):  # a new start of a request: wait for the next read
+                self._hold(rest)
+                return
+            self._fresh = False  # aiohttp's parser reads the rest of the connection (it may hold a partial request)
+            data = rest
         waiter = self._waiter
         idle = waiter is not None and not waiter.done()  # the request loop waits for a message: none queued or running
         if not idle:
@@ -152,6 +178,7 @@ class GatewayRequestHandler(RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_body_timer()
+        self._drop_held()
         super().connection_lost(exc)
 
     def _cancel_body_timer(self) -> None:
@@ -168,13 +195,17 @@ class GatewayRequestHandler(RequestHandler):
         messages.popleft()
         if self._parser is not None:
             self._parser.message_consumed()
+        self._late_body_answer(gw, route[0], msg.method, msg.path, False)
+        self.force_close()
+
+    def _late_body_answer(self, gw: Gateway, name: str, method: str, path: str, scanned: bool) -> None:
         t = gw.settings.body_timeout_s
         exc = ApiError(408, "body_timeout", "body", f"the body did not arrive within {t:g} s")
         gw.metrics.rejections.labels(exc.error).inc()
-        gw.metrics.fast_path()
-        gw.answered(route[0], msg.method, msg.path, 408, t)
+        gw.metrics.fast_path(scanned)
+        gw.answered(name, method, path, 408, t)
+        assert self.transport is not None
         self.transport.write(_response(408, orjson.dumps(exc.body())))
-        self.force_close()
 
     # -- which requests ------------------------------------------------------------
     def _fast_route(self, msg: Any, payload: Any, max_body_bytes: int) -> tuple[str, Any] | None:
@@ -204,31 +235,98 @@ class GatewayRequestHandler(RequestHandler):
 
     # -- answering -------------------------------------------------------------------
     def _answer(self, gw: Gateway, route: tuple[str, Any], msg: RawRequestMessage, payload: Any) -> None:
+        """Answers a hot-route request that aiohttp's parser read."""
         name, arg = route
-        t0 = time.perf_counter()
         headers = msg.headers
+        if name == "assignment":
+            self._respond(gw, name, arg, msg.method, msg.path, headers.get("Authorization"), headers.get("X-AgentGym-Tenant"),
+                          None, msg.url.query.get("unit_id"), None, None, False)
+        else:
+            self._respond(gw, name, arg, msg.method, msg.path, headers.get("Authorization"), headers.get("X-AgentGym-Tenant"),
+                          headers.get("X-AgentGym-Agent"), None, payload.read_nowait(), headers.get("Content-Encoding"), False)
+
+    def _scan_answer(self, data: bytes) -> tuple[bytes, bool]:
+        """Answers the whole hot requests at the front of ``data``, read by the compiled scanner; returns the rest,
+        and whether the rest is the start of a request the scanner reads (acceptable so far).
+
+        Only while aiohttp's parser has had no byte of this connection: so the front of ``data`` is the start of a
+        request, nothing is queued or running before it, and the rest goes to aiohttp's parser as if it were new."""
+        gw = self._manager.gateway  # type: ignore[union-attr]
+        max_body = gw.settings.max_body_bytes
+        pos, n, more = 0, len(data), False
+        while pos < n:
+            transport = self.transport
+            if transport is None or self._force_close or self._close or transport.get_write_buffer_size() > _MAX_WRITE_BUFFER:
+                break  # (a client not reading its answers: aiohttp's request loop waits for the buffer to drain)
+            hit = _scan(data, pos, max_body)  # type: ignore[misc]  # (not None here)
+            if not hit:
+                more = hit is not None
+                break
+            route, experiment, unit_id, authorization, tenant, agent, start, pos = hit
+            if route == _SCAN_ASSIGNMENT:
+                path = f"{_ASSIGN_PREFIX}{experiment}{_ASSIGN_SUFFIX}"
+                self._respond(gw, "assignment", experiment, "GET", path, authorization, tenant, None, unit_id, None, None, True)
+            else:
+                name, kind = _SCAN_POSTS[route]
+                self._respond(gw, name, kind, "POST", _KIND_PATHS[name], authorization, tenant, agent, None, data[start:pos],
+                              None, True)
+        return (data[pos:] if pos else data), more
+
+    def _hold(self, data: bytes) -> None:
+        """Keeps the start of a request until the next read, within the header (or, the head whole, the body) timeout."""
+        settings = self._manager.gateway.settings  # type: ignore[union-attr]
+        head_done = b"\r\n\r\n" in data
+        self._held = data
+        self._held_timer = self._loop.call_later(settings.body_timeout_s if head_done else settings.header_timeout_s,
+                                                 self._held_late, head_done)
+
+    def _drop_held(self) -> None:
+        self._held = b""
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+
+    def _held_late(self, head_done: bool) -> None:
+        """The rest of a held request did not come in time: as on the other paths, a head not whole closes the
+        connection (slowloris), a body not whole gets 408 and the connection closed."""
+        held, self._held, self._held_timer = self._held, b"", None
+        if not held or self.transport is None:
+            return
+        if head_done:
+            gw = self._manager.gateway  # type: ignore[union-attr]
+            name = "feedback" if held.startswith(b"POST /v1/feedback ") else "experiences"
+            self._late_body_answer(gw, name, "POST", _KIND_PATHS[name], True)
+        self.force_close()
+
+    def _respond(self, gw: Gateway, name: str, arg: Any, method: str, path: str, authorization: str | None,
+                 tenant: str | None, agent: str | None, unit_id: str | None, raw: bytes | None, encoding: str | None,
+                 scanned: bool) -> None:
+        """The answer of one hot-route request, by the same :class:`~agentgym.gateway.app.Gateway` methods as the
+        routed handlers; written, and the keep-alive timer moved as aiohttp's request loop does after an answer."""
+        t0 = time.perf_counter()
         try:
             if name == "assignment":
-                key = gw.key_of(headers.get("Authorization"), headers.get("X-AgentGym-Tenant"), _ASSIGN)
-                out = _response(200, orjson.dumps(gw.assignment(key, arg, msg.url.query.get("unit_id"))))
+                key = gw.key_of(authorization, tenant, _ASSIGN)
+                out = _response(200, orjson.dumps(gw.assignment(key, arg, unit_id)))
+                status = 200
             else:
-                key = gw.key_of(headers.get("Authorization"), headers.get("X-AgentGym-Tenant"), _INGEST)
-                body = parse_json(decoded(payload.read_nowait(), headers.get("Content-Encoding"), gw.settings), gw.settings)
-                out = _response(202, orjson.dumps(gw.ingest(arg, key, body, headers.get("X-AgentGym-Agent"))))
-            status = 202 if name != "assignment" else 200
+                key = gw.key_of(authorization, tenant, _INGEST)
+                body = parse_json(decoded(raw, encoding, gw.settings), gw.settings)  # type: ignore[arg-type]
+                out = _response(202, orjson.dumps(gw.ingest(arg, key, body, agent)))
+                status = 202
         except ApiError as exc:
             gw.metrics.rejections.labels(exc.error).inc()
             status = exc.status
             out = _response(status, orjson.dumps(exc.body()), exc.headers)
         except Exception:  # what the routed path would answer as a 500
-            log.exception("gateway: %s %s failed", msg.method, msg.path)
+            log.exception("gateway: %s %s failed", method, path)
             status = 500
             out = _response(500, orjson.dumps({"error": "internal", "field": None, "reason": "internal server error"}))
         manager = self._manager
         if manager is not None:
             manager.requests_count += 1
-        gw.metrics.fast_path()  # counted before the answer leaves, as the routed path does
-        gw.answered(name, msg.method, msg.path, status, time.perf_counter() - t0)
+        gw.metrics.fast_path(scanned)  # counted before the answer leaves, as the routed path does
+        gw.answered(name, method, path, status, time.perf_counter() - t0)
         assert self.transport is not None
         self.transport.write(out)
         # as aiohttp's request loop does after an answer: the connection may idle for the keep-alive timeout

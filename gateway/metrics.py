@@ -32,6 +32,7 @@ class _PerRequest(Collector):
         self.latency: dict[str, list[float]] = {}  # route -> a count per bucket (the last: +Inf), then the sum
         self.events: dict[str, int] = {}
         self.fast = 0
+        self.scanned = 0
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         key = (route, status)
@@ -63,6 +64,9 @@ class _PerRequest(Collector):
         yield CounterMetricFamily("agentgym_gateway_fast_path_requests",
                                   "requests answered from the connection's protocol (gateway/fastpath.py), of the requests",
                                   value=self.fast)
+        yield CounterMetricFamily("agentgym_gateway_fast_path_scanned_requests",
+                                  "of those, requests read by the compiled scanner (gateway/_httpscan.c), not aiohttp's parser",
+                                  value=self.scanned)
 
 
 class GatewayMetrics:
@@ -83,9 +87,11 @@ class GatewayMetrics:
         self.quarantined = Gauge("agentgym_gateway_events_quarantined",
                                  "events Kafka can never take (too large), kept under <spool>/quarantine", registry=r)
 
-    def fast_path(self) -> None:
-        """Counts one request answered from the connection's protocol."""
-        self._per_request.fast += 1
+    def fast_path(self, scanned: bool = False) -> None:
+        """Counts one request answered from the connection's protocol (``scanned``: read by the compiled scanner)."""
+        per = self._per_request
+        per.fast += 1
+        per.scanned += scanned
 
     def count_events(self, kind: str, n: int) -> None:
         events = self._per_request.events

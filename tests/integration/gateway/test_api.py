@@ -154,12 +154,23 @@ def test_gzip_bodies_within_the_limits_are_accepted(served: Served, bootstrap: s
         assert (status, body["accepted"]) == (202, 3)
 
 
-@pytest.mark.parametrize("connection", ["", "Connection: close\r\n"], ids=["fast-path", "routed"])
-def test_a_slow_body_times_out_with_408(served: Served, bootstrap: str, connection: str) -> None:
+@pytest.mark.parametrize("path", ["scanned", "parsed", "routed"])
+def test_a_slow_body_times_out_with_408(served: Served, bootstrap: str, path: str) -> None:
+    """On each path a request can take: the fast path reading with the compiled scanner (a new connection), the
+    fast path after aiohttp's parser (a connection whose first request was not a hot one), the routed handler."""
     key = _shared_key(served, bootstrap)
-    fast = lambda: served.gateway.metrics.registry.get_sample_value("agentgym_gateway_fast_path_requests_total") or 0.0  # noqa: E731
-    before = fast()
+    registry = served.gateway.metrics.registry
+    counts = lambda: tuple(registry.get_sample_value(f"agentgym_gateway_fast_path{n}_requests_total") or 0.0  # noqa: E731
+                           for n in ("", "_scanned"))
     with socket.create_connection(("127.0.0.1", served.settings.port), timeout=30) as sock:
+        if path == "parsed":
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first or not first.endswith(b"}"):
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+        before = counts()
+        connection = "Connection: close\r\n" if path == "routed" else ""
         sock.sendall((f"POST /v1/experiences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n{connection}"
                       "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"input\": ").encode())
         answer = b""
@@ -170,7 +181,8 @@ def test_a_slow_body_times_out_with_408(served: Served, bootstrap: str, connecti
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert b'"body_timeout"' in answer, answer[:400]
-    assert fast() == before + (0 if connection else 1)  # the path the test's id names answered
+    fast, scanned = (counts()[i] - before[i] for i in (0, 1))
+    assert (fast, scanned) == {"scanned": (1, 1), "parsed": (1, 0), "routed": (0, 0)}[path]  # the path named answered
 
 
 def test_rate_limit_answers_429_with_retry_after(served: Served, bootstrap: str, unique: str) -> None:

@@ -1,8 +1,8 @@
 """The fast path (gateway/fastpath.py) against the real broker, read by HTTP clients we did not write.
 
-Small complete requests to the hot routes are answered from the connection's protocol;
-everything else by aiohttp's routed handlers. These tests check that both give the same
-answers, that answers to pipelined requests mixing both paths come back in order (parsed
+Small complete requests to the hot routes are answered from the connection's protocol, read
+by the compiled scanner (gateway/_httpscan.c) or by aiohttp's parser; everything else by
+aiohttp's routed handlers. These tests check that the three give the same answers, that answers to pipelined requests mixing both paths come back in order (parsed
 by h11), that the events reach Kafka exactly once, and that a slow request head is cut
 off after ``header_timeout_s`` while an idle keep-alive connection is not.
 """
@@ -30,6 +30,11 @@ EXPERIENCES = TOPICS["experiences"].name
 
 def _fast_count(served: Served) -> float:
     value = served.gateway.metrics.registry.get_sample_value("agentgym_gateway_fast_path_requests_total")
+    return value or 0.0
+
+
+def _scanned_count(served: Served) -> float:
+    value = served.gateway.metrics.registry.get_sample_value("agentgym_gateway_fast_path_scanned_requests_total")
     return value or 0.0
 
 
@@ -90,25 +95,50 @@ def test_both_paths_give_the_same_answers(served: Served, bootstrap: str, unique
         ("GET", f"/v1/experiments/no-such-{unique}/assignment?unit_id=u", None, auth(reader)),
         ("GET", f"/v1/experiments/{exp}/assignment?unit_id=u", None, {}),
     ]
-    fast = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)  # keep-alive: the fast path
+    # three ways in: read by the compiled scanner (a keep-alive connection, until a request it does not read), by
+    # aiohttp's parser then answered by the fast path (a keep-alive connection whose first request was not a hot
+    # one), or routed (Connection: close)
+    scanned = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
+    parsed = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
     try:
+        assert _request(parsed, "GET", "/healthz")[0] == 200
         for method, path, body, headers in cases:
-            before = _fast_count(served)
-            f_status, f_body, f_headers = _request(fast, method, path, body, headers)
-            assert _fast_count(served) == before + 1, (method, path, body, "was not answered by the fast path")
+            fast0, scanned0 = _fast_count(served), _scanned_count(served)
+            s_status, s_body, s_headers = _request(scanned, method, path, body, headers)
+            assert (_fast_count(served), _scanned_count(served)) == (fast0 + 1, scanned0 + 1), (method, path, body, "not scanned")
+            f_status, f_body, f_headers = _request(parsed, method, path, body, headers)
+            assert (_fast_count(served), _scanned_count(served)) == (fast0 + 2, scanned0 + 1), (method, path, body, "not parsed")
             slow = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
             try:  # Connection: close takes the routed path
                 r_status, r_body, r_headers = _request(slow, method, path, body, {**headers, "Connection": "close"})
             finally:
                 slow.close()
-            assert _fast_count(served) == before + 1, (method, path, "Connection: close was answered by the fast path")
-            assert (f_status, _shape(f_body)) == (r_status, _shape(r_body)), (method, path, body)
-            assert f_headers["content-type"] == r_headers["content-type"] == "application/json"
-            for name in ("retry-after", "www-authenticate"):
-                assert f_headers.get(name) == r_headers.get(name), (method, path, name)
-            assert "date" in f_headers and "server" in f_headers
+            assert _fast_count(served) == fast0 + 2, (method, path, "Connection: close was answered by the fast path")
+            assert (s_status, _shape(s_body)) == (f_status, _shape(f_body)) == (r_status, _shape(r_body)), (method, path, body)
+            for h in (s_headers, f_headers):
+                assert h["content-type"] == r_headers["content-type"] == "application/json"
+                for name in ("retry-after", "www-authenticate"):
+                    assert h.get(name) == r_headers.get(name), (method, path, name)
+                assert "date" in h and "server" in h
     finally:
-        fast.close()
+        scanned.close()
+        parsed.close()
+
+
+def test_a_connection_is_scanned_until_a_request_the_scanner_does_not_read(served: Served, bootstrap: str, unique: str) -> None:
+    """The scanner reads a connection only while aiohttp's parser has had none of its bytes: after a request it
+    does not read (here a header of non-ASCII bytes), aiohttp's parser reads the rest, and the fast path answers."""
+    key = new_key(bootstrap, served, f"t-{unique}")
+    conn = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
+    try:
+        steps = [({}, (1, 1)), ({"X-Note": "caf\xe9"}, (1, 0)), ({}, (1, 0)), ({}, (1, 0))]
+        for extra, (fast, scanned) in steps:
+            fast0, scanned0 = _fast_count(served), _scanned_count(served)
+            status, doc, _ = _request(conn, "POST", "/v1/experiences", experience(agent_id="a"), {**auth(key), **extra})
+            assert status == 202 and doc["accepted"] == 1
+            assert (_fast_count(served) - fast0, _scanned_count(served) - scanned0) == (fast, scanned), extra
+    finally:
+        conn.close()
 
 
 def test_bodies_over_the_limit_on_kept_alive_connections_get_the_routed_413(served: Served, bootstrap: str,
@@ -208,6 +238,13 @@ def test_a_slow_request_head_is_cut_off_but_an_idle_connection_is_not(served: Se
                 pass
         assert closed_after is not None, "the server kept a trickling request head open"
         assert timeout * 0.8 <= closed_after <= timeout + 3, closed_after
+
+    # the start of a head, then nothing: the scanner holds it, and the connection is closed at the header timeout
+    with socket.create_connection(("127.0.0.1", served.settings.port), timeout=timeout * 5) as sock:
+        started = time.monotonic()
+        sock.sendall(f"POST /v1/experiences HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n".encode())
+        assert sock.recv(1) == b""  # closed, with no answer
+        assert timeout * 0.8 <= time.monotonic() - started <= timeout + 3
 
     # an idle keep-alive connection outlives the header timeout, and its next request is answered
     conn = http.client.HTTPConnection("127.0.0.1", served.settings.port, timeout=15)
