@@ -61,6 +61,8 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
             max_event_bytes: int, batched: bool, *, masking: Callable[[str], MaskingPolicy] | None) -> list[Prepared]:
     """Validates, masks and encodes every event; raises :class:`ApiError` (with the event's index) at the first bad one.
 
+    The events are the request's own (parsed from its body): they are changed in place.
+
     ``masking``: agent id -> the tenant's masking policy for that agent (None: no masking), applied
     to the event's fields before it is encoded (docs/privacy.md).
     """
@@ -71,7 +73,7 @@ def prepare(client: AgentGym, kind: Kind, events: list[dict[str, Any]], tenant_i
     for i, event in enumerate(events):
         index = i if batched else None
         try:
-            out.append(_one(client, kind, dict(event), tenant_id, header_agent, max_event_bytes, masking, agents))
+            out.append(_one(client, kind, event, tenant_id, header_agent, max_event_bytes, masking, agents))
         except ApiError as exc:
             exc.index = index
             raise
