@@ -9,7 +9,7 @@ need_apt=()
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn  >/dev/null 2>&1 || need_apt+=(maven)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs)  # runs examples/typescript in the tests
-command -v gcc  >/dev/null 2>&1 || need_apt+=(gcc)  # builds the compiled Avro encoder (schemas/_avroenc.c), masking pre-check (producers/_maskscan.c), JSON depth scan (gateway/_jsonscan.c)
+command -v gcc  >/dev/null 2>&1 || need_apt+=(gcc)  # builds the compiled Avro encoder (schemas/_avroenc.c), masking pre-check (producers/_maskscan.c), JSON depth scan (gateway/_jsonscan.c), hot-request scanner (gateway/_httpscan.c)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)  # the dashboard's browser tests drive it with Playwright (which downloads no browser)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "==> installing ${need_apt[*]} (the local Kafka broker runs on Java, its jars come from Maven Central; Node runs the TypeScript example, chromium the browser tests)"
