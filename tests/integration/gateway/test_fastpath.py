@@ -259,3 +259,56 @@ def test_a_slow_request_head_is_cut_off_but_an_idle_connection_is_not(served: Se
         assert _request(conn, "POST", "/v1/experiences", experience(agent_id="a"), auth(key))[0] == 202
     finally:
         conn.close()
+
+
+def test_answers_written_together_reach_their_own_connections(served: Served, bootstrap: str, unique: str) -> None:
+    """The fast path writes a round's answers together (fastpath._Writes): with requests arriving on many
+    connections at once, each connection gets its own answer, in order, and one whose client left does not
+    disturb the others."""
+    key = new_key(bootstrap, served, f"t-{unique}")
+    host = f"127.0.0.1:{served.settings.port}"
+
+    def post(trace: str) -> bytes:
+        body = json.dumps(experience(agent_id="a", trace_id=trace)).encode()
+        return (f"POST /v1/experiences HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    socks = [socket.create_connection(("127.0.0.1", served.settings.port), timeout=15) for _ in range(24)]
+    try:
+        for rnd in range(3):
+            for i, sock in enumerate(socks):  # two pipelined requests per connection, all sent before any is read
+                sock.sendall(post(f"{unique}-{rnd}-{i}-a") + post(f"{unique}-{rnd}-{i}-b"))
+            if rnd == 1:  # a client that leaves without reading its answers
+                gone = socket.create_connection(("127.0.0.1", served.settings.port), timeout=15)
+                gone.sendall(post(f"{unique}-gone"))
+                gone.close()
+            for i, sock in enumerate(socks):
+                got = []
+                conn = None
+                leftover = b""
+                for _ in range(2):
+                    conn = h11.Connection(h11.CLIENT)
+                    conn.send(h11.Request(method="POST", target="/", headers=[("Host", host), ("Content-Length", "0")]))
+                    conn.send(h11.EndOfMessage())
+                    if leftover:
+                        conn.receive_data(leftover)
+                    body = b""
+                    while True:
+                        event = conn.next_event()
+                        if event is h11.NEED_DATA:
+                            conn.receive_data(sock.recv(65536))
+                        elif isinstance(event, h11.Response):
+                            assert event.status_code == 202
+                        elif isinstance(event, h11.Data):
+                            body += event.data
+                        elif isinstance(event, h11.EndOfMessage):
+                            break
+                    got.append(json.loads(body)["trace_ids"][0])
+                    leftover = bytes(conn.trailing_data[0])
+                assert got == [f"{unique}-{rnd}-{i}-a", f"{unique}-{rnd}-{i}-b"], (rnd, i, got)
+    finally:
+        for sock in socks:
+            sock.close()
+    traces = {f"{unique}-{r}-{i}-{x}" for r in range(3) for i in range(24) for x in "ab"}
+    recs = decode_all(consume_all(bootstrap, EXPERIENCES, len(traces), match=lambda m: m.key().decode() in traces))
+    assert sorted(r["trace_id"] for r in recs) == sorted(traces)  # each exactly once
