@@ -3,7 +3,10 @@
 Measures, in one run, against a real broker (started here unless ``--bootstrap``):
 
 * **bare**: an aiohttp handler that only parses the JSON body and answers 202, the
-  ceiling for aiohttp on this machine;
+  ceiling for aiohttp on this machine (issue 15's baseline);
+* **bare scanner**: the same on the gateway's own read path for hot requests (its
+  compiled scanner, ``gateway/_httpscan.c``, on a bare asyncio protocol): what is left
+  between it and the gateway is the gateway's work per request;
 * **single**: ``POST /v1/experiences`` with one ~1 KiB event, authentication and the
   per-key token bucket on (the bucket is large enough never to refuse), through the
   whole path: key check, limits, validation, Avro encoding, produce;
@@ -61,6 +64,34 @@ async def handle(request):
 app = web.Application()
 app.router.add_post("/v1/experiences", handle)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+"""
+
+# the same floor for the gateway's own read path: requests read by its compiled scanner, the JSON parsed, 202
+_BARE_SCANNED = """
+import asyncio, sys, orjson
+from agentgym.gateway._httpscan import scan
+ANSWER = b'HTTP/1.1 202 Accepted\\r\\nContent-Type: application/json\\r\\nContent-Length: 15\\r\\n\\r\\n{"accepted": 1}'
+class Bare(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+    def data_received(self, data):
+        data = self.buf + data if self.buf else data
+        pos = 0
+        while True:
+            hit = scan(data, pos, 1 << 22)
+            if not hit:
+                break
+            orjson.loads(data[hit[6]:hit[7]])
+            self.transport.write(ANSWER)
+            pos = hit[7]
+        self.buf = data[pos:]
+        if hit is None and self.buf:  # not a request it reads (the readiness probe): 404, closed
+            self.transport.write(b"HTTP/1.1 404 Not Found\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n")
+            self.transport.close()
+async def main():
+    server = await asyncio.get_running_loop().create_server(Bare, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+asyncio.run(main())
 """
 
 
@@ -341,7 +372,11 @@ def _run(args: argparse.Namespace, bootstrap: str, use_wrk: bool, tmp: Path) -> 
     gw = f"http://127.0.0.1:{gport}"
     print(f"load: {'wrk' if use_wrk else 'async client'}; {args.connections} connections, {args.seconds} s per run; "
           f"event {len(single)} bytes, batch {len(batch)} bytes; {os.cpu_count()} CPUs; gateway workers {args.workers}")
-    with _bare(env, bport, tmp) as pid:
+    with _bare(_BARE_SCANNED, env, bport, tmp) as pid:
+        scan_rps, scan_p99, scan_cpu = _throughput(use_wrk, f"http://127.0.0.1:{bport}/v1/experiences", "POST", single,
+                                                   {"Content-Type": "application/json"}, args.seconds, args.connections, tmp, pid)
+    bport = free_port()
+    with _bare(_BARE, env, bport, tmp) as pid:
         bare_rps, bare_p99, bare_cpu = _throughput(use_wrk, f"http://127.0.0.1:{bport}/v1/experiences", "POST", single,
                                                    {"Content-Type": "application/json"}, args.seconds, args.connections, tmp, pid)
         # the open-loop client's own floor on this machine (it shares the CPUs): a p99 below is not the gateway's
@@ -365,9 +400,13 @@ def _run(args: argparse.Namespace, bootstrap: str, use_wrk: bool, tmp: Path) -> 
         return f"server CPU {us:7.1f} us/{per} (= {1e6 / us:>7,.0f}/s per core)" if one else ""
 
     print(f"bare aiohttp (parse JSON only)  {bare_rps:>10,.0f} req/s   p99 {bare_p99 * ms:6.2f} ms   {cpu(bare_cpu)}")
+    print(f"bare scanner (parse JSON only)  {scan_rps:>10,.0f} req/s   p99 {scan_p99 * ms:6.2f} ms   {cpu(scan_cpu)}")
     print(f"gateway single event           {single_rps:>10,.0f} req/s   p99 {single_p99 * ms:6.2f} ms   {cpu(single_cpu)}")
-    print(f"  ratio to bare: {single_rps / bare_rps:.2f} x by throughput"
+    print(f"  ratio to bare aiohttp: {single_rps / bare_rps:.2f} x by throughput"
           + (f", {bare_cpu / single_cpu:.2f} x by CPU per request" if one else "") + "   [target >= 10,000/s, >= 0.6 x]")
+    print(f"  ratio to the bare scanner: {single_rps / scan_rps:.2f} x by throughput"
+          + (f", {scan_cpu / single_cpu:.2f} x by CPU per request" if one else "")
+          + "   [what authentication, limits, validation, masking, encoding and produce cost on the same read path]")
     print(f"gateway batches of 100         {batch_rps * 100:>10,.0f} events/s ({batch_rps:,.0f} req/s, p99 {batch_p99 * ms:.2f} ms)   "
           f"{cpu(batch_cpu / 100, 'event')}   [target >= 50,000 events/s]")
     print(f"assignment                     {assign_rps:>10,.0f} req/s   p99 {assign_p99 * ms:6.2f} ms   {cpu(assign_cpu)}")
@@ -381,9 +420,9 @@ def _run(args: argparse.Namespace, bootstrap: str, use_wrk: bool, tmp: Path) -> 
 
 
 @contextmanager
-def _bare(env: dict[str, str], port: int, tmp: Path) -> Iterator[int]:
+def _bare(script: str, env: dict[str, str], port: int, tmp: Path) -> Iterator[int]:
     with open(tmp / "bare.log", "wb") as fh:
-        p = subprocess.Popen([sys.executable, "-c", _BARE, str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
+        p = subprocess.Popen([sys.executable, "-c", script, str(port)], env=env, stdout=fh, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while _get(f"http://127.0.0.1:{port}/") == 0:
