@@ -17,7 +17,7 @@
  * header counts near aiohttp's limits. So it never needs to agree with a parser on a hard
  * case: it only has to refuse it. The start of such a request, acceptable as far as it goes,
  * gives () (the fast path waits for one more read: Python's http.client sends a head and its
- * body apart). tests/unit/gateway/test_httpscan.py checks every request it accepts against
+ * body apart); a request line not yet whole only when it starts as a hot one does. tests/unit/gateway/test_httpscan.py checks every request it accepts against
  * aiohttp's parser and h11 (same method, target, headers, body and end).
  */
 #define PY_SSIZE_T_CLEAN
@@ -129,11 +129,16 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 
     /* request line */
     const char *eol = memchr(p, '\r', (size_t)(end - p) < MAX_LINE ? (size_t)(end - p) : MAX_LINE);
-    if (eol == NULL) {
-        if (end - p < MAX_LINE) return MORE;
+    if (eol == NULL || eol + 1 >= end) { /* the request line is not whole yet: more only if it starts as a hot one */
+        static const char *starts[] = {"POST /v1/experiences ", "POST /v1/feedback ", "GET /v1/experiments/"};
+        Py_ssize_t have = end - p;
+        if (have >= MAX_LINE) Py_RETURN_NONE;
+        for (int i = 0; i < 3; i++) {
+            Py_ssize_t n = (Py_ssize_t)strlen(starts[i]);
+            if (memcmp(p, starts[i], (size_t)(have < n ? have : n)) == 0) return MORE;
+        }
         Py_RETURN_NONE;
     }
-    if (eol + 1 >= end) return MORE;
     if (eol[1] != '\n') Py_RETURN_NONE;
     int post;
     if (eol - p > 5 && memcmp(p, "POST ", 5) == 0) post = 1, p += 5;
@@ -259,7 +264,7 @@ static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "scan(data, pos, max_body) -> None | () | (route, experiment_id, unit_id, authorization, tenant, agent, body_start, end):\n"
      "the hot request at data[pos:] if it is one of the strict shapes gateway/fastpath.py answers and is whole;\n"
-     "() if data[pos:] is the start of one, acceptable so far (a request line not yet ended is taken as such);\n"
+     "() if data[pos:] is the start of one, acceptable so far;\n"
      "None if it is not one the scanner reads.\n"
      "route 0: POST /v1/experiences, 1: POST /v1/feedback, 2: GET /v1/experiments/{id}/assignment."},
     {NULL, NULL, 0, NULL},

@@ -312,3 +312,18 @@ def test_answers_written_together_reach_their_own_connections(served: Served, bo
     traces = {f"{unique}-{r}-{i}-{x}" for r in range(3) for i in range(24) for x in "ab"}
     recs = decode_all(consume_all(bootstrap, EXPERIENCES, len(traces), match=lambda m: m.key().decode() in traces))
     assert sorted(r["trace_id"] for r in recs) == sorted(traces)  # each exactly once
+
+
+def test_what_does_not_start_as_a_hot_request_is_answered_by_aiohttp_at_once(served: Served) -> None:
+    """A first read that cannot be the start of a hot request (here the start of a TLS handshake sent to plain
+    HTTP, no line end yet) is not held for more: aiohttp's parser answers 400 (held, it would be closed unanswered
+    at the header timeout)."""
+    with socket.create_connection(("127.0.0.1", served.settings.port), timeout=15) as sock:
+        sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), answer[:200]  # (aiohttp: 1.0, the version unknown)

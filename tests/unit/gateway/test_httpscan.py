@@ -198,6 +198,11 @@ def test_the_shapes_it_reads() -> None:
     for cut in (1, 10, post.index(b"\r\n\r\n") + 3, len(post) - 1):  # the start of one: more to come
         assert scan(post[:cut], 0, MAX_BODY) == (), cut
     assert scan(get[:-1], 0, MAX_BODY) == ()
+    for start in (b"P", b"POST /v1/f", b"POST /v1/experiences HTTP/1", b"GET /v1/experiments/e", b"GET /v1/experiments/e.1/as"):
+        assert scan(start, 0, MAX_BODY) == (), start
+    for other in (b"\x16\x03\x01\x02\x00\x01", b"GARBAGE", b"PUT /v1/experiences", b"POST /v2", b"GET /healthz",
+                  b"POST /v1/experiencesX"):  # not the start of a hot request: aiohttp's parser answers at once
+        assert scan(other, 0, MAX_BODY) is None, other
     refused = [
         post.replace(b"Content-Length: 2", b"Content-Length: 9999"),  # over max_body: the routed 413
         post.replace(b"Host: h\r\n", b""),  # no Host
