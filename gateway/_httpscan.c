@@ -158,7 +158,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Py_ssize_t val_n[3] = {0, 0, 0};
     const char *names[MAX_HEADERS];
     Py_ssize_t names_n[MAX_HEADERS];
-    int hosts = 0, lengths = 0, count = 0;
+    int host = 0, length = 0, count = 0; /* (each header comes once: repeats are refused below) */
     Py_ssize_t content_length = 0;
     for (;;) {
         if (end - p < 2) return MORE;
@@ -191,7 +191,7 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         p += 2;
         switch (name_n) {
         case 4:
-            if (name_is(name, name_n, "host")) hosts++;
+            if (name_is(name, name_n, "host")) host = 1;
             break;
         case 6:
             if (name_is(name, name_n, "expect")) Py_RETURN_NONE;
@@ -203,15 +203,12 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             if (name_is(name, name_n, "connection") && !name_is(v, v_n, "keep-alive")) Py_RETURN_NONE;
             break;
         case 13:
-            if (name_is(name, name_n, "authorization")) {
-                if (val[0] != NULL) Py_RETURN_NONE;
-                val[0] = v, val_n[0] = v_n;
-            }
+            if (name_is(name, name_n, "authorization")) val[0] = v, val_n[0] = v_n;
             break;
         case 14:
             if (name_is(name, name_n, "content-length")) {
-                if (lengths++ || v_n == 0 || v_n > 9) Py_RETURN_NONE;
-                content_length = 0;
+                if (v_n == 0 || v_n > 9) Py_RETURN_NONE;
+                length = 1;
                 for (Py_ssize_t i = 0; i < v_n; i++) {
                     if (v[i] < '0' || v[i] > '9') Py_RETURN_NONE;
                     content_length = content_length * 10 + (v[i] - '0');
@@ -220,22 +217,16 @@ static PyObject *scan(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             break;
         case 16:
             if (name_is(name, name_n, "content-encoding")) Py_RETURN_NONE;
-            if (name_is(name, name_n, "x-agentgym-agent")) {
-                if (val[2] != NULL) Py_RETURN_NONE;
-                val[2] = v, val_n[2] = v_n;
-            }
+            if (name_is(name, name_n, "x-agentgym-agent")) val[2] = v, val_n[2] = v_n;
             break;
         case 17:
             if (name_is(name, name_n, "transfer-encoding")) Py_RETURN_NONE;
-            if (name_is(name, name_n, "x-agentgym-tenant")) {
-                if (val[1] != NULL) Py_RETURN_NONE;
-                val[1] = v, val_n[1] = v_n;
-            }
+            if (name_is(name, name_n, "x-agentgym-tenant")) val[1] = v, val_n[1] = v_n;
             break;
         }
     }
-    if (hosts != 1) Py_RETURN_NONE;
-    if (post ? (!lengths || content_length > max_body) : content_length != 0) Py_RETURN_NONE;
+    if (!host) Py_RETURN_NONE;
+    if (post ? (!length || content_length > max_body) : content_length != 0) Py_RETURN_NONE;
     if (end - p < content_length) return MORE; /* the body is still arriving */
     Py_ssize_t body_start = p - buf, stop = body_start + content_length;
 

@@ -370,11 +370,10 @@ class GatewayRequestHandler(RequestHandler):
             status = 500
             out = _response(500, orjson.dumps({"error": "internal", "field": None, "reason": "internal server error"}))
         manager = self._manager
-        if manager is not None:
-            manager.requests_count += 1
+        assert self.transport is not None and manager is not None  # (a live connection)
+        manager.requests_count += 1
         gw.metrics.fast_path(scanned)  # counted before the answer leaves, as the routed path does
         gw.answered(name, method, path, status, time.perf_counter() - t0)
-        assert self.transport is not None and manager is not None
         manager.writes.add(self._loop, self.transport, out)  # type: ignore[attr-defined]
         # as aiohttp's request loop does after an answer: the connection may idle for the keep-alive timeout
         self._keepalive = True
